@@ -1,0 +1,90 @@
+"""Data sources: the embedded default, a Hugging Face Hub dataset, or a local file in the hub's schema.
+
+``--data cnn=SOURCE`` gives a task both splits; ``--data cnn.train=SOURCE`` / ``cnn.eval=SOURCE`` one split.
+SOURCE is ``embedded``, ``owner/name[:config[:split]]``, or a ``.jsonl``/``.json``/``.csv``/``.parquet`` file.
+A single source without a named split is divided into eval (a fixed, content-independent share) and train.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.errors import DataError
+from harness.io import sha256_json
+
+FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+
+
+@dataclass(frozen=True)
+class Source:
+    kind: str  # embedded, hub or file
+    ref: str = "embedded"
+    config: str | None = None
+    split: str | None = None
+
+    def describe(self) -> str:
+        if self.kind == "hub":
+            return ":".join(x for x in (self.ref, self.config, self.split) if x)
+        return self.ref
+
+
+def parse_source(text: str) -> Source:
+    text = text.strip()
+    if text == "embedded":
+        return Source("embedded")
+    path = Path(text).expanduser()
+    suffix = path.suffix.lower()
+    if suffix in FORMATS:
+        if not path.is_file():
+            raise DataError(f"data file {text} does not exist; check the path given to --data")
+        return Source("file", str(path))
+    if path.exists():
+        raise DataError(f"data file {text} has unknown format {suffix or '(no extension)'!r}; "
+                        f"use one of {', '.join(FORMATS)}")
+    ref, *rest = text.split(":")
+    if "/" in ref and len(rest) <= 2 and os.sep not in ref.split("/", 1)[1]:
+        return Source("hub", ref, rest[0] if rest else None, rest[1] if len(rest) > 1 else None)
+    raise DataError(f"data source {text!r} is not 'embedded', a hub id owner/name[:config[:split]] "
+                    f"or an existing {'/'.join(FORMATS)} file")
+
+
+def read_file(source: Source) -> list[dict]:
+    from datasets import load_dataset
+
+    fmt = FORMATS[Path(source.ref).suffix.lower()]
+    try:
+        ds = load_dataset(fmt, data_files=source.ref, split="train")
+    except Exception as e:  # datasets raises many types for malformed files; name the file, not the internals
+        raise DataError(f"cannot read {source.ref} as {fmt}: {_first_line(e)}; check the file's format") from None
+    return ds.to_list()
+
+
+def read_hub(source: Source, split: str) -> list[dict]:
+    from datasets import load_dataset
+
+    try:
+        ds = load_dataset(source.ref, source.config, split=split)
+    except Exception as e:
+        raise DataError(f"cannot load {source.describe()} split {split!r} from the Hugging Face Hub "
+                        f"({_first_line(e)}); download it on a connected machine and pass a local file "
+                        "to --data") from None
+    return ds.to_list()
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:200] if text else type(e).__name__
+
+
+def holdout(rows: list[dict], n_eval: int) -> tuple[list[dict], list[dict]]:
+    """Split one source into (train, eval) by a hash of each row's content: the same rows land in eval on
+    every machine and for every --seed, and adding rows never moves an old row between splits."""
+    keyed = sorted(rows, key=sha256_json)
+    n_eval = min(n_eval, max(1, len(rows) // 2))
+    return keyed[n_eval:], keyed[:n_eval]
+
+
+def fingerprint(source: str, rows: list[dict]) -> dict:
+    return {"source": source, "rows": len(rows), "sha256": sha256_json(rows)}

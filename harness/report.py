@@ -1,0 +1,193 @@
+"""Comparison tables built from the stored records alone (no model is loaded).
+
+One row per task x method: quality metrics with their 95% CIs, peak memory, throughput, wall time and the
+trainable share of parameters. The terminal gets rich tables; the run folder gets ``report.md`` and
+``summary.csv``. Metric directions come from the metric registry.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from harness.io import read_json
+from harness.metrics import METRICS
+from harness.records import CellStore
+
+MIB = 2**20
+
+
+def load_records(run_dir: Path) -> list[dict]:
+    """Every cell folder of a run that has a readable status, in run.json order when there is one."""
+    run_dir = Path(run_dir)
+    folders: list[Path] = []
+    if (run_dir / "run.json").is_file():
+        folders = [run_dir / c["folder"] for c in read_json(run_dir / "run.json")["cells"]]
+    folders += sorted(p.parent for p in run_dir.glob("*/*/status.json") if p.parent not in folders)
+    records = []
+    for folder in folders:
+        store = CellStore(folder.parent.parent, folder.parent.name, folder.name)
+        state, reason = store.state()
+        if state != "complete":
+            continue
+        rec = {"task": folder.parent.name, "method": folder.name, "dir": str(folder),
+               "status": store.read_json("status.json"), "config": store.read_json("config.json")}
+        rec["method"] = rec["config"]["method"]["name"]
+        if store.path("metrics.json").is_file():
+            rec["metrics"] = store.read_json("metrics.json")
+            rec["train"] = store.read_json("train.json")
+        records.append(rec)
+    return records
+
+
+def _fmt(x, digits=3) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    return f"{x:.{digits}f}"
+
+
+def _mib(x) -> str:
+    return "-" if x is None else f"{x / MIB:,.0f}"
+
+
+def flat_row(rec: dict) -> dict:
+    """One summary.csv row: identifiers, status, each metric with its CI, and the measurements."""
+    status = rec["status"]
+    row = {"task": rec["task"], "method": rec["method"], "status": status["status"],
+           "error_kind": status.get("error_kind", ""), "message": status.get("message", "")}
+    m = rec.get("metrics")
+    if not m:
+        return row
+    for name, q in m["quality"].items():
+        row[name], row[f"{name}_ci_low"], row[f"{name}_ci_high"] = q["value"], q["ci_low"], q["ci_high"]
+    meas = m["measurements"]
+    row.update({
+        "peak_mem_mib": (meas["memory"]["peak_bytes"] or 0) / MIB,
+        "peak_rss_mib": (meas["memory"].get("peak_rss_bytes") or 0) / MIB,
+        "cuda_max_allocated_mib": (meas["memory"].get("cuda_max_allocated_bytes") or 0) / MIB or None,
+        "cuda_max_reserved_mib": (meas["memory"].get("cuda_max_reserved_bytes") or 0) / MIB or None,
+        "footprint_mib": meas["memory"]["model_footprint_bytes"] / MIB,
+        "train_tokens_per_s": meas["timing"]["train_tokens_per_s"],
+        "gen_tokens_per_s": meas["timing"]["generation_tokens_per_s"],
+        "train_s": meas["timing"]["train_s"], "eval_s": meas["timing"]["eval_s"],
+        "trainable_params": meas["params"]["trainable"], "total_params": meas["params"]["total"],
+        "trainable_pct": meas["params"]["trainable_pct"],
+    })
+    return row
+
+
+def task_tables(records: list[dict], ci_sep: str = " ") -> dict[str, tuple[list[str], list[list[str]]]]:
+    """{task: (header, rows)} with display strings, one row per method; ``ci_sep`` goes before the CI."""
+    out: dict[str, tuple[list[str], list[list[str]]]] = {}
+    for task in dict.fromkeys(r["task"] for r in records):
+        recs = [r for r in records if r["task"] == task]
+        names: list[str] = []
+        for r in recs:
+            for n in (r.get("metrics") or {}).get("quality", {}):
+                if n not in names:
+                    names.append(n)
+        arrows = [f"{n} {'↑' if METRICS.lookup(n).higher_is_better else '↓'}" if n in METRICS else n for n in names]
+        header = ["method", *arrows, "peak MiB", "weights MiB", "train tok/s", "gen tok/s", "train s",
+                  "eval s", "train %"]
+        rows = []
+        for r in recs:
+            if not r.get("metrics"):
+                st = r["status"]
+                rows.append([r["method"], f"{st['status']}: {st.get('error_kind', '')}: {st.get('message', '')}"]
+                            + [""] * (len(header) - 2))
+                continue
+            q, meas = r["metrics"]["quality"], r["metrics"]["measurements"]
+            cells = [r["method"]]
+            for n in names:
+                v = q.get(n)
+                cells.append("-" if v is None else
+                             f"{_fmt(v['value'])}{ci_sep}[{_fmt(v['ci_low'])}, {_fmt(v['ci_high'])}]")
+            t = meas["timing"]
+            cells += [_mib(meas["memory"]["peak_bytes"]), _mib(meas["memory"]["model_footprint_bytes"]),
+                      _fmt(t["train_tokens_per_s"], 1), _fmt(t["generation_tokens_per_s"], 1),
+                      _fmt(t["train_s"], 0), _fmt(t["eval_s"], 0), _fmt(meas["params"]["trainable_pct"], 2)]
+            rows.append(cells)
+        out[task] = (header, rows)
+    return out
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    esc = lambda s: str(s).replace("|", "\\|").replace("\n", " ")  # noqa: E731
+    lines = ["| " + " | ".join(esc(h) for h in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def markdown(records: list[dict], title: str, command: str | None = None) -> str:
+    parts = [f"# {title}", ""]
+    if command:
+        parts += ["Made with:", "", f"    {command}", ""]
+    env = next((read_json(Path(r["dir"]) / "env.json") for r in records if (Path(r["dir"]) / "env.json").is_file()),
+               None)
+    if env:
+        pk = env["packages"]
+        parts += [f"Device: {env['device']} ({env.get('gpu') or env['cpu']}, {env['torch_threads']} threads); "
+                  f"torch {pk.get('torch')}, transformers {pk.get('transformers')}, peft {pk.get('peft')}, "
+                  f"trl {pk.get('trl')}, bitsandbytes {pk.get('bitsandbytes')}; "
+                  f"commit {str(env['git'].get('commit'))[:10]}{' (dirty)' if env['git'].get('dirty') else ''}.", ""]
+    parts += ["Quality: mean over eval examples with a 95% bootstrap CI in brackets. Peak memory: CUDA max "
+              "allocated on GPU, peak RSS of the process during the cell on CPU.", ""]
+    for task, (header, rows) in task_tables(records).items():
+        parts += [f"## {task}", "", markdown_table(header, rows), ""]
+        parts += _extras_md(task, records)
+    return "\n".join(parts)
+
+
+def _extras_md(task: str, records: list[dict]) -> list[str]:
+    """Task-specific tables the task stored in metrics.json["extra"] (e.g. fever's confusion table)."""
+    out = []
+    for r in records:
+        if r["task"] != task or not r.get("metrics"):
+            continue
+        for name, table in (r["metrics"].get("extra") or {}).items():
+            out += [f"**{r['method']}: {name}**", "", markdown_table(table["header"], table["rows"]), ""]
+    return out
+
+
+def print_tables(records: list[dict], console) -> None:
+    from rich.table import Table
+
+    # The CI goes on a second line so that the table stays readable in an 80-column terminal.
+    for task, (header, rows) in task_tables(records, ci_sep="\n").items():
+        table = Table(title=f"{task}  (95% bootstrap CI below each value)", title_justify="left")
+        for i, h in enumerate(header):
+            table.add_column(h, justify="left" if i == 0 else "right", overflow="fold")
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+
+
+def write_reports(run_dir: Path, records: list[dict], command: str | None = None) -> list[Path]:
+    import pandas as pd
+
+    from harness.io import atomic_write_bytes
+
+    run_dir = Path(run_dir)
+    md = markdown(records, f"Results: {run_dir.name}", command)
+    atomic_write_bytes(run_dir / "report.md", md.encode())
+    csv = pd.DataFrame([flat_row(r) for r in records]).to_csv(index=False)
+    atomic_write_bytes(run_dir / "summary.csv", csv.encode())
+    return [run_dir / "report.md", run_dir / "summary.csv"]
+
+
+def cmd_report(results_dir: str) -> int:
+    """``run_matrix.py report DIR``: rebuild the tables and report files from the records alone."""
+    from harness.console import console
+    from harness.errors import ConfigError
+
+    run_dir = Path(results_dir)
+    if not run_dir.is_dir():
+        raise ConfigError(f"results folder {results_dir} does not exist; pass a run folder such as results/NAME")
+    records = load_records(run_dir)
+    if not records:
+        raise ConfigError(f"{results_dir} holds no completed cells; pass a run folder (results/NAME), "
+                          "not the results root")
+    print_tables(records, console)
+    paths = write_reports(run_dir, records)
+    console.print(f"wrote {', '.join(str(p) for p in paths)}")
+    return 0

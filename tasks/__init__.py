@@ -1,0 +1,3 @@
+"""Built-in tasks; importing this package registers them in ``harness.tasks.TASKS``."""
+
+from tasks import cnn  # noqa: F401
