@@ -1,0 +1,63 @@
+"""Shared fixtures: the SmolLM2 tokenizer and the tiny random Llama model, both built once in the cache.
+
+The cache is the user's harness cache (HARNESS_CACHE or ~/.cache/llm-harness), so a second test run reuses
+the converted tokenizer. Tests that need a clean cache make their own with monkeypatch.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HARNESS_PROGRESS", "0")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the Hub; fail fast instead of retrying
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir() -> Path:
+    from harness.models import smollm2_tokenizer_dir
+
+    return smollm2_tokenizer_dir()
+
+
+@pytest.fixture(scope="session")
+def tokenizer(tokenizer_dir):
+    from harness.models import load_tokenizer
+
+    return load_tokenizer(str(tokenizer_dir))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir() -> Path:
+    from harness.models import tiny_llama
+
+    return tiny_llama()
+
+
+@pytest.fixture
+def tiny_model(tiny_model_dir):
+    from harness.methods import resolve_method
+    from harness.models import load_model
+
+    return load_model(str(tiny_model_dir), resolve_method("base"), "cpu")
+
+
+@pytest.fixture
+def ctx(tokenizer):
+    from harness.tasks import Context
+
+    return Context(tok=tokenizer, max_seq_len=512, max_new_tokens=64)
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 900):
+    """Run ``python run_matrix.py ARGS`` in a subprocess, as a user would."""
+    import subprocess
+
+    full_env = {**os.environ, "HARNESS_PROGRESS": "0", **(env or {})}
+    return subprocess.run([sys.executable, str(ROOT / "run_matrix.py"), *args], cwd=cwd or ROOT, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)

@@ -1,0 +1,87 @@
+"""Bad input gets one clear line on stderr, exit status 2, and no traceback."""
+
+import pytest
+
+from harness.cli import main
+from tests.conftest import run_cli
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("error: ") and "Traceback" not in err[0]
+    return err[0]
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--tasks", "cnn,summarise"], "unknown task 'summarise'; valid tasks: cnn"),
+    (["--methods", "lora,qlora16"], "unknown method 'qlora16'; valid methods: base, full, lora, qlora"),
+    (["--methods", "full:bits=8"], "quantization without an adapter"),
+    (["--methods", "qlora8:load_in_4bit=true"], "4-bit and 8-bit at once"),
+    (["--methods", "lora,lora"], "method 'lora' is listed twice"),
+    (["--train-limit", "0"], "--train-limit must be a positive integer, got 0"),
+    (["--eval-limit", "-5"], "--eval-limit must be a positive integer, got -5"),
+    (["--batch-size", "-1"], "--batch-size must be a positive integer"),
+    (["--epochs", "abc"], "epochs in the command line must be float"),
+    (["--device", "tpu"], "invalid choice: 'tpu'"),
+    (["--data", "cnn=/no/such/file.jsonl"], "data file /no/such/file.jsonl does not exist"),
+    (["--data", "fever=x.jsonl"], "task 'fever', which is not in --tasks"),
+    (["--config", "/no/such.yaml"], "config file /no/such.yaml does not exist"),
+    (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+    (["--model", "not-a-model", "--out", "/tmp/harness-cli-test"], "model 'not-a-model' is not a catalogue"),
+])
+def test_bad_input_is_one_line(argv, expected, capsys, tmp_path):
+    if "--out" not in argv:
+        argv = argv + ["--out", str(tmp_path)]
+    with pytest.raises(SystemExit) if "--device" in argv or "--no-such-flag" in argv else _nothing():
+        code = main(argv)
+        assert code == 2
+    assert expected in one_error_line(capsys)
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_bad_data_file_contents(tmp_path, capsys):
+    unknown = tmp_path / "rows.xml"
+    unknown.write_text("<rows/>")
+    assert main(["--data", f"cnn={unknown}", "--out", str(tmp_path)]) == 2
+    assert "unknown format '.xml'" in one_error_line(capsys)
+    missing_col = tmp_path / "rows.jsonl"
+    missing_col.write_text('{"text": "a", "highlights": "b"}\n')
+    assert main(["--data", f"cnn={missing_col}", "--out", str(tmp_path)]) == 2
+    assert "--columns cnn:article=YOUR_COLUMN" in one_error_line(capsys)
+
+
+def test_unwritable_out(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert main(["--out", str(blocker / "sub"), "--model", "tiny-llama"]) == 2
+    assert "is not writable" in one_error_line(capsys)
+
+
+def test_subprocess_has_no_traceback(tmp_path):
+    done = run_cli("--tasks", "nope", "--out", str(tmp_path))
+    assert done.returncode == 2
+    assert done.stderr.strip() == "error: unknown task 'nope'; valid tasks: cnn"
+    assert done.stdout == ""
+
+
+def test_help_explains(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for text in ("--tasks", "--methods", "--data TASK=SOURCE", "--max-seq-len", "report RESULTS_DIR", "gate"):
+        assert text in out
+
+
+def test_list(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "cnn" in out and "qlora8" in out and "smollm2-135m" in out and "rougeL" in out

