@@ -77,3 +77,44 @@ def _eos_ids(tok, model) -> list[int]:
     gen_eos = getattr(model.generation_config, "eos_token_id", None)
     ids.update(gen_eos if isinstance(gen_eos, list) else [gen_eos])
     return sorted(i for i in ids if i is not None)
+
+
+def completion_nll(model, tok, prompts: list[str], completions: list[str], batch_size: int,
+                   label: str = "score") -> list[tuple[float, int]]:
+    """(summed negative log-likelihood, token count) of each completion given its prompt, EOS included.
+
+    The completion is scored exactly as it is trained: prompt tokens, then completion tokens and EOS, with
+    the loss on the completion only. Right padding; padded positions are masked out.
+    """
+    import torch
+
+    device = next(model.parameters()).device
+    seqs = []
+    for p, c in zip(prompts, completions, strict=True):
+        p_ids = tok(p, add_special_tokens=False)["input_ids"]
+        c_ids = tok(c, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        seqs.append((p_ids, c_ids))
+    out: list[tuple[float, int]] = []
+    model.eval()
+    with progress_bar(label, len(seqs)) as advance, torch.inference_mode():
+        for start in range(0, len(seqs), batch_size):
+            batch = seqs[start:start + batch_size]
+            width = max(len(p) + len(c) for p, c in batch)
+            ids = torch.full((len(batch), width), tok.pad_token_id, dtype=torch.long)
+            labels = torch.full((len(batch), width), -100, dtype=torch.long)
+            attn = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, (p, c) in enumerate(batch):
+                n = len(p) + len(c)
+                ids[row, :n] = torch.tensor(p + c)
+                labels[row, len(p):n] = torch.tensor(c)
+                attn[row, :n] = 1
+            logits = model(input_ids=ids.to(device), attention_mask=attn.to(device)).logits.float()
+            logp = torch.log_softmax(logits[:, :-1], dim=-1)
+            target = labels[:, 1:].to(device)
+            mask = target != -100
+            picked = logp.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+            nll = -(picked * mask).sum(dim=1)
+            for row in range(len(batch)):
+                out.append((float(nll[row]), int(mask[row].sum())))
+            advance(len(batch))
+    return out

@@ -6,6 +6,7 @@ here and nowhere else. Scorers produce per-example values; ``summarise`` aggrega
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -43,15 +44,31 @@ for _name, _what in zip(ROUGE_TYPES, ("unigram", "bigram", "longest common subse
 
 
 def summarise(values: dict[str, list], n_boot: int, seed: int) -> dict:
-    """Per-example values -> {metric: {value, ci_low, ci_high, n, higher_is_better, aggregation}}."""
+    """Per-example values -> {metric: {value, ci_low, ci_high, n, higher_is_better, aggregation}}.
+
+    A value of None means the metric does not apply to that example (e.g. an instruction check on a prompt
+    without constraints); such examples are left out of that metric only. An empty metric has value None.
+    """
     out = {}
     for name, vals in values.items():
-        metric = METRICS.lookup(name)
+        metric = get_metric(name)
+        vals = [v for v in vals if v is not None]
+        value = AGGREGATIONS[metric.aggregation](vals) if vals else float("nan")
         lo, hi = bootstrap_ci(vals, metric.aggregation, n_boot=n_boot, seed=seed)
-        out[name] = {"value": AGGREGATIONS[metric.aggregation](vals), "ci_low": lo, "ci_high": hi,
-                     "n": len(vals), "higher_is_better": metric.higher_is_better,
-                     "aggregation": metric.aggregation}
+        out[name] = {"value": _finite(value), "ci_low": _finite(lo), "ci_high": _finite(hi), "n": len(vals),
+                     "higher_is_better": metric.higher_is_better, "aggregation": metric.aggregation}
     return out
+
+
+def _finite(x: float):
+    return None if x is None or math.isnan(x) else x
+
+
+def get_metric(name: str) -> Metric:
+    """The registered metric, with every task's metrics registered first (they register on import)."""
+    import tasks  # noqa: F401
+
+    return METRICS.lookup(name)
 
 
 @lru_cache(maxsize=4)

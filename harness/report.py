@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 
 from harness.io import read_json
-from harness.metrics import METRICS
+from harness.metrics import get_metric
 from harness.records import CellStore
 
 MIB = 2**20
@@ -81,12 +81,14 @@ def task_tables(records: list[dict], ci_sep: str = " ") -> dict[str, tuple[list[
     out: dict[str, tuple[list[str], list[list[str]]]] = {}
     for task in dict.fromkeys(r["task"] for r in records):
         recs = [r for r in records if r["task"] == task]
-        names: list[str] = []
+        names: list[str] = list(_task_metrics(task))
         for r in recs:
             for n in (r.get("metrics") or {}).get("quality", {}):
                 if n not in names:
                     names.append(n)
-        arrows = [f"{n} {'↑' if METRICS.lookup(n).higher_is_better else '↓'}" if n in METRICS else n for n in names]
+        present = {n for r in recs for n in (r.get("metrics") or {}).get("quality", {})}
+        names = [n for n in names if n in present]
+        arrows = [f"{n} {'↑' if get_metric(n).higher_is_better else '↓'}" for n in names]
         header = ["method", *arrows, "peak MiB", "weights MiB", "train tok/s", "gen tok/s", "train s",
                   "eval s", "train %"]
         rows = []
@@ -109,6 +111,17 @@ def task_tables(records: list[dict], ci_sep: str = " ") -> dict[str, tuple[list[
             rows.append(cells)
         out[task] = (header, rows)
     return out
+
+
+def _task_metrics(task: str) -> tuple:
+    """The task's own metric order (main metric first), when the task is registered."""
+    from harness.tasks import TASKS, get_task
+
+    get_task("cnn")  # registers the built-in tasks
+    if task not in TASKS:
+        return ()
+    t = TASKS[task]
+    return (t.main_metric, *[m for m in t.metrics if m != t.main_metric])
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:

@@ -42,8 +42,14 @@ def perplexity(pairs: Sequence) -> float:
     return float(math.exp(nll / n)) if n else float("nan")
 
 
+def ratio(pairs: Sequence) -> float:
+    """sum(numerators) / sum(denominators) over (num, den) pairs, e.g. instructions passed / instructions."""
+    den = sum(p[1] for p in pairs)
+    return float(sum(p[0] for p in pairs) / den) if den else float("nan")
+
+
 AGGREGATIONS: dict[str, Callable[[Sequence], float]] = {"mean": mean, "macro_f1": macro_f1,
-                                                          "perplexity": perplexity}
+                                                          "perplexity": perplexity, "ratio": ratio}
 
 
 def _resamples(n: int, n_boot: int, seed: int) -> np.ndarray:

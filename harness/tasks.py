@@ -8,8 +8,10 @@ stored predictions, so scores can be recomputed without generating again.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from harness import data as data_mod
+from harness.console import console
 from harness.errors import ConfigError, DataError
 from harness.generation import GenerationStats, generate
 from harness.registry import Registry
@@ -82,6 +84,12 @@ def fit_prompt(ctx: Context, make_prompt, text: str, reserve: int) -> str:
     return make_prompt(truncate_tokens(ctx.tok, text, budget))
 
 
+class Split(NamedTuple):
+    desc: str
+    rows: list
+    dropped: list
+
+
 class Task:
     name = ""
     description = ""
@@ -102,23 +110,30 @@ class Task:
     def embedded(self, split: str) -> list[dict]:
         raise NotImplementedError
 
-    def normalize(self, rows: list[dict], columns: dict, where: str) -> list[dict]:
-        """Apply the user's column mapping and check the schema; one clear error per problem."""
+    def normalize(self, rows: list[dict], columns: dict, where: str) -> tuple[list[dict], list[dict]]:
+        """Apply the user's column mapping and check the schema; one clear error per problem.
+
+        Returns (rows, dropped): tasks whose rows may fail to parse list them in ``dropped`` as
+        {"row": index, "reason": ...}, so they are counted and reported rather than silently lost.
+        """
+        rows = self.rename(rows, columns, where)
+        for canonical in self.columns:
+            if canonical not in rows[0]:
+                raise DataError(f"{where} has no column {canonical!r} (found: {', '.join(sorted(rows[0]))}); "
+                                f"map yours with --columns {self.name}:{canonical}=YOUR_COLUMN")
+        self.check_text(rows, where)
+        return rows, []
+
+    def rename(self, rows: list[dict], columns: dict, where: str) -> list[dict]:
+        """Rows with the user's columns renamed to canonical names (``columns`` maps canonical -> yours)."""
         if not rows:
             raise DataError(f"{where} is empty; point --data {self.name}=... at a source with rows")
-        present = set(rows[0])
-        out = []
-        for canonical in self.columns:
-            yours = columns.get(canonical, canonical)
-            if yours not in present:
-                raise DataError(f"{where} has no column {yours!r} (found: {', '.join(sorted(present))}); "
-                                f"map yours with --columns {self.name}:{canonical}=YOUR_COLUMN")
-        for i, row in enumerate(rows):
-            new = {c: row.get(columns.get(c, c)) for c in self.columns}
-            new.update({k: v for k, v in row.items() if k not in new and k not in columns.values()})
-            out.append(new)
-        self.check_text(out, where)
-        return out
+        missing = [yours for yours in columns.values() if yours not in rows[0]]
+        if missing:
+            raise DataError(f"{where} has no column {missing[0]!r} named in --columns "
+                            f"(found: {', '.join(sorted(rows[0]))})")
+        back = {yours: canonical for canonical, yours in columns.items()}
+        return [{back.get(k, k): v for k, v in row.items()} for row in rows]
 
     def check_text(self, rows: list[dict], where: str) -> None:
         for col in self.text_columns:
@@ -133,26 +148,29 @@ class Task:
         n_eval = cfg.eval_limit or self.eval_limit
         limits = {"train": cfg.train_limit or self.train_limit, "eval": n_eval}
         explicit = {role: cfg.data.get(f"{self.name}.{role}") for role in ("train", "eval")}
-        splits: dict[str, tuple[str, list]] = {}
+        splits: dict[str, Split] = {}
         if not all(explicit.values()):
             shared = data_mod.parse_source(cfg.data.get(self.name, "embedded"))
             if shared.kind == "embedded" or (shared.kind == "hub" and shared.split is None):
                 splits = {role: self._read(shared, role, columns) for role in ("train", "eval")}
             else:  # one file or one hub split: hold part of it out for evaluation
-                desc, rows = self._read(shared, "train", columns)
-                train, held = data_mod.holdout(rows, n_eval)
-                splits = {"train": (f"{desc} (train part)", train), "eval": (f"{desc} (held-out part)", held)}
+                whole = self._read(shared, "train", columns)
+                train, held = data_mod.holdout(whole.rows, n_eval)
+                splits = {"train": Split(f"{whole.desc} (train part)", train, whole.dropped),
+                          "eval": Split(f"{whole.desc} (held-out part)", held, [])}
         for role, text in explicit.items():
             if text:
                 splits[role] = self._read(data_mod.parse_source(text), role, columns)
         out: dict = {"fingerprint": {}}
-        for role, (desc, rows) in splits.items():
-            out[role] = rows[:limits[role]]
-            out["fingerprint"][role] = data_mod.fingerprint(desc, out[role])
+        for role, split in splits.items():
+            out[role] = split.rows[:limits[role]]
+            out["fingerprint"][role] = data_mod.fingerprint(split.desc, out[role])
+            if split.dropped:
+                out["fingerprint"][role]["unparsed"] = {"count": len(split.dropped), "examples": split.dropped[:5]}
         return out
 
-    def _read(self, source, role: str, columns: dict) -> tuple[str, list[dict]]:
-        """(description, normalized rows) of one split of one source."""
+    def _read(self, source, role: str, columns: dict) -> Split:
+        """One split of one source, normalized; rows that do not parse are reported, not silently lost."""
         if source.kind == "embedded":
             desc, rows, columns = f"embedded {role}", self.embedded(role), {}
         elif source.kind == "file":
@@ -161,7 +179,13 @@ class Task:
             desc, rows = source.describe(), data_mod.read_hub(source, source.split)
         else:
             desc, rows = self._read_hub_split(source, role)
-        return desc, self.normalize(rows, columns, f"{self.name} {role} data from {desc}")
+        where = f"{self.name} {role} data from {desc}"
+        rows, dropped = self.normalize(rows, columns, where)
+        if dropped:
+            first = dropped[0]
+            console.print(f"[yellow]warning: {where}: {len(dropped)} of {len(rows) + len(dropped)} rows did not "
+                          f"parse and are left out (first: row {first['row']}: {first['reason']})[/]")
+        return Split(desc, rows, dropped)
 
     def _read_hub_split(self, source, role: str) -> tuple[str, list[dict]]:
         names = ("train",) if role == "train" else self.hub_eval_splits

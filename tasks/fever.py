@@ -1,0 +1,145 @@
+"""FEVER-style fact verification, answered directly (closed) or through a ReAct tool loop (react).
+
+Sources: claims ``{id, claim, label}`` with optional ``evidence`` text, or trajectory rows
+``{claim, trajectories, label}`` as in ReAct fact-check fine-tuning. Labels are SUPPORTS, REFUTES and
+NOT ENOUGH INFO in the usual spellings. Training targets: in react mode the trajectory when the row has one,
+else a single ``Finish[LABEL]`` step; in closed mode the label.
+"""
+
+from __future__ import annotations
+
+from harness.errors import DataError
+from harness.generation import GenerationStats, generate
+from harness.metrics import register_metric
+from harness.tasks import Context, Task, completion_text, fit_prompt, n_tokens, register_task, render_prompt
+from tasks import react
+from tasks.docstore import Browser, DocStore
+from tasks.embedded import fever_gen
+
+register_metric("label_accuracy", True, "mean", "share of claims given the gold label (no answer counts wrong)")
+register_metric("macro_f1", True, "macro_f1", "F1 per gold label, averaged over labels")
+register_metric("finish_rate", True, "mean", "share of ReAct episodes that end with a valid Finish[label]")
+register_metric("invalid_action_rate", False, "ratio", "share of ReAct actions that do not parse or are unknown")
+register_metric("mean_steps", False, "mean", "Thought/Action steps per ReAct episode (fewer is cheaper)")
+
+REACT_SYSTEM = (
+    "Verify the claim by interleaving Thought, Action and Observation steps. Actions: Search[entity] shows the "
+    "first sentences of the entity's page; Lookup[keyword] shows the next sentence of that page containing "
+    "the keyword; Finish[answer] ends with SUPPORTS, REFUTES or NOT ENOUGH INFO.")
+CLOSED_SYSTEM = ("Decide whether the evidence supports or refutes the claim. Answer with one of SUPPORTS, "
+                 "REFUTES or NOT ENOUGH INFO, and nothing else.")
+STEP_TOKENS = 72  # one Thought + Action; the embedded gold steps are at most ~50 tokens
+
+
+@register_task
+class Fever(Task):
+    name = "fever"
+    description = "FEVER-style claim verification, closed or with a ReAct Search/Lookup loop"
+    columns = ("claim", "label")
+    text_columns = ("claim",)
+    metrics = ("label_accuracy", "macro_f1", "finish_rate", "invalid_action_rate", "mean_steps")
+    main_metric = "label_accuracy"
+    train_limit = 48
+    eval_limit = 30  # 10 per label
+    max_new_tokens = 8  # closed mode answers with a label; react mode uses STEP_TOKENS per step
+
+    def options(self, cfg) -> dict:
+        opts = {"fever_mode": cfg.fever_mode}
+        if cfg.fever_mode == "react":
+            opts.update(react_max_steps=cfg.react_max_steps, docstore=cfg.docstore or "embedded")
+        return opts
+
+    def embedded(self, split: str) -> list[dict]:
+        return fever_gen.generate("train" if split == "train" else "validation")
+
+    def normalize(self, rows, columns, where):
+        rows, _ = super().normalize(rows, columns, where)
+        out, dropped = [], []
+        for i, row in enumerate(rows):
+            label = react.normalize_label(row["label"])
+            if label is None:
+                dropped.append({"row": i, "reason": f"unknown label {row['label']!r}"})
+                continue
+            traj = row.get("trajectories")
+            if isinstance(traj, list):
+                traj = next((t for t in traj if isinstance(t, str) and t.strip()), None)
+            evidence = row.get("evidence")
+            if isinstance(evidence, list):  # FEVER's own evidence is sentence ids, usable only as text
+                evidence = " ".join(e for e in evidence if isinstance(e, str)) or None
+            out.append({"id": str(row.get("id", i)), "claim": row["claim"].strip(), "label": label,
+                        "evidence": evidence if isinstance(evidence, str) and evidence.strip() else None,
+                        "trajectories": traj if isinstance(traj, str) and traj.strip() else None})
+        if not out:
+            raise DataError(f"{where}: no row has a known label; labels must be SUPPORTS, REFUTES or "
+                            "NOT ENOUGH INFO (or SUPPORTED, REFUTED, NEI)")
+        return out, dropped
+
+    # --- prompts -----------------------------------------------------------------------------------------
+    def _react_prompt(self, row: dict, ctx: Context) -> str:
+        return render_prompt(ctx, f"Claim: {row['claim']}", REACT_SYSTEM)
+
+    def _closed_prompt(self, row: dict, ctx: Context, reserve: int) -> str:
+        claim = f"Claim: {row['claim']}"
+        if not row.get("evidence"):
+            return render_prompt(ctx, claim, CLOSED_SYSTEM)
+        return fit_prompt(ctx, lambda ev: render_prompt(ctx, f"{claim}\nEvidence: {ev}", CLOSED_SYSTEM),
+                          row["evidence"], reserve)
+
+    def train_pair(self, row: dict, ctx: Context) -> dict:
+        if ctx.cfg is not None and ctx.cfg.fever_mode == "closed":
+            completion = completion_text(ctx, row["label"])
+            return {"prompt": self._closed_prompt(row, ctx, n_tokens(ctx.tok, completion) + 1),
+                    "completion": completion}
+        target = row["trajectories"] or f"Thought 1: I can answer directly.\nAction 1: Finish[{row['label']}]"
+        return {"prompt": self._react_prompt(row, ctx), "completion": completion_text(ctx, target)}
+
+    def eval_prompt(self, row: dict, ctx: Context) -> str:
+        if ctx.cfg is not None and ctx.cfg.fever_mode == "closed":
+            return self._closed_prompt(row, ctx, ctx.max_new_tokens)
+        return self._react_prompt(row, ctx)
+
+    def reference(self, row: dict) -> str:
+        return row["label"]
+
+    # --- evaluation --------------------------------------------------------------------------------------
+    def evaluate(self, model, rows, ctx, stats: GenerationStats) -> list[dict]:
+        if ctx.cfg is not None and ctx.cfg.fever_mode == "closed":
+            preds = super().evaluate(model, rows, ctx, stats)
+            for p in preds:
+                p["label"] = react.normalize_label(p["output"].splitlines()[0] if p["output"] else "")
+            return preds
+        store = DocStore.from_jsonl(ctx.cfg.docstore) if ctx.cfg.docstore else fever_gen.store()
+        prompts = [self.eval_prompt(r, ctx) for r in rows]
+        episodes = [react.Episode(Browser(store)) for _ in rows]
+        # The llama2 template puts a space after [/INST]; the trajectory starts where training completions start.
+        lead = completion_text(ctx, "x")[:-1]
+
+        def step(contexts: list[str]) -> list[str]:
+            return generate(model, ctx.tok, contexts, STEP_TOKENS, ctx.batch_size, stats,
+                            stop_strings=["Observation"], label="react step")
+
+        def fits(context: str) -> bool:
+            return n_tokens(ctx.tok, context) + STEP_TOKENS <= ctx.max_seq_len
+
+        react.run_loop([p + lead for p in prompts], episodes, step, ctx.cfg.react_max_steps, fits)
+        return [{"id": r["id"], "prompt": p, "reference": r["label"], "output": e.text, "label": e.label,
+                 "finished": e.label is not None, "steps": e.steps, "invalid_actions": e.invalid,
+                 "stop_reason": e.stop_reason}
+                for r, p, e in zip(rows, prompts, episodes)]
+
+    def score(self, predictions: list[dict]) -> dict[str, list]:
+        values = {"label_accuracy": [float(p["label"] == p["reference"]) for p in predictions],
+                  "macro_f1": [(p["label"] or "NONE", p["reference"]) for p in predictions]}
+        if predictions and "steps" in predictions[0]:
+            values.update(finish_rate=[float(p["finished"]) for p in predictions],
+                          invalid_action_rate=[(p["invalid_actions"], p["steps"]) if p["steps"] else None
+                                               for p in predictions],
+                          mean_steps=[float(p["steps"]) for p in predictions])
+        return values
+
+    def extra_report(self, predictions: list[dict]) -> dict:
+        """A confusion table: gold labels down, predicted labels across (NONE = no answer)."""
+        cols = [*react.LABELS, "NONE"]
+        rows = [[gold] + [str(sum(1 for p in predictions if p["reference"] == gold and (p["label"] or "NONE") == c))
+                          for c in cols] for gold in react.LABELS]
+        return {"confusion": {"header": ["gold \\ predicted", *cols], "rows": rows}}
