@@ -16,7 +16,7 @@ import dataclasses
 import shlex
 import sys
 
-from harness.config import FIELDS, RunConfig, parse_columns_flags, parse_data_flags, resolve
+from harness.config import RunConfig, parse_columns_flags, parse_data_flags, resolve
 from harness.errors import HarnessError
 
 EPILOG = """\
@@ -32,7 +32,8 @@ failed, 2 bad input.
 
 examples:
   python run_matrix.py --tasks cnn --methods base,lora,qlora
-  python run_matrix.py --tasks cnn --methods qlora --data cnn=abisee/cnn_dailymail:3.0.0 --model meta-llama/Llama-2-7b-chat-hf
+  python run_matrix.py --tasks cnn --methods qlora --data cnn=abisee/cnn_dailymail:3.0.0 \
+      --model meta-llama/Llama-2-7b-chat-hf
   python run_matrix.py --tasks cnn --data cnn=my.jsonl --columns cnn:article=story,highlights=summary
 """
 

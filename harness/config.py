@@ -66,7 +66,8 @@ class RunConfig:
                        choices=("model", "llama2"))
     fever_mode: str = _f("react", "fever evaluation: react (tool-using loop) or closed (label only)",
                          choices=("react", "closed"))
-    react_max_steps: int = _f(6, "maximum Thought/Action steps in the ReAct loop", type=int)
+    react_max_steps: int = _f(5, "maximum Thought/Action steps in the ReAct loop (the gold ones take 2-3)",
+                              type=int)
     docstore: str | None = _f(None, "fever document store: a JSONL of {title, text} pages (default: embedded)")
     out: str = _f("results", "folder that holds the run folders")
     run_name: str | None = _f(None, "run folder name; rerunning with the same name resumes (default: derived "

@@ -76,8 +76,13 @@ def flat_row(rec: dict) -> dict:
     return row
 
 
-def task_tables(records: list[dict], ci_sep: str = " ") -> dict[str, tuple[list[str], list[list[str]]]]:
-    """{task: (header, rows)} with display strings, one row per method; ``ci_sep`` goes before the CI."""
+def task_tables(records: list[dict], ci_sep: str = " ", messages: bool = True
+                ) -> dict[str, tuple[list[str], list[list[str]]]]:
+    """{task: (header, rows)} with display strings, one row per method; ``ci_sep`` goes before the CI.
+
+    A failed or skipped cell shows its status and error kind, and its message unless ``messages`` is False
+    (the terminal prints messages under the table, where they do not squeeze the columns).
+    """
     out: dict[str, tuple[list[str], list[list[str]]]] = {}
     for task in dict.fromkeys(r["task"] for r in records):
         recs = [r for r in records if r["task"] == task]
@@ -95,7 +100,8 @@ def task_tables(records: list[dict], ci_sep: str = " ") -> dict[str, tuple[list[
         for r in recs:
             if not r.get("metrics"):
                 st = r["status"]
-                rows.append([r["method"], f"{st['status']}: {st.get('error_kind', '')}: {st.get('message', '')}"]
+                text = f"{st['status']}: {st.get('error_kind', '')}"
+                rows.append([r["method"], f"{text}: {st.get('message', '')}" if messages else text]
                             + [""] * (len(header) - 2))
                 continue
             q, meas = r["metrics"]["quality"], r["metrics"]["measurements"]
@@ -131,23 +137,47 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def markdown(records: list[dict], title: str, command: str | None = None) -> str:
-    parts = [f"# {title}", ""]
-    if command:
-        parts += ["Made with:", "", f"    {command}", ""]
+def notes(records: list[dict], command: str | None = None) -> list[str]:
+    """The lines above the tables: how the run was made, on what, and what the data held."""
+    out = [f"Made with: {command}"] if command else []
     env = next((read_json(Path(r["dir"]) / "env.json") for r in records if (Path(r["dir"]) / "env.json").is_file()),
                None)
     if env:
         pk = env["packages"]
-        parts += [f"Device: {env['device']} ({env.get('gpu') or env['cpu']}, {env['torch_threads']} threads); "
-                  f"torch {pk.get('torch')}, transformers {pk.get('transformers')}, peft {pk.get('peft')}, "
-                  f"trl {pk.get('trl')}, bitsandbytes {pk.get('bitsandbytes')}; "
-                  f"commit {str(env['git'].get('commit'))[:10]}{' (dirty)' if env['git'].get('dirty') else ''}.", ""]
-    parts += ["Quality: mean over eval examples with a 95% bootstrap CI in brackets. Peak memory: CUDA max "
-              "allocated on GPU, peak RSS of the process during the cell on CPU.", ""]
+        out.append(f"Device: {env['device']} ({env.get('gpu') or env['cpu']}, {env['torch_threads']} threads); "
+                   f"torch {pk.get('torch')}, transformers {pk.get('transformers')}, peft {pk.get('peft')}, "
+                   f"trl {pk.get('trl')}, bitsandbytes {pk.get('bitsandbytes')}; commit "
+                   f"{str(env['git'].get('commit'))[:10]}{' (dirty)' if env['git'].get('dirty') else ''}.")
+    out.append("Quality: the value over the eval examples, with its 95% bootstrap CI in brackets. Peak memory: "
+               "CUDA max allocated on a GPU; on CPU, the peak resident memory of the process during the cell.")
+    seen = set()
+    for r in records:
+        path = Path(r["dir"]) / "data.json"
+        if r["task"] in seen or not path.is_file():
+            continue
+        seen.add(r["task"])
+        fp = read_json(path)
+        parts = []
+        for role in ("train", "eval"):
+            if role in fp:
+                d = fp[role]
+                bad = f", {d['unparsed']['count']} rows did not parse and were left out" if d.get("unparsed") else ""
+                parts.append(f"{role} {d['rows']} rows from {d['source']} (sha256 {d['sha256'][:12]}{bad})")
+        out.append(f"Data for {r['task']}: " + "; ".join(parts) + ".")
+    return out
+
+
+def markdown(records: list[dict], title: str, command: str | None = None, comparisons=None) -> str:
+    parts = [f"# {title}", ""]
+    for line in notes(records, command):
+        parts += [line.replace("Made with: ", "Made with:\n\n    ") if line.startswith("Made with") else line, ""]
     for task, (header, rows) in task_tables(records).items():
         parts += [f"## {task}", "", markdown_table(header, rows), ""]
         parts += _extras_md(task, records)
+    if comparisons and comparisons[1]:
+        parts += ["## Paired comparisons", "",
+                  "Main metric of each task; paired bootstrap over the same eval examples (95% CI).", "",
+                  markdown_table(*comparisons), ""]
     return "\n".join(parts)
 
 
@@ -166,26 +196,37 @@ def print_tables(records: list[dict], console) -> None:
     from rich.table import Table
 
     # The CI goes on a second line so that the table stays readable in an 80-column terminal.
-    for task, (header, rows) in task_tables(records, ci_sep="\n").items():
+    for task, (header, rows) in task_tables(records, ci_sep="\n", messages=False).items():
         table = Table(title=f"{task}  (95% bootstrap CI below each value)", title_justify="left")
         for i, h in enumerate(header):
             table.add_column(h, justify="left" if i == 0 else "right", overflow="fold")
         for row in rows:
             table.add_row(*row)
         console.print(table)
+        for r in records:
+            if r["task"] == task and not r.get("metrics"):
+                console.print(f"  {r['method']}: {r['status']['status']}: {r['status'].get('message', '')}",
+                              style="red", soft_wrap=True)
 
 
 def write_reports(run_dir: Path, records: list[dict], command: str | None = None) -> list[Path]:
+    """report.md, summary.csv and report.html, from the records alone."""
     import pandas as pd
 
+    from harness import html_report
+    from harness.compare import comparison_table, paired_comparisons
     from harness.io import atomic_write_bytes
 
     run_dir = Path(run_dir)
-    md = markdown(records, f"Results: {run_dir.name}", command)
-    atomic_write_bytes(run_dir / "report.md", md.encode())
+    title = f"Results: {run_dir.name}"
+    n_boot = next((r["config"]["hyperparameters"]["bootstrap"] for r in records), 1000)
+    comparisons = comparison_table(paired_comparisons(records, n_boot=n_boot))
+    atomic_write_bytes(run_dir / "report.md", markdown(records, title, command, comparisons).encode())
     csv = pd.DataFrame([flat_row(r) for r in records]).to_csv(index=False)
     atomic_write_bytes(run_dir / "summary.csv", csv.encode())
-    return [run_dir / "report.md", run_dir / "summary.csv"]
+    page = html_report.render(title, records, task_tables(records), comparisons, notes(records, command))
+    atomic_write_bytes(run_dir / "report.html", page.encode())
+    return [run_dir / "report.md", run_dir / "summary.csv", run_dir / "report.html"]
 
 
 def cmd_report(results_dir: str) -> int:

@@ -233,7 +233,11 @@ def _execute(cell: Cell, cfg: RunConfig, data: dict, model_location: str, device
 
 
 def summary_line(cells: list[Cell]) -> tuple[int, str]:
-    """(exit status, last line): non-zero when any cell failed, with how many and why."""
+    """(exit status, last line): non-zero when any cell failed or was skipped, with how many and why.
+
+    A skipped cell (e.g. a CUDA-only method on a CPU machine) is not an error, but the matrix is incomplete,
+    so a script that checks the status learns that some results are missing.
+    """
     failed = [c for c in cells if c.outcome.get("status") == "failed"]
     skipped = [c for c in cells if c.outcome.get("status") == "skipped"]
     ok = len(cells) - len(failed) - len(skipped)
@@ -248,4 +252,4 @@ def summary_line(cells: list[Cell]) -> tuple[int, str]:
         why = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
         text += f", {len(failed)} failed ({why}: " + "; ".join(
             f"{c.label}: {c.outcome.get('message')}" for c in failed) + ")"
-    return (1 if failed else 0), text
+    return (1 if failed or skipped else 0), text

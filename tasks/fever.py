@@ -22,13 +22,14 @@ register_metric("finish_rate", True, "mean", "share of ReAct episodes that end w
 register_metric("invalid_action_rate", False, "ratio", "share of ReAct actions that do not parse or are unknown")
 register_metric("mean_steps", False, "mean", "Thought/Action steps per ReAct episode (fewer is cheaper)")
 
-REACT_SYSTEM = (
-    "Verify the claim by interleaving Thought, Action and Observation steps. Actions: Search[entity] shows the "
-    "first sentences of the entity's page; Lookup[keyword] shows the next sentence of that page containing "
-    "the keyword; Finish[answer] ends with SUPPORTS, REFUTES or NOT ENOUGH INFO.")
+REACT_SYSTEM = ("Verify the claim with Thought, Action and Observation steps. Actions: Search[entity], "
+                "Lookup[keyword], Finish[SUPPORTS|REFUTES|NOT ENOUGH INFO].")
 CLOSED_SYSTEM = ("Decide whether the evidence supports or refutes the claim. Answer with one of SUPPORTS, "
                  "REFUTES or NOT ENOUGH INFO, and nothing else.")
-STEP_TOKENS = 72  # one Thought + Action; the embedded gold steps are at most ~50 tokens
+STEP_TOKENS = 56  # one Thought + Action: the longest embedded gold step is 42 tokens
+# A step ends at its observation marker, after an action's closing bracket, or where the model starts the next
+# thought on its own; without these a model that never writes "Observation" holds its whole batch to the cap.
+STEP_STOPS = ["Observation", "]\n", "\nThought"]
 
 
 @register_task
@@ -39,7 +40,9 @@ class Fever(Task):
     text_columns = ("claim",)
     metrics = ("label_accuracy", "macro_f1", "finish_rate", "invalid_action_rate", "mean_steps")
     main_metric = "label_accuracy"
-    train_limit = 48
+    # 64 ReAct trajectories (about 200 tokens each) train LoRA in about 4 minutes on 2 CPU cores; with 48 the
+    # 135M model learned the format but not the verdict (docs/benchmarks.md).
+    train_limit = 64
     eval_limit = 30  # 10 per label
     max_new_tokens = 8  # closed mode answers with a label; react mode uses STEP_TOKENS per step
 
@@ -114,9 +117,9 @@ class Fever(Task):
         # The llama2 template puts a space after [/INST]; the trajectory starts where training completions start.
         lead = completion_text(ctx, "x")[:-1]
 
-        def step(contexts: list[str]) -> list[str]:
+        def step(contexts: list[str], n: int) -> list[str]:
             return generate(model, ctx.tok, contexts, STEP_TOKENS, ctx.batch_size, stats,
-                            stop_strings=["Observation"], label="react step")
+                            stop_strings=STEP_STOPS, label=f"react step {n}")
 
         def fits(context: str) -> bool:
             return n_tokens(ctx.tok, context) + STEP_TOKENS <= ctx.max_seq_len

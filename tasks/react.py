@@ -107,11 +107,12 @@ def parse_trajectory(text: str) -> Trajectory:
 
 
 def cut_after_action(text: str) -> str:
-    """A model's step output up to the end of its first action; text after it is the model running on."""
+    """A model's step output up to the end of its first action; text after it is the model running on
+    (an observation it made up, or its next thought)."""
     m = ACTION.search(text)
     if m and m.group(0).endswith("]"):
         return text[:m.end()]
-    return text.split("Observation")[0].rstrip()
+    return re.split(r"Observation|\nThought", text)[0].rstrip()
 
 
 INVALID = ("Invalid action. Valid actions are Search[entity], Lookup[keyword] and "
@@ -155,10 +156,10 @@ class Episode:
 def run_loop(prompts: list[str], episodes: list[Episode], step_fn, max_steps: int, fits=None) -> None:
     """Advance every unfinished episode one step at a time, batching the model calls across episodes.
 
-    ``step_fn(contexts) -> outputs`` is the model (or a scripted fake in tests); ``fits(context)`` says
+    ``step_fn(contexts, step_number) -> outputs`` is the model (or a scripted fake in tests); ``fits(context)`` says
     whether a context still leaves room to generate, else the episode stops as "context full".
     """
-    for _ in range(max_steps):
+    for n in range(1, max_steps + 1):
         active = [i for i, e in enumerate(episodes) if not e.done]
         if fits is not None:
             for i in list(active):
@@ -167,7 +168,7 @@ def run_loop(prompts: list[str], episodes: list[Episode], step_fn, max_steps: in
                     active.remove(i)
         if not active:
             return
-        outputs = step_fn([episodes[i].context(prompts[i]) for i in active])
+        outputs = step_fn([episodes[i].context(prompts[i]) for i in active], n)
         for i, out in zip(active, outputs, strict=True):
             episodes[i].advance(out)
     for e in episodes:

@@ -12,7 +12,7 @@ import hashlib
 import random
 from functools import lru_cache
 
-from tasks.docstore import FIRST_SENTENCES, Browser, DocStore
+from tasks.docstore import Browser, DocStore
 from tasks.embedded.world import FIRST, LAST, TOWNS
 
 OCCUPATIONS = ["painter", "engineer", "novelist", "composer", "chemist", "architect", "sculptor", "surgeon"]
@@ -39,21 +39,25 @@ def _possessive(name: str) -> str:
     return f"{name}'" if name.endswith("s") else f"{name}'s"
 
 
+def _fact(index: int, keyword: str | None, template: str, true, false) -> tuple:
+    """A checkable fact: the page sentence that holds it, the Lookup keyword that finds it (None when Search
+    already shows it), the claim template, and the true and a false value."""
+    return index, keyword, template, str(true), str(false)
+
+
 def _person(rng, name):
     last = name.split()[1]  # encyclopedias refer to a person by surname
-    f = {"name": name, "birth": rng.randint(1930, 1995), "job": rng.choice(OCCUPATIONS), "home": rng.choice(TOWNS),
+    f = {"birth": rng.randint(1930, 1995), "job": rng.choice(OCCUPATIONS), "home": rng.choice(TOWNS),
          "work": rng.choice(WORKS), "uni": rng.choice(TOWNS), "award": rng.choice(AWARDS),
          "award_year": rng.randint(1990, 2020), "lives": rng.choice(TOWNS)}
     text = (f"{name} (born {f['birth']}) is a {f['job']} from {f['home']}. {last} is best known for "
             f"{f['work']}. {last} studied at the University of {f['uni']}. In {f['award_year']}, {last} won the "
             f"{f['award']}. {last} now lives in {f['lives']}.")
-    # (sentence index, lookup keyword, true claim, false claim)
-    facts = [(0, None, f"{name} is a {f['job']}.", f"{name} is a {_other(rng, OCCUPATIONS, f['job'])}."),
-             (2, None, f"{name} studied at the University of {f['uni']}.",
-              f"{name} studied at the University of {_other(rng, TOWNS, f['uni'])}."),
-             (3, "won", f"{name} won the {f['award']} in {f['award_year']}.",
-              f"{name} won the {f['award']} in {f['award_year'] + rng.choice([-3, -2, 2, 3])}."),
-             (4, "lives", f"{name} lives in {f['lives']}.", f"{name} lives in {_other(rng, TOWNS, f['lives'])}.")]
+    facts = [_fact(0, None, f"{name} is a {{}}.", f["job"], _other(rng, OCCUPATIONS, f["job"])),
+             _fact(2, None, f"{name} studied at the University of {{}}.", f["uni"], _other(rng, TOWNS, f["uni"])),
+             _fact(3, "won", f"{name} won the {f['award']} in {{}}.", f["award_year"],
+                   f["award_year"] + rng.choice([-3, -2, 2, 3])),
+             _fact(4, "lives", f"{name} lives in {{}}.", f["lives"], _other(rng, TOWNS, f["lives"]))]
     return text, facts, NEI_PERSON
 
 
@@ -63,31 +67,29 @@ def _town(rng, town):
     text = (f"{town} is a market town in the county of {f['county']}. It stands on the River {f['river']}. "
             f"The town was founded in {f['founded']}. Its population is about {f['pop']:,}. "
             f"{town} is known for its {f['feature']}.")
-    facts = [(1, None, f"{town} stands on the River {f['river']}.",
-              f"{town} stands on the River {_other(rng, RIVERS, f['river'])}."),
-             (2, None, f"{town} was founded in {f['founded']}.",
-              f"{town} was founded in {f['founded'] + rng.choice([-40, -10, 10, 40])}."),
-             (3, "population", f"{town} has a population of about {f['pop']:,}.",
-              f"{town} has a population of about {f['pop'] + rng.choice([-2, 2, 5]) * 1000:,}."),
-             (4, "known", f"{town} is known for its {f['feature']}.",
-              f"{town} is known for its {_other(rng, FEATURES, f['feature'])}.")]
+    facts = [_fact(1, None, f"{town} stands on the River {{}}.", f["river"], _other(rng, RIVERS, f["river"])),
+             _fact(2, None, f"{town} was founded in {{}}.", f["founded"],
+                   f["founded"] + rng.choice([-40, -10, 10, 40])),
+             _fact(3, "population", f"{town} has a population of about {{}}.", f"{f['pop']:,}",
+                   f"{f['pop'] + rng.choice([-2, 2, 5]) * 1000:,}"),
+             _fact(4, "known", f"{town} is known for its {{}}.", f["feature"], _other(rng, FEATURES, f["feature"]))]
     return text, facts, NEI_TOWN
 
 
 def _company(rng, name):
-    f = {"industry": rng.choice(INDUSTRIES), "town": rng.choice(TOWNS), "founder": f"{rng.choice(FIRST)} {name.split()[0]}",
-         "year": rng.randint(1850, 1990), "staff": rng.randint(2, 90) * 10, "product": rng.choice(PRODUCTS),
-         "town2": rng.choice(TOWNS), "year2": rng.randint(1995, 2022)}
+    f = {"industry": rng.choice(INDUSTRIES), "town": rng.choice(TOWNS),
+         "founder": f"{rng.choice(FIRST)} {name.split()[0]}", "year": rng.randint(1850, 1990),
+         "staff": rng.randint(2, 90) * 10, "product": rng.choice(PRODUCTS), "town2": rng.choice(TOWNS),
+         "year2": rng.randint(1995, 2022)}
     text = (f"{name} is a {f['industry']} maker based in {f['town']}. It was founded by {f['founder']} in "
             f"{f['year']}. The company employs about {f['staff']} people. Its best-known product is the "
             f"{f['product']}. In {f['year2']}, it opened a second factory in {f['town2']}.")
-    facts = [(0, None, f"{name} is based in {f['town']}.", f"{name} is based in {_other(rng, TOWNS, f['town'])}."),
-             (1, None, f"{name} was founded in {f['year']}.",
-              f"{name} was founded in {f['year'] + rng.choice([-20, -5, 5, 20])}."),
-             (3, "product", f"{_possessive(name)} best-known product is the {f['product']}.",
-              f"{_possessive(name)} best-known product is the {_other(rng, PRODUCTS, f['product'])}."),
-             (4, "factory", f"{name} opened a second factory in {f['town2']}.",
-              f"{name} opened a second factory in {_other(rng, TOWNS, f['town2'])}.")]
+    facts = [_fact(0, None, f"{name} is based in {{}}.", f["town"], _other(rng, TOWNS, f["town"])),
+             _fact(1, None, f"{name} was founded in {{}}.", f["year"], f["year"] + rng.choice([-20, -5, 5, 20])),
+             _fact(3, "product", f"{_possessive(name)} best-known product is the {{}}.", f["product"],
+                   _other(rng, PRODUCTS, f["product"])),
+             _fact(4, "factory", f"{name} opened a second factory in {{}}.", f["town2"],
+                   _other(rng, TOWNS, f["town2"]))]
     return text, facts, NEI_COMPANY
 
 
@@ -113,25 +115,25 @@ def store() -> DocStore:
     return DocStore(list(encyclopedia()[0]))
 
 
-def _trajectory(entity: str, label: str, sentence_index: int | None, keyword: str | None) -> str:
-    """Run the gold actions against the store and write the trajectory the model should produce."""
+def _trajectory(entity: str, label: str, fact: tuple | None, claimed: str | None, keyword: str) -> str:
+    """Run the gold actions against the store and write the trajectory the model should produce.
+
+    The deciding thought compares the claimed value with the page's value in so many words ("The claim says
+    X; the page says Y."), a step a small model can learn to copy and compare.
+    """
     browser = Browser(store())
-    obs1 = browser.search(entity)
-    lines = [f"Thought 1: I need to search {entity}.", f"Action 1: Search[{entity}]", f"Observation 1: {obs1}"]
-    verdict = {"SUPPORTS": "So the claim is supported.", "REFUTES": "This contradicts the claim.",
-               "NOT ENOUGH INFO": "So there is not enough information."}[label]
+    lines = [f"Thought 1: I need to search {entity}.", f"Action 1: Search[{entity}]",
+             f"Observation 1: {browser.search(entity)}"]
     step = 2
-    if sentence_index is not None and sentence_index < FIRST_SENTENCES:
-        evidence = store().page(entity)[sentence_index]
-        lines.append(f"Thought 2: The page says: {evidence} {verdict}")
-    else:
+    if fact is None or fact[1] is not None:  # the fact (or its absence) needs a Lookup
         lines += [f"Thought 2: The first sentences do not mention this. I need to look up {keyword}.",
                   f"Action 2: Lookup[{keyword}]", f"Observation 2: {browser.lookup(keyword)}"]
         step = 3
-        if label == "NOT ENOUGH INFO":
-            lines.append(f"Thought 3: The page says nothing about {keyword}. {verdict}")
-        else:
-            lines.append(f"Thought 3: The page says: {store().page(entity)[sentence_index]} {verdict}")
+    if label == "NOT ENOUGH INFO":
+        lines.append(f"Thought {step}: The page says nothing about {keyword}. So there is not enough information.")
+    else:
+        verdict = "So the claim is supported." if label == "SUPPORTS" else "So the claim is refuted."
+        lines.append(f"Thought {step}: The claim says {claimed}; the page says {fact[3]}. {verdict}")
     lines.append(f"Action {step}: Finish[{label}]")
     return "\n".join(lines)
 
@@ -162,16 +164,17 @@ def _generate_raw(split: str, used: set | None = None, n: int | None = None) -> 
         if label == "NOT ENOUGH INFO":
             which = rng.randrange(len(nei))
             claim_text, keyword = nei[which]
-            claim, idx, key = f"{entity} {claim_text}.", None, ("nei", which)
+            claim, fact, claimed, key = f"{entity} {claim_text}.", None, None, ("nei", which)
         else:
             which = rng.randrange(len(page_facts))
-            idx, keyword, true, false = page_facts[which]
-            claim, key = (true if label == "SUPPORTS" else false), (label, which)
+            fact = page_facts[which]
+            claimed = fact[3] if label == "SUPPORTS" else fact[4]
+            claim, keyword, key = fact[2].format(claimed), fact[1], (label, which)
         if (entity, key) in used:
             continue
         used.add((entity, key))
         evidence = " ".join(store().page(entity))
         rows.append({"id": hashlib.sha1(claim.encode()).hexdigest()[:16], "claim": claim, "label": label,
-                     "evidence": evidence, "trajectories": _trajectory(entity, label, idx, keyword),
+                     "evidence": evidence, "trajectories": _trajectory(entity, label, fact, claimed, keyword),
                      "entity": entity, "fact": key})
     return rows

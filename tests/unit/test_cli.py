@@ -68,7 +68,7 @@ def test_unwritable_out(tmp_path, capsys):
 def test_subprocess_has_no_traceback(tmp_path):
     done = run_cli("--tasks", "nope", "--out", str(tmp_path))
     assert done.returncode == 2
-    assert done.stderr.strip() == "error: unknown task 'nope'; valid tasks: cnn"
+    assert done.stderr.strip() == "error: unknown task 'nope'; valid tasks: cnn, fever, guanaco"
     assert done.stdout == ""
 
 
