@@ -17,7 +17,7 @@ from pathlib import Path
 from harness.config import RunConfig
 from harness.console import console
 from harness.errors import ConfigError, classify, one_line
-from harness.io import atomic_write_json, sha256_json
+from harness.io import atomic_write_json, read_json, sha256_json
 from harness.methods import MethodSpec, folder_name, resolve_method
 from harness.records import CellStore, environment
 from harness.tasks import Context, Task, get_task
@@ -124,9 +124,7 @@ def run_matrix(cfg: RunConfig) -> list[Cell]:
     for task in dict.fromkeys(c.task for c in cells):
         datasets[task.name] = task.load(cfg)
     model = resolve_model(cfg.model)
-    atomic_write_json(cfg.run_dir / "run.json", {"config": cfg.to_dict(), "cells": [
-        {"task": c.task.name, "method": c.spec.name, "folder": str(c.store.dir.relative_to(cfg.run_dir))}
-        for c in cells]})
+    write_manifest(cfg, cells)
     console.print(f"[bold]run[/] {cfg.run_dir}  model={cfg.model}  device={device}  cells={len(cells)}")
     for i, cell in enumerate(cells, 1):
         state, reason = cell.store.state()
@@ -140,6 +138,19 @@ def run_matrix(cfg: RunConfig) -> list[Cell]:
         console.rule(f"cell {i}/{len(cells)}: {cell.label}")
         cell.outcome = run_cell(cell, cfg, datasets[cell.task.name], model.location, device)
     return cells
+
+
+def write_manifest(cfg: RunConfig, cells: list[Cell]) -> None:
+    """run.json: the config of the latest invocation and every cell the run has ever planned (append-only)."""
+    path = cfg.run_dir / "run.json"
+    known = read_json(path).get("cells", []) if path.is_file() else []
+    folders = {c["folder"] for c in known}
+    for c in cells:
+        folder = str(c.store.dir.relative_to(cfg.run_dir))
+        if folder not in folders:
+            known.append({"task": c.task.name, "method": c.spec.name, "folder": folder})
+            folders.add(folder)
+    atomic_write_json(path, {"config": cfg.to_dict(), "cells": known})
 
 
 def run_cell(cell: Cell, cfg: RunConfig, data: dict, model_location: str, device: str) -> dict:
@@ -157,8 +168,8 @@ def run_cell(cell: Cell, cfg: RunConfig, data: dict, model_location: str, device
         store.write_json("data.json", data["fingerprint"])
         skip = skip_reason(cell.spec, device)
         if skip:
-            console.print(f"[yellow]skipped: {skip}[/]")
-            return store.finish("skipped", error_kind="needs_cuda", message=skip)
+            console.print(f"[yellow]skipped: {skip[1]}[/]")
+            return store.finish("skipped", error_kind=skip[0], message=skip[1])
         _execute(cell, cfg, data, model_location, device)
     except KeyboardInterrupt:
         raise
@@ -176,11 +187,13 @@ def run_cell(cell: Cell, cfg: RunConfig, data: dict, model_location: str, device
     return store.finish("failed", **fields)
 
 
-def skip_reason(spec: MethodSpec, device: str) -> str | None:
+def skip_reason(spec: MethodSpec, device: str) -> tuple[str, str] | None:
+    """(error kind, message) when this machine cannot run the method at all, else None."""
     if spec.requires_cuda and device != "cuda":
-        return f"method {spec.name} needs a CUDA device and this run is on {device}"
+        return "needs_cuda", f"method {spec.name} needs a CUDA device and this run is on {device}"
     if spec.quantized and importlib.util.find_spec("bitsandbytes") is None:
-        return f"method {spec.name} needs bitsandbytes, which is not installed (pip install bitsandbytes)"
+        return "needs_bitsandbytes", (f"method {spec.name} needs bitsandbytes, which is not installed "
+                                      "(pip install bitsandbytes)")
     return None
 
 

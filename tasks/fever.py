@@ -8,6 +8,8 @@ else a single ``Finish[LABEL]`` step; in closed mode the label.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from harness.errors import DataError
 from harness.generation import GenerationStats, generate
 from harness.metrics import register_metric
@@ -32,6 +34,12 @@ STEP_TOKENS = 56  # one Thought + Action: the longest embedded gold step is 42 t
 STEP_STOPS = ["Observation", "]\n", "\nThought"]
 
 
+@lru_cache(maxsize=2)
+def load_docstore(path: str) -> DocStore:
+    """One BM25 index per document store file, shared by every method's cell."""
+    return DocStore.from_jsonl(path)
+
+
 @register_task
 class Fever(Task):
     name = "fever"
@@ -54,6 +62,11 @@ class Fever(Task):
 
     def embedded(self, split: str) -> list[dict]:
         return fever_gen.generate("train" if split == "train" else "validation")
+
+    def load(self, cfg) -> dict:
+        if cfg.fever_mode == "react" and cfg.docstore:
+            load_docstore(cfg.docstore)  # a bad --docstore fails before any cell spends compute
+        return super().load(cfg)
 
     def normalize(self, rows, columns, where):
         rows, _ = super().normalize(rows, columns, where)
@@ -111,7 +124,7 @@ class Fever(Task):
             for p in preds:
                 p["label"] = react.normalize_label(p["output"].splitlines()[0] if p["output"] else "")
             return preds
-        store = DocStore.from_jsonl(ctx.cfg.docstore) if ctx.cfg.docstore else fever_gen.store()
+        store = load_docstore(ctx.cfg.docstore) if ctx.cfg.docstore else fever_gen.store()
         prompts = [self.eval_prompt(r, ctx) for r in rows]
         episodes = [react.Episode(Browser(store)) for _ in rows]
         # The llama2 template puts a space after [/INST]; the trajectory starts where training completions start.

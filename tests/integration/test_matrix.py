@@ -80,3 +80,25 @@ def test_rerun_skips_completed_cells(matrix_run, tmp_path):
     changed = run_cli("--model", "tiny-llama", "--tasks", "cnn", "--methods", "base", "--eval-limit", "5",
                       "--out", str(run.parent), "--run-name", "all")
     assert changed.returncode == 2 and "different settings" in changed.stderr
+
+
+def test_fever_closed_mode_and_guanaco_llama2_template(tmp_path, tiny_model_dir):
+    done = run_cli("--model", "tiny-llama", "--tasks", "fever,guanaco", "--methods", "base,lora",
+                   "--fever-mode", "closed", "--template", "llama2", "--train-limit", "6", "--eval-limit", "3",
+                   "--max-new-tokens", "6", "--bootstrap", "50", "--out", str(tmp_path), "--run-name", "x")
+    assert done.returncode == 0, done.stderr[-2000:]
+    m = json.loads((tmp_path / "x" / "fever" / "lora" / "metrics.json").read_text())
+    assert set(m["quality"]) == {"label_accuracy", "macro_f1"}
+    assert m["extra"]["confusion"]["header"][0] == "gold \\ predicted"
+    pred = json.loads((tmp_path / "x" / "guanaco" / "base" / "predictions.jsonl").read_text().splitlines()[0])
+    assert pred["prompt"].startswith("<s>[INST] ") and pred["prompt"].endswith(" [/INST]")
+    cfg = json.loads((tmp_path / "x" / "fever" / "lora" / "config.json").read_text())
+    assert cfg["hyperparameters"]["fever_mode"] == "closed" and "react_max_steps" not in cfg["hyperparameters"]
+
+
+def test_missing_docstore_fails_before_any_cell(tmp_path):
+    done = run_cli("--model", "tiny-llama", "--tasks", "fever", "--docstore", str(tmp_path / "pages.jsonl"),
+                   "--out", str(tmp_path))
+    assert done.returncode == 2
+    assert done.stderr.strip().endswith("pages.jsonl does not exist; pass a JSONL file of {title, text} pages")
+    assert not any(tmp_path.glob("*/fever"))
