@@ -140,14 +140,16 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 def notes(records: list[dict], command: str | None = None) -> list[str]:
     """The lines above the tables: how the run was made, on what, and what the data held."""
     out = [f"Made with: {command}"] if command else []
-    env = next((read_json(Path(r["dir"]) / "env.json") for r in records if (Path(r["dir"]) / "env.json").is_file()),
-               None)
-    if env:
-        pk = env["packages"]
+    envs = [read_json(Path(r["dir"]) / "env.json") for r in records if (Path(r["dir"]) / "env.json").is_file()]
+    if envs:
+        env, pk = envs[0], envs[0]["packages"]
+        commits = sorted({str(e["git"].get("commit"))[:10] for e in envs})
+        dirty = sum(bool(e["git"].get("dirty")) for e in envs)
+        state = f" (uncommitted changes in {dirty} of {len(envs)} cells)" if dirty else ""
         out.append(f"Device: {env['device']} ({env.get('gpu') or env['cpu']}, {env['torch_threads']} threads); "
                    f"torch {pk.get('torch')}, transformers {pk.get('transformers')}, peft {pk.get('peft')}, "
-                   f"trl {pk.get('trl')}, bitsandbytes {pk.get('bitsandbytes')}; commit "
-                   f"{str(env['git'].get('commit'))[:10]}{' (dirty)' if env['git'].get('dirty') else ''}.")
+                   f"trl {pk.get('trl')}, bitsandbytes {pk.get('bitsandbytes')}; commit {', '.join(commits)}"
+                   f"{state}.")
     out.append("Quality: the value over the eval examples, with its 95% bootstrap CI in brackets. Peak memory: "
                "CUDA max allocated on a GPU; on CPU, the peak resident memory of the process during the cell.")
     seen = set()

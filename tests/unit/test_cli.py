@@ -56,6 +56,14 @@ def test_bad_data_file_contents(tmp_path, capsys):
     missing_col.write_text('{"text": "a", "highlights": "b"}\n')
     assert main(["--data", f"cnn={missing_col}", "--out", str(tmp_path)]) == 2
     assert "--columns cnn:article=YOUR_COLUMN" in one_error_line(capsys)
+    empty = tmp_path / "empty.csv"
+    empty.write_text("article,highlights,id\n")
+    assert main(["--data", f"cnn={empty}", "--out", str(tmp_path)]) == 2
+    assert "empty.csv is empty" in one_error_line(capsys)
+    blank = tmp_path / "blank.jsonl"
+    blank.write_text('{"article": "A story.", "highlights": "x ."}\n{"article": "", "highlights": "y ."}\n')
+    assert main(["--data", f"cnn={blank}", "--out", str(tmp_path)]) == 2
+    assert "1 row(s) have empty 'article'" in one_error_line(capsys)
 
 
 def test_unwritable_out(tmp_path, capsys):
