@@ -50,10 +50,27 @@ def parse_source(text: str) -> Source:
                     f"or an existing {'/'.join(FORMATS)} file")
 
 
+def _has_no_rows(path: Path, fmt: str) -> bool:
+    """True for a file that holds no rows (datasets reports that as an obscure split error)."""
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            return pq.ParquetFile(path).metadata.num_rows == 0
+        except Exception:  # noqa: BLE001 (a broken file is reported by the reader below)
+            return False
+    text = path.read_text(encoding="utf-8", errors="replace").strip()
+    if fmt == "csv":
+        return len([line for line in text.splitlines() if line.strip()]) <= 1  # a header at most
+    return text in ("", "[]")
+
+
 def read_file(source: Source) -> list[dict]:
     from datasets import load_dataset
 
     fmt = FORMATS[Path(source.ref).suffix.lower()]
+    if _has_no_rows(Path(source.ref), fmt):
+        return []
     try:
         ds = load_dataset(fmt, data_files=source.ref, split="train")
     except Exception as e:  # datasets raises many types for malformed files; name the file, not the internals
