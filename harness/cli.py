@@ -83,10 +83,10 @@ def cmd_run(argv: list[str]) -> int:
     from harness.runner import run_matrix, summary_line
 
     cfg = parse_run_args(argv)
-    cells = run_matrix(cfg)
+    cells = run_matrix(cfg, "python run_matrix.py " + shlex.join(argv))
     records = load_records(cfg.run_dir)
     print_tables(records, console)
-    paths = write_reports(cfg.run_dir, records, "python run_matrix.py " + shlex.join(argv))
+    paths = write_reports(cfg.run_dir, records)
     console.print(f"records: {cfg.run_dir}/<task>/<method>/   reports: {', '.join(str(p) for p in paths)}")
     status, line = summary_line(cells)
     console.print(line, style="bold red" if status else "bold green", soft_wrap=True)

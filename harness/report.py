@@ -138,8 +138,12 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def notes(records: list[dict], command: str | None = None) -> list[str]:
-    """The lines above the tables: how the run was made, on what, and what the data held."""
-    out = [f"Made with: {command}"] if command else []
+    """The lines above the tables: how the run was made (the command from run.json by default), on what, and
+    what the data held."""
+    if command is None and records:
+        manifest = Path(records[0]["dir"]).parent.parent / "run.json"
+        command = read_json(manifest).get("command") if manifest.is_file() else None
+    out = [f"Made with (latest command on this run folder): {command}"] if command else []
     envs = [read_json(Path(r["dir"]) / "env.json") for r in records if (Path(r["dir"]) / "env.json").is_file()]
     if envs:
         env, pk = envs[0], envs[0]["packages"]
@@ -172,7 +176,7 @@ def notes(records: list[dict], command: str | None = None) -> list[str]:
 def markdown(records: list[dict], title: str, command: str | None = None, comparisons=None) -> str:
     parts = [f"# {title}", ""]
     for line in notes(records, command):
-        parts += [line.replace("Made with: ", "Made with:\n\n    ") if line.startswith("Made with") else line, ""]
+        parts += [line.replace(": python", ":\n\n    python", 1) if line.startswith("Made with") else line, ""]
     for task, (header, rows) in task_tables(records).items():
         parts += [f"## {task}", "", markdown_table(header, rows), ""]
         parts += _extras_md(task, records)

@@ -112,7 +112,7 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
-def run_matrix(cfg: RunConfig) -> list[Cell]:
+def run_matrix(cfg: RunConfig, command: str | None = None) -> list[Cell]:
     from harness.models import resolve_device, resolve_model
 
     cells = plan(cfg)
@@ -124,7 +124,7 @@ def run_matrix(cfg: RunConfig) -> list[Cell]:
     for task in dict.fromkeys(c.task for c in cells):
         datasets[task.name] = task.load(cfg)
     model = resolve_model(cfg.model)
-    write_manifest(cfg, cells)
+    write_manifest(cfg, cells, command)
     console.print(f"[bold]run[/] {cfg.run_dir}  model={cfg.model}  device={device}  cells={len(cells)}")
     for i, cell in enumerate(cells, 1):
         state, reason = cell.store.state()
@@ -140,8 +140,8 @@ def run_matrix(cfg: RunConfig) -> list[Cell]:
     return cells
 
 
-def write_manifest(cfg: RunConfig, cells: list[Cell]) -> None:
-    """run.json: the config of the latest invocation and every cell the run has ever planned (append-only)."""
+def write_manifest(cfg: RunConfig, cells: list[Cell], command: str | None = None) -> None:
+    """run.json: the latest invocation (command and config) and every cell the run has ever planned."""
     path = cfg.run_dir / "run.json"
     known = read_json(path).get("cells", []) if path.is_file() else []
     folders = {c["folder"] for c in known}
@@ -150,7 +150,7 @@ def write_manifest(cfg: RunConfig, cells: list[Cell]) -> None:
         if folder not in folders:
             known.append({"task": c.task.name, "method": c.spec.name, "folder": folder})
             folders.add(folder)
-    atomic_write_json(path, {"config": cfg.to_dict(), "cells": known})
+    atomic_write_json(path, {"command": command, "config": cfg.to_dict(), "cells": known})
 
 
 def run_cell(cell: Cell, cfg: RunConfig, data: dict, model_location: str, device: str) -> dict:
