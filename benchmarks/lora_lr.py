@@ -3,7 +3,7 @@
 Same model, rows, steps and seed; only the learning rate differs. Prints the final training loss and the
 ROUGE-L on 16 held-out rows for each, and the ratio of each to 2e-4.
 
-    python benchmarks/lora_lr.py          # SmolLM2-135M on CPU, about 7 minutes
+    python benchmarks/lora_lr.py          # SmolLM2-135M on CPU, about 5 minutes
 """
 
 from __future__ import annotations

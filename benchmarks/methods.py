@@ -3,7 +3,7 @@
 Each configuration runs in a fresh subprocess, so its peak memory is its own. All use the same rows, the
 same batches and the same number of steps; only the method differs.
 
-    python benchmarks/methods.py                      # SmolLM2-135M on CPU, about 8 minutes
+    python benchmarks/methods.py                      # SmolLM2-135M on CPU, about 10 minutes
     python benchmarks/methods.py --model tiny-llama --steps 2   # a quick smoke run
 
 Prints a markdown table: train tokens/s, generation tokens/s, peak memory and weight footprint, each with
