@@ -96,12 +96,14 @@ def main() -> None:
     print("| config | train tok/s | x lora | gen tok/s | x lora | peak MiB | x lora | weights MiB | x lora | "
           "trainable % |")
     print("|---|---|---|---|---|---|---|---|---|---|")
+
+    def ratio(r, key):
+        return f"{r[key] / ref[key]:.2f}" if ref else "-"
+
     for name, r in results.items():
-        def ratio(key):
-            return f"{r[key] / ref[key]:.2f}" if ref else "-"
-        print(f"| {name} | {r['train_tokens_per_s']:.1f} | {ratio('train_tokens_per_s')} | "
-              f"{r['gen_tokens_per_s']:.1f} | {ratio('gen_tokens_per_s')} | {r['peak_mib']:,.0f} | "
-              f"{ratio('peak_mib')} | {r['footprint_mib']:,.0f} | {ratio('footprint_mib')} | "
+        print(f"| {name} | {r['train_tokens_per_s']:.1f} | {ratio(r, 'train_tokens_per_s')} | "
+              f"{r['gen_tokens_per_s']:.1f} | {ratio(r, 'gen_tokens_per_s')} | {r['peak_mib']:,.0f} | "
+              f"{ratio(r, 'peak_mib')} | {r['footprint_mib']:,.0f} | {ratio(r, 'footprint_mib')} | "
               f"{r['trainable_pct']:.2f} |")
 
 

@@ -73,7 +73,7 @@ def read_file(source: Source) -> list[dict]:
         return []
     try:
         ds = load_dataset(fmt, data_files=source.ref, split="train")
-    except Exception as e:  # datasets raises many types for malformed files; name the file, not the internals
+    except Exception as e:  # noqa: BLE001  (datasets raises many types for malformed files; name the file)
         raise DataError(f"cannot read {source.ref} as {fmt}: {_first_line(e)}; check the file's format") from None
     return ds.to_list()
 
@@ -83,7 +83,7 @@ def read_hub(source: Source, split: str) -> list[dict]:
 
     try:
         ds = load_dataset(source.ref, source.config, split=split)
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001  (network, auth and schema errors all end the same way)
         raise DataError(f"cannot load {source.describe()} split {split!r} from the Hugging Face Hub "
                         f"({_first_line(e)}); download it on a connected machine and pass a local file "
                         "to --data") from None

@@ -6,7 +6,8 @@ A registry is a plain dict. Registering a name twice raises; looking up an unkno
 
 from __future__ import annotations
 
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 from harness.errors import ConfigError
 

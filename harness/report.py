@@ -27,7 +27,7 @@ def load_records(run_dir: Path) -> list[dict]:
     records = []
     for folder in folders:
         store = CellStore(folder.parent.parent, folder.parent.name, folder.name)
-        state, reason = store.state()
+        state, _ = store.state()
         if state != "complete":
             continue
         rec = {"task": folder.parent.name, "method": folder.name, "dir": str(folder),

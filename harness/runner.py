@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -219,7 +220,7 @@ def _execute(cell: Cell, cfg: RunConfig, data: dict, model_location: str, device
         if spec.trains:
             model, train_record = train(model, tok, spec, pairs, cfg, device)
         else:
-            trainable, total = count_parameters(model)
+            _, total = count_parameters(model)
             train_record = {"trained": False, "trainable_params": 0, "total_params": total}
         store.write_json("train.json", train_record)
         t_eval = time.perf_counter()
@@ -259,9 +260,7 @@ def summary_line(cells: list[Cell]) -> tuple[int, str]:
         reasons = "; ".join(f"{c.label}: {c.outcome.get('message')}" for c in skipped)
         text += f", {len(skipped)} skipped ({reasons})"
     if failed:
-        kinds: dict[str, int] = {}
-        for c in failed:
-            kinds[c.outcome.get("error_kind", "error")] = kinds.get(c.outcome.get("error_kind", "error"), 0) + 1
+        kinds = Counter(c.outcome.get("error_kind", "error") for c in failed)
         why = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
         text += f", {len(failed)} failed ({why}: " + "; ".join(
             f"{c.label}: {c.outcome.get('message')}" for c in failed) + ")"

@@ -8,7 +8,7 @@ bootstrap resamples *examples* and re-aggregates, which works for all three.
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 

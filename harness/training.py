@@ -9,6 +9,7 @@ loss curve, and stops at the first non-finite loss, naming the step.
 from __future__ import annotations
 
 import math
+import shutil
 import tempfile
 import time
 
@@ -88,7 +89,10 @@ def train(model, tok, spec, pairs: list[dict], cfg, device: str):
     with progress_bar(f"train {spec.name}", steps) as advance:
         trainer.add_callback(_callback(steps, advance, curve))
         t0 = time.perf_counter()
-        trainer.train()
+        try:
+            trainer.train()
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
         seconds = time.perf_counter() - t0
     tokens = int(trainer.state.num_input_tokens_seen)
     model = trainer.model

@@ -71,7 +71,7 @@ def test_reports_written(matrix_run):
 
 
 def test_rerun_skips_completed_cells(matrix_run, tmp_path):
-    done, run = matrix_run
+    _, run = matrix_run
     again = run_cli("--model", "tiny-llama", "--tasks", "cnn", "--methods", "base,lora",
                     "--train-limit", "8", "--eval-limit", "4", "--max-new-tokens", "8", "--bootstrap", "100",
                     "--out", str(run.parent), "--run-name", "all")

@@ -112,4 +112,5 @@ def test_holdout_is_content_based_and_stable():
     tr1, ev1 = holdout(rows, 5)
     tr2, ev2 = holdout(list(reversed(rows)), 5)
     assert ev1 == ev2 and len(tr1) == 15
+    assert sorted(r["id"] for r in tr1) == sorted(r["id"] for r in tr2)
     assert holdout(rows + generate("validation", 3), 5)[1] != [] and len(holdout(rows, 100)[1]) == 10

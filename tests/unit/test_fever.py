@@ -58,7 +58,7 @@ def test_gold_trajectories_replay_exactly_through_the_loop():
         steps = [part.split("\nObservation")[0] for part in gold.split("Thought ")[1:]]
         outputs = iter(" " + s.split(":", 1)[1].lstrip() for s in steps)
         ep = react.Episode(Browser(fever_gen.store()))
-        react.run_loop(["p"], [ep], lambda contexts, n: [next(outputs)], max_steps=6)
+        react.run_loop(["p"], [ep], lambda contexts, n, it=outputs: [next(it)], max_steps=6)
         assert ep.label == row["label"]
         assert ep.text == gold
         assert react.parse_trajectory(gold).label == row["label"]
