@@ -46,7 +46,7 @@ def paired_comparisons(records: list[dict], n_boot: int = 1000, seed: int = 0) -
             if not res["significant"]:
                 verdict = "no significant difference"
             else:
-                a_better = (res["diff"] > 0) == m.higher_is_better
+                a_better = m.gain(res["diff"], 0.0) > 0  # diff is A - B
                 verdict = f"{a['method'] if a_better else b['method']} better"
             rows.append({"task": task, "a": a["method"], "b": b["method"], "metric": metric, **res,
                          "verdict": verdict})

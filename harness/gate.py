@@ -91,7 +91,7 @@ def compare(baseline: dict, cells: dict, abs_tol: float, rel_tol: float, toleran
             if b is None:
                 rows.append(row)
                 continue
-            worse_by = (b - c) if metric.higher_is_better else (c - b)
+            worse_by = -metric.gain(c, b)
             row["delta"] = c - b
             row["allowed"] = allowance(name, b, tolerances, abs_tol, rel_tol)
             regressed = worse_by > row["allowed"] + 1e-12

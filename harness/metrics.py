@@ -27,8 +27,9 @@ class Metric:
         if self.aggregation not in AGGREGATIONS:
             raise ValueError(f"metric {self.name}: unknown aggregation {self.aggregation!r}")
 
-    def better(self, a: float, b: float) -> bool:
-        return a > b if self.higher_is_better else a < b
+    def gain(self, new: float, old: float) -> float:
+        """How much better ``new`` is than ``old`` in this metric's direction (negative when worse)."""
+        return new - old if self.higher_is_better else old - new
 
 
 def register_metric(name: str, higher_is_better: bool, aggregation: str = "mean", description: str = "") -> Metric:

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from harness.metrics import METRICS, rouge, summarise
+from harness.metrics import METRICS, get_metric, rouge, summarise
 from harness.stats import bootstrap_ci, macro_f1, mean, paired_bootstrap, perplexity
 
 
@@ -34,7 +34,9 @@ def test_rouge_stemming_and_lsum_newlines():
 def test_metric_registry_carries_direction_and_aggregation():
     for name in ("rouge1", "rouge2", "rougeL", "rougeLsum"):
         assert METRICS[name].higher_is_better and METRICS[name].aggregation == "mean"
-    assert METRICS["rougeL"].better(0.5, 0.4)
+    assert METRICS["rougeL"].gain(0.5, 0.4) == pytest.approx(0.1)
+    assert get_metric("ref_perplexity").gain(1.5, 2.0) == pytest.approx(0.5)  # lower is better
+    assert get_metric("ref_perplexity").gain(2.0, 1.5) == pytest.approx(-0.5)
 
 
 def test_bootstrap_ci_contains_the_mean_and_shrinks_with_n():
