@@ -47,23 +47,18 @@ class _nothing:
         return False
 
 
-def test_bad_data_file_contents(tmp_path, capsys):
-    unknown = tmp_path / "rows.xml"
-    unknown.write_text("<rows/>")
-    assert main(["--data", f"cnn={unknown}", "--out", str(tmp_path)]) == 2
-    assert "unknown format '.xml'" in one_error_line(capsys)
-    missing_col = tmp_path / "rows.jsonl"
-    missing_col.write_text('{"text": "a", "highlights": "b"}\n')
-    assert main(["--data", f"cnn={missing_col}", "--out", str(tmp_path)]) == 2
-    assert "--columns cnn:article=YOUR_COLUMN" in one_error_line(capsys)
-    empty = tmp_path / "empty.csv"
-    empty.write_text("article,highlights,id\n")
-    assert main(["--data", f"cnn={empty}", "--out", str(tmp_path)]) == 2
-    assert "empty.csv is empty" in one_error_line(capsys)
-    blank = tmp_path / "blank.jsonl"
-    blank.write_text('{"article": "A story.", "highlights": "x ."}\n{"article": "", "highlights": "y ."}\n')
-    assert main(["--data", f"cnn={blank}", "--out", str(tmp_path)]) == 2
-    assert "1 row(s) have empty 'article'" in one_error_line(capsys)
+@pytest.mark.parametrize("name, content, expected", [
+    ("rows.xml", "<rows/>", "unknown format '.xml'"),
+    ("rows.jsonl", '{"text": "a", "highlights": "b"}\n', "--columns cnn:article=YOUR_COLUMN"),
+    ("empty.csv", "article,highlights,id\n", "empty.csv is empty"),
+    ("blank.jsonl", '{"article": "A story.", "highlights": "x ."}\n{"article": "", "highlights": "y ."}\n',
+     "1 row(s) have empty 'article'"),
+])
+def test_bad_data_file_contents(tmp_path, capsys, name, content, expected):
+    bad = tmp_path / name
+    bad.write_text(content)
+    assert main(["--data", f"cnn={bad}", "--out", str(tmp_path)]) == 2
+    assert expected in one_error_line(capsys)
 
 
 def test_unwritable_out(tmp_path, capsys):
