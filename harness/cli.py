@@ -121,7 +121,7 @@ def cmd_report(argv: list[str]) -> int:
     from harness import report
 
     p = Parser(prog="run_matrix.py report",
-                                description="Rebuild every output of a run from its stored records alone.")
+               description="Rebuild every output of a run from its stored records alone.")
     p.add_argument("results_dir", help="a run folder, e.g. results/smollm2-135m-1a2b3c4d")
     args = p.parse_args(argv)
     return report.cmd_report(args.results_dir)
