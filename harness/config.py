@@ -69,6 +69,44 @@ class RunConfig:
     react_max_steps: int = _f(5, "maximum Thought/Action steps in the ReAct loop (the gold ones take 2-3)",
                               type=int)
     docstore: str | None = _f(None, "fever document store: a JSONL of {title, text} pages (default: embedded)")
+    seeds: tuple | None = _f(None, "run every cell once per seed, comma-separated, e.g. 0,1,2 (default: --seed "
+                                   "alone)", cli="list")
+    # --- how cells are launched (issue 8); none of these change results, so none is in the run name ---
+    executor: str = _f("process", "how each cell runs: process (a fresh child process per cell), inline (in this "
+                                  "process, for debugging) or ray (a Ray task per cell)",
+                       choices=("process", "inline", "ray"))
+    parallel: int = _f(1, "cells run at once (process executor); with several GPUs each cell gets its own",
+                       type=int)
+    cell_memory_limit: str | None = _f(None, "cap each cell's memory, e.g. 8GiB; a cell over it fails as oom "
+                                             "(process and ray executors)")
+    ray_address: str | None = _f(None, "Ray cluster to submit cells to, e.g. ray://head:10001 (default: a local "
+                                       "Ray instance)")
+    num_processes: int = _f(1, "train each cell with N processes under accelerate launch (data-parallel)",
+                            type=int)
+    fsdp: bool = _f(False, "shard the model with FSDP across --num-processes (full fine-tuning of large models)",
+                    cli="bool")
+    deepspeed: str | None = _f(None, "DeepSpeed config JSON for training across --num-processes (ZeRO)")
+    # --- plan and decide (issue 9) ---
+    gpu: str | None = _f(None, "plan for this GPU's memory instead of the device found",
+                         choices=("T4", "L4", "A10G", "A100-40GB", "A100-80GB", "H100", "H200"))
+    memory_budget: str | None = _f(None, "skip a cell whose estimated peak memory exceeds this, e.g. 16GiB "
+                                         "(default: the device's memory on CUDA)")
+    force: bool = _f(False, "run cells even when the memory estimate says they do not fit", cli="bool")
+    budget: str | None = _f(None, "rule cells out of the recommendation, e.g. memory=16GiB,time=2h")
+    # --- what fine-tuning costs and leaves (issue 10) ---
+    cross_eval: bool = _f(False, "evaluate every trained model on every task of the run, not only its own",
+                          cli="bool")
+    lm_eval: tuple | None = _f(None, "lm-evaluation-harness tasks to run on each cell's final model, "
+                                     "comma-separated, e.g. hellaswag,arc_easy (needs the lm-eval extra)",
+                               cli="list")
+    lm_eval_limit: int | None = _f(None, "examples per lm-eval task (default: all)", type=int)
+    save: str = _f("auto", "keep trained weights in the cell folder: adapter, model, none, or auto (adapters "
+                           "for LoRA methods, nothing for full)", choices=("auto", "adapter", "model", "none"))
+    report_to: tuple | None = _f(None, "trackers to log each cell to: mlflow, wandb, tensorboard, "
+                                       "comma-separated", cli="list")
+    # --- speed (issue 11) ---
+    generate_backend: str = _f("hf", "generation backend for evaluation: hf (transformers) or vllm (GPU, "
+                                     "needs the vllm extra)", choices=("hf", "vllm"))
     out: str = _f("results", "folder that holds the run folders")
     run_name: str | None = _f(None, "run folder name; rerunning with the same name resumes (default: derived "
                                     "from the model and a hash of the config)")
@@ -97,9 +135,40 @@ class RunConfig:
             raise ConfigError("--methods is empty; name at least one method")
         for f in dataclasses.fields(self):
             choices = f.metadata.get("choices")
-            if choices and getattr(self, f.name) not in choices:
+            if choices and getattr(self, f.name) is not None and getattr(self, f.name) not in choices:
                 raise ConfigError(f"--{_flag(f.name)} must be one of {', '.join(choices)}, "
                                   f"got {getattr(self, f.name)!r}")
+        if self.parallel <= 0 or self.num_processes <= 0:
+            raise ConfigError("--parallel and --num-processes must be positive integers")
+        if self.parallel > 1 and self.executor == "inline":
+            raise ConfigError("--parallel needs separate processes; use --executor process (the default) or ray")
+        if self.cell_memory_limit is not None and self.executor == "inline":
+            raise ConfigError("--cell-memory-limit caps a child process; use --executor process (the default)")
+        if self.cell_memory_limit is not None:
+            parse_bytes(self.cell_memory_limit, "--cell-memory-limit")
+        if self.memory_budget is not None:
+            parse_bytes(self.memory_budget, "--memory-budget")
+        if self.fsdp and self.deepspeed:
+            raise ConfigError("--fsdp and --deepspeed are two ways to shard; choose one")
+        if (self.fsdp or self.deepspeed) and self.num_processes < 2:
+            raise ConfigError("--fsdp/--deepspeed shard across processes; add --num-processes N with N >= 2")
+        if self.deepspeed is not None and not Path(self.deepspeed).is_file():
+            raise ConfigError(f"--deepspeed {self.deepspeed} does not exist; pass a DeepSpeed config JSON file")
+        if self.seeds is not None:
+            try:
+                seeds = tuple(int(s) for s in self.seeds)
+            except (TypeError, ValueError):
+                raise ConfigError(f"--seeds must be integers, e.g. 0,1,2, got {','.join(map(str, self.seeds))}"
+                                  ) from None
+            if not seeds or len(set(seeds)) != len(seeds):
+                raise ConfigError("--seeds must name each seed once, e.g. 0,1,2")
+            object.__setattr__(self, "seeds", seeds)
+        if self.lm_eval_limit is not None and self.lm_eval_limit <= 0:
+            raise ConfigError(f"--lm-eval-limit must be a positive integer, got {self.lm_eval_limit}")
+        if self.report_to:
+            bad = [t for t in self.report_to if t not in TRACKERS]
+            if bad:
+                raise ConfigError(f"--report-to {bad[0]!r} is not a tracker; choose from {', '.join(TRACKERS)}")
         if self.run_name is not None and not re.fullmatch(r"[A-Za-z0-9._-]+", self.run_name):
             raise ConfigError(f"--run-name {self.run_name!r} may hold only letters, digits, '.', '_' and '-'")
 
@@ -113,13 +182,37 @@ class RunConfig:
 
         The task and method lists are left out of the hash: adding a method to a matrix extends the same run.
         """
-        keep = {k: v for k, v in self.to_dict().items() if k not in ("tasks", "methods", "out", "run_name")}
+        keep = {k: v for k, v in self.to_dict().items()
+                if k not in ("tasks", "methods", "out", "run_name", *EXECUTION_ONLY)}
         slug = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(self.model).name if "/" in self.model else self.model)
         return f"{slug}-{sha256_json(keep)[:8]}"
 
     @property
     def run_dir(self) -> Path:
         return Path(self.out) / (self.run_name or self.default_run_name())
+
+    @property
+    def seed_list(self) -> tuple:
+        """The seeds every cell runs with: --seeds when given, else --seed alone."""
+        return self.seeds or (self.seed,)
+
+
+# Settings that change how or where cells run, or what is logged or decided afterwards, but not a cell's
+# results: they stay out of the run name, so switching executor or budget resumes the same run.
+EXECUTION_ONLY = ("executor", "parallel", "cell_memory_limit", "ray_address", "gpu", "memory_budget", "force",
+                  "budget", "report_to")
+TRACKERS = ("mlflow", "wandb", "tensorboard")
+UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 10**3, "kib": 2**10, "m": 2**20, "mb": 10**6, "mib": 2**20,
+         "g": 2**30, "gb": 10**9, "gib": 2**30, "t": 2**40, "tb": 10**12, "tib": 2**40}
+
+
+def parse_bytes(text: str, what: str = "size") -> int:
+    """'8GiB' -> 8589934592, '16GB' -> 16e9, '512M' -> 512 MiB; one-line error otherwise."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", str(text))
+    unit = m.group(2).lower() if m else None
+    if not m or unit not in UNITS or float(m.group(1)) <= 0:
+        raise ConfigError(f"{what} {text!r} is not a size; write e.g. 8GiB, 16GB or 512MiB")
+    return int(float(m.group(1)) * UNITS[unit])
 
 
 def _flag(name: str) -> str:
