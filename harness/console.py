@@ -1,26 +1,48 @@
-"""One rich console (on stderr, so stdout stays clean for piping) and progress bars for long work."""
+"""One rich console (on stderr, so stdout stays clean for piping) and progress for long work.
+
+On a terminal, progress is a bar. Without one (a CI log, a Slurm or Ray log file, a cell's child process
+whose stderr the runner collects), a bar would print nothing until the work ends, so progress becomes a plain
+line at a steady rhythm: every ``PLAIN_EVERY_S`` seconds or every tenth of the work, whichever comes first,
+naming the cell, the stage, the step, the latest loss and an ETA.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import sys
+import time
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+PLAIN_EVERY_S = 30.0
+# A cell's child process draws its bars through the runner's pipe when the runner itself is on a terminal.
+FORCED = os.environ.get("HARNESS_FORCE_TERMINAL") == "1"
 # Piped output (CI logs, files) has no width; rich would assume 80 columns and fold the tables, so give it room.
-console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
+console = Console(stderr=True, highlight=False, force_terminal=True if FORCED else None,
+                  width=None if sys.stderr.isatty() or FORCED else 160)
+
+
+def progress_mode() -> str:
+    """bar, plain or off. HARNESS_PROGRESS=0 turns progress off (the CI logs stay short); =plain forces lines."""
+    setting = os.environ.get("HARNESS_PROGRESS", "1")
+    if setting == "0":
+        return "off"
+    if setting == "plain":
+        return "plain"
+    return "bar" if console.is_terminal else "plain"
 
 
 @contextlib.contextmanager
 def progress_bar(description: str, total: int):
-    """Yield ``advance(n=1, **fields)``; shows a bar with a count, elapsed and remaining time.
-
-    HARNESS_PROGRESS=0 turns the bars off (the CI logs stay short); the work is the same.
-    """
-    if os.environ.get("HARNESS_PROGRESS", "1") == "0":
+    """Yield ``advance(n=1, **fields)``; shows a bar, or plain progress lines without a terminal."""
+    mode = progress_mode()
+    if mode == "off":
         yield lambda n=1, **fields: None
+        return
+    if mode == "plain":
+        yield PlainProgress(description, total).advance
         return
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[info]}")]
@@ -32,3 +54,39 @@ def progress_bar(description: str, total: int):
             progress.update(task, advance=n, info=info)
 
         yield advance
+
+
+class PlainProgress:
+    """Progress as lines: '[cnn x lora] train lora: step 12/48 (25%) loss=1.234 elapsed 1m05s eta 3m15s'."""
+
+    def __init__(self, description: str, total: int, every_s: float = PLAIN_EVERY_S, clock=time.monotonic):
+        self.description, self.total, self.every_s, self.clock = description, max(total, 1), every_s, clock
+        self.done, self.fields = 0, {}
+        self.start = self.last_time = clock()
+        self.last_tenth = 0
+        cell = os.environ.get("HARNESS_CELL")
+        self.prefix = f"[{cell}] " if cell else ""
+
+    def advance(self, n: int = 1, **fields) -> None:
+        self.done += n
+        self.fields.update(fields)
+        now = self.clock()
+        tenth = 10 * self.done // self.total
+        if n and (now - self.last_time >= self.every_s or tenth > self.last_tenth or self.done == self.total):
+            self.last_time, self.last_tenth = now, tenth
+            console.print(self.line(now), markup=False, highlight=False, soft_wrap=True)
+
+    def line(self, now: float) -> str:
+        elapsed = now - self.start
+        eta = elapsed / self.done * (self.total - self.done) if self.done else float("nan")
+        info = "".join(f" {k}={v}" for k, v in self.fields.items())
+        return (f"{self.prefix}{self.description}: step {self.done}/{self.total} "
+                f"({100 * self.done // self.total}%){info} elapsed {_dur(elapsed)} eta {_dur(eta)}")
+
+
+def _dur(seconds: float) -> str:
+    if seconds != seconds:  # NaN: nothing done yet
+        return "?"
+    m, s = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s" if m else f"{s}s"

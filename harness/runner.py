@@ -1,27 +1,26 @@
-"""Run the task x method matrix: plan, validate, then run each cell in isolation and record it.
+"""Run the task x method matrix: plan, validate, then hand each cell to an executor and read its record.
 
 Everything that can be checked cheaply is checked before the first cell spends compute: names, sizes,
-combinations, the output folder, every task's data, and the model. A cell that fails is recorded with its
-error kind and message, and the matrix goes on. Completed cells are skipped on a rerun with the same run
-name; interrupted or corrupted ones are reported and redone.
+combinations, the output folder, every task's data, and the model. Each planned cell gets its folder and
+``config.json`` here; how it runs (in this process, a child process, a Ray task) is the executor's business
+(harness/executors.py), and the outcome is read back from the record on disk. A cell that fails is recorded
+with its error kind and message, and the matrix goes on. Completed cells are skipped on a rerun with the
+same run name; interrupted or corrupted ones are reported and redone.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
-import time
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from harness.config import RunConfig
 from harness.console import console
-from harness.errors import ConfigError, classify, one_line
+from harness.errors import ConfigError
 from harness.io import atomic_write_json, read_json, sha256_json
 from harness.methods import MethodSpec, folder_name, resolve_method
-from harness.records import CellStore, environment
-from harness.tasks import Context, Task, get_task
+from harness.records import CellStore
+from harness.tasks import Task, get_task
 
 
 @dataclass
@@ -31,11 +30,18 @@ class Cell:
     store: CellStore
     config: dict
     hash: str
+    seed: int = 0
+    index: int = 0  # 1-based position in the plan, for progress lines
+    of: int = 0
     outcome: dict = field(default_factory=dict)
 
     @property
     def label(self) -> str:
-        return f"{self.task.name} x {self.spec.name}"
+        return f"{self.task.name} x {self.spec.name}" + (f" seed {self.seed}" if self.of_seeds > 1 else "")
+
+    @property
+    def of_seeds(self) -> int:
+        return len(self.config["run"].get("seeds") or [0])
 
 
 def cell_config(cfg: RunConfig, task: Task, spec: MethodSpec) -> dict:
@@ -50,6 +56,9 @@ def cell_config(cfg: RunConfig, task: Task, spec: MethodSpec) -> dict:
     }
     if spec.finetune == "lora":
         hp.update(lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout)
+    if spec.trains and cfg.num_processes > 1:
+        # Data-parallel training changes the global batch and the data order, so it changes results.
+        hp.update(num_processes=cfg.num_processes, fsdp=cfg.fsdp, deepspeed=cfg.deepspeed)
     hp.update(task.options(cfg))
     data = {k: v for k, v in cfg.data.items() if k.split(".")[0] == task.name}
     cell = {"task": task.name, "method": dataclasses.asdict(spec), "model": cfg.model, "data": data,
@@ -71,11 +80,19 @@ def plan(cfg: RunConfig) -> list[Cell]:
         if "." in key and key.split(".", 1)[1] not in ("train", "eval"):
             raise ConfigError(f"--data {key}=...: the split must be train or eval, e.g. cnn.eval=FILE")
     cells = []
+    seeds = cfg.seed_list
+    run_name = cfg.run_dir.name
     for task in tasks:
         for spec in specs:
-            conf = cell_config(cfg, task, spec)
-            cells.append(Cell(task, spec, CellStore(cfg.run_dir, task.name, folder_name(spec)), conf,
-                              conf["config_hash"]))
+            for seed in seeds:
+                # Each seed's cell carries its own seed in its config, under the run's (unchanged) name.
+                seed_cfg = dataclasses.replace(cfg, seed=seed, run_name=run_name)
+                conf = cell_config(seed_cfg, task, spec)
+                folder = folder_name(spec) + (f"-seed{seed}" if len(seeds) > 1 else "")
+                cells.append(Cell(task, spec, CellStore(cfg.run_dir, task.name, folder), conf,
+                                  conf["config_hash"], seed))
+    for i, cell in enumerate(cells, 1):
+        cell.index, cell.of = i, len(cells)
     return cells
 
 
@@ -114,9 +131,11 @@ def quiet_libraries() -> None:
 
 
 def run_matrix(cfg: RunConfig, command: str | None = None) -> list[Cell]:
+    from harness.executors import make_executor
     from harness.models import resolve_device, resolve_model
 
     cells = plan(cfg)
+    executor = make_executor(cfg)  # an unknown or uninstalled executor fails here, before any work
     quiet_libraries()
     check_writable(cfg.run_dir)
     check_resumable(cells)
@@ -124,21 +143,35 @@ def run_matrix(cfg: RunConfig, command: str | None = None) -> list[Cell]:
     datasets = {}
     for task in dict.fromkeys(c.task for c in cells):
         datasets[task.name] = task.load(cfg)
-    model = resolve_model(cfg.model)
+    resolve_model(cfg.model)  # builds a catalogue model's cache once, before cells race to build it
     write_manifest(cfg, cells, command)
-    console.print(f"[bold]run[/] {cfg.run_dir}  model={cfg.model}  device={device}  cells={len(cells)}")
-    for i, cell in enumerate(cells, 1):
+    console.print(f"[bold]run[/] {cfg.run_dir}  model={cfg.model}  device={device}  cells={len(cells)}  "
+                  f"executor={cfg.executor}" + (f" x{cfg.parallel}" if cfg.parallel > 1 else ""))
+    todo = []
+    for cell in cells:
         state, reason = cell.store.state()
         if state == "complete" and reason in ("ok", "skipped"):
-            cell.outcome = cell.store.read_json("status.json")
-            console.print(f"[dim]cell {i}/{len(cells)} {cell.label}: already complete, skipped[/]")
+            console.print(f"[dim]cell {cell.index}/{cell.of} {cell.label}: already complete, skipped[/]")
             continue
         if state != "missing":
-            console.print(f"[yellow]cell {i}/{len(cells)} {cell.label}: {state} ({reason}), redoing[/]")
+            console.print(f"[yellow]cell {cell.index}/{cell.of} {cell.label}: {state} ({reason}), redoing[/]")
             cell.store.reset()
-        console.rule(f"cell {i}/{len(cells)}: {cell.label}")
-        cell.outcome = run_cell(cell, cfg, datasets[cell.task.name], model.location, device)
+        cell.store.dir.mkdir(parents=True, exist_ok=True)
+        cell.store.write_json("config.json", cell.config)
+        todo.append(cell)
+    if todo:
+        executor.run(todo, datasets)
+    for cell in cells:
+        cell.outcome = read_outcome(cell)
     return cells
+
+
+def read_outcome(cell: Cell) -> dict:
+    """A cell's status from its record on disk; an executor that left none is itself a failure."""
+    state, reason = cell.store.state()
+    if state == "complete":
+        return cell.store.read_json("status.json")
+    return {"status": "failed", "error_kind": "lost", "message": f"the executor left no complete record ({reason})"}
 
 
 def write_manifest(cfg: RunConfig, cells: list[Cell], command: str | None = None) -> None:
@@ -152,98 +185,6 @@ def write_manifest(cfg: RunConfig, cells: list[Cell], command: str | None = None
             known.append({"task": c.task.name, "method": c.spec.name, "folder": folder})
             folders.add(folder)
     atomic_write_json(path, {"command": command, "config": cfg.to_dict(), "cells": known})
-
-
-def run_cell(cell: Cell, cfg: RunConfig, data: dict, model_location: str, device: str) -> dict:
-    """Run one cell; never raises for a failure inside the cell (it is recorded instead)."""
-    from harness.measure import free_memory
-
-    store = cell.store
-    store.dir.mkdir(parents=True, exist_ok=True)
-    store.write_json("config.json", cell.config)
-    t0 = time.perf_counter()
-    error = None
-    try:
-        env = environment(device)
-        store.write_json("env.json", env)
-        store.write_json("data.json", data["fingerprint"])
-        skip = skip_reason(cell.spec, device)
-        if skip:
-            console.print(f"[yellow]skipped: {skip[1]}[/]")
-            return store.finish("skipped", error_kind=skip[0], message=skip[1])
-        _execute(cell, cfg, data, model_location, device)
-    except KeyboardInterrupt:
-        raise
-    except Exception as e:  # noqa: BLE001  (isolation: any failure is recorded, the matrix goes on)
-        error = (classify(e), one_line(e), getattr(e, "step", None))
-    if error is None:
-        console.print(f"[green]done[/] {cell.label} in {time.perf_counter() - t0:.0f} s")
-        return store.read_json("status.json")
-    free_memory(device)  # after the except block, so the traceback no longer pins the model
-    kind, message, step = error
-    console.print(f"[red]failed[/] {cell.label}: {kind}: {message}")
-    fields = {"error_kind": kind, "message": message}
-    if step is not None:
-        fields["step"] = step
-    return store.finish("failed", **fields)
-
-
-def skip_reason(spec: MethodSpec, device: str) -> tuple[str, str] | None:
-    """(error kind, message) when this machine cannot run the method at all, else None."""
-    if spec.requires_cuda and device != "cuda":
-        return "needs_cuda", f"method {spec.name} needs a CUDA device and this run is on {device}"
-    if spec.quantized and importlib.util.find_spec("bitsandbytes") is None:
-        return "needs_bitsandbytes", (f"method {spec.name} needs bitsandbytes, which is not installed "
-                                      "(pip install bitsandbytes)")
-    return None
-
-
-def _execute(cell: Cell, cfg: RunConfig, data: dict, model_location: str, device: str) -> None:
-    from harness.generation import GenerationStats
-    from harness.measure import PeakMemory, seed_everything
-    from harness.metrics import summarise
-    from harness.models import load_model, load_tokenizer
-    from harness.training import count_parameters, train
-
-    task, spec, store, hp = cell.task, cell.spec, cell.store, cell.config["hyperparameters"]
-    seed_everything(cfg.seed)
-    tok = load_tokenizer(model_location)
-    ctx = Context(tok=tok, max_seq_len=cfg.max_seq_len, max_new_tokens=hp["max_new_tokens"],
-                  template=cfg.template, batch_size=cfg.eval_batch_size, cfg=cfg)
-    pairs = [task.train_pair(r, ctx) for r in data["train"]] if spec.trains else []
-    stats = GenerationStats()
-    with PeakMemory(device) as mem:
-        t_load = time.perf_counter()
-        model = load_model(model_location, spec, device)
-        load_s = time.perf_counter() - t_load
-        footprint = model.get_memory_footprint()
-        if spec.trains:
-            model, train_record = train(model, tok, spec, pairs, cfg, device)
-        else:
-            _, total = count_parameters(model)
-            train_record = {"trained": False, "trainable_params": 0, "total_params": total}
-        store.write_json("train.json", train_record)
-        t_eval = time.perf_counter()
-        predictions = task.evaluate(model, data["eval"], ctx, stats)
-        eval_s = time.perf_counter() - t_eval
-    del model
-    values = task.score(predictions)
-    for i, p in enumerate(predictions):
-        p["scores"] = {name: vals[i] for name, vals in values.items()}
-    store.write_jsonl("predictions.jsonl", predictions)
-    quality = summarise(values, cfg.bootstrap, cfg.seed)
-    total = train_record["total_params"]
-    measurements = {
-        "memory": {**mem.result, "peak_bytes": mem.peak_bytes, "model_footprint_bytes": footprint},
-        "timing": {"load_s": load_s, "train_s": train_record.get("train_s", 0.0), "eval_s": eval_s,
-                   "train_tokens_per_s": train_record.get("train_tokens_per_s"), **stats.to_dict()},
-        "params": {"trainable": train_record["trainable_params"], "total": total,
-                   "trainable_pct": 100.0 * train_record["trainable_params"] / total if total else 0.0},
-    }
-    store.write_json("metrics.json", {"task": task.name, "method": spec.name, "quality": quality,
-                                      "main_metric": task.main_metric, "extra": task.extra_report(predictions),
-                                      "measurements": measurements})
-    store.finish("ok")
 
 
 def summary_line(cells: list[Cell]) -> tuple[int, str]:
