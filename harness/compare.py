@@ -2,7 +2,8 @@
 
 For the task's main metric, a paired bootstrap over eval examples (resampling the same examples for both
 methods) gives the difference, its 95% CI, and whether it is significant, so "lora beats qlora" is a
-claim with evidence. Methods are only compared when their eval rows are identical (same content hash).
+claim with evidence. Methods are only compared when their eval rows are identical (same content hash). With
+several seeds the values are paired by (seed, example id) and the bootstrap resamples examples (harness/seeds.py).
 """
 
 from __future__ import annotations
@@ -10,18 +11,9 @@ from __future__ import annotations
 from itertools import combinations
 from pathlib import Path
 
-from harness.io import read_json, read_jsonl
+from harness.io import read_json
 from harness.metrics import get_metric
-from harness.stats import paired_bootstrap
-
-
-def _values(rec: dict, metric: str) -> dict:
-    """id -> per-example value of ``metric`` (lists from JSON become tuples again)."""
-    out = {}
-    for i, p in enumerate(read_jsonl(Path(rec["dir"]) / "predictions.jsonl")):
-        v = p.get("scores", {}).get(metric)
-        out[str(p.get("id", i))] = tuple(v) if isinstance(v, list) else v
-    return out
+from harness.seeds import groups, paired_over_seeds, seed_values
 
 
 def _eval_hash(rec: dict) -> str | None:
@@ -29,27 +21,34 @@ def _eval_hash(rec: dict) -> str | None:
     return read_json(path).get("eval", {}).get("sha256") if path.is_file() else None
 
 
+_CACHE: dict[tuple, list[dict]] = {}
+
+
 def paired_comparisons(records: list[dict], n_boot: int = 1000, seed: int = 0) -> list[dict]:
+    """Every two methods of a task, on the main metric; with several seeds, over all (seed, example) pairs."""
+    grouped = groups(records)
+    key = (tuple(r["dir"] for *_, recs in grouped for r in recs), n_boot, seed)
+    if key in _CACHE:  # the report and the recommendation both ask; records on disk do not change
+        return _CACHE[key]
     rows = []
-    for task in dict.fromkeys(r["task"] for r in records):
-        recs = [r for r in records if r["task"] == task and r.get("metrics")]
-        for a, b in combinations(recs, 2):
-            metric = a["metrics"]["main_metric"]
-            if _eval_hash(a) != _eval_hash(b) or metric not in b["metrics"]["quality"]:
-                continue
-            va, vb = _values(a, metric), _values(b, metric)
-            ids = [i for i in va if i in vb and va[i] is not None and vb[i] is not None]
-            if len(ids) < 2:
+    for task in dict.fromkeys(t for t, *_ in grouped):
+        methods = [(m, recs) for t, m, recs in grouped if t == task]
+        for (name_a, ra), (name_b, rb) in combinations(methods, 2):
+            metric = ra[0]["metrics"]["main_metric"]
+            hashes = {_eval_hash(r) for r in ra + rb}
+            if len(hashes) != 1 or metric not in rb[0]["metrics"]["quality"]:
                 continue
             m = get_metric(metric)
-            res = paired_bootstrap([va[i] for i in ids], [vb[i] for i in ids], m.aggregation, n_boot, seed)
+            res = paired_over_seeds(seed_values(ra, metric), seed_values(rb, metric), m.aggregation, n_boot, seed)
+            if res is None:
+                continue
             if not res["significant"]:
                 verdict = "no significant difference"
             else:
                 a_better = m.gain(res["diff"], 0.0) > 0  # diff is A - B
-                verdict = f"{a['method'] if a_better else b['method']} better"
-            rows.append({"task": task, "a": a["method"], "b": b["method"], "metric": metric, **res,
-                         "verdict": verdict})
+                verdict = f"{name_a if a_better else name_b} better"
+            rows.append({"task": task, "a": name_a, "b": name_b, "metric": metric, **res, "verdict": verdict})
+    _CACHE[key] = rows
     return rows
 
 

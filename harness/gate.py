@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -48,7 +49,9 @@ def current_metrics(run_dir: Path) -> dict:
         raise ConfigError(f"{run_dir} holds no completed cells; pass a run folder such as results/NAME")
     cells = {}
     for r in records:
-        key = f"{r['task']}/{r['method']}"
+        # One key per cell: with several seeds each seed's cell is gated on its own (task/method-seedN).
+        seed = re.search(r"-seed\d+$", Path(r["dir"]).name)
+        key = f"{r['task']}/{r['method']}{seed.group(0) if seed else ''}"
         metrics = (r.get("metrics") or {}).get("quality", {})
         keep = ("value", "ci_low", "ci_high", "n")
         cells[key] = {"status": r["status"]["status"],

@@ -1,7 +1,8 @@
 """A self-contained ``report.html``: the tables plus matplotlib plots embedded as PNG data URIs.
 
 Plots: quality (the task's main metric) against peak memory with the Pareto frontier marked, training loss
-curves per method, and tokens/s per method. Everything is built from the stored records alone.
+curves per method, and tokens/s per method; with --cross-eval, one plot per trained task of its gain there
+against the change on the other tasks (harness/forgetting.py). Everything is built from the stored records alone.
 """
 
 from __future__ import annotations
@@ -11,13 +12,15 @@ import html
 import io
 
 from harness.metrics import get_metric
+from harness.seeds import collapse, label
 
 MIB = 2**20
 CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:14px}th,td{border:1px solid #ccc;padding:4px 8px;
 text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
 .plots{display:flex;flex-wrap:wrap;gap:8px}.plots img{width:380px;border:1px solid #eee}
-.fail{color:#b00}.note{color:#555;font-size:13px}"""
+.fail{color:#b00}.note{color:#555;font-size:13px}.rec{max-width:900px;background:#f4f8f4;padding:8px 12px;
+border-left:4px solid #2a7a2a}"""
 
 
 def _png(fig) -> str:
@@ -84,7 +87,7 @@ def quality_vs_memory(task: str, recs: list[dict]) -> str | None:
 def loss_curves(task: str, recs: list[dict]) -> str | None:
     import matplotlib.pyplot as plt
 
-    curves = [(r["method"], r["train"]["loss_curve"]) for r in recs
+    curves = [(label(r, recs), r["train"]["loss_curve"]) for r in recs
               if r.get("train", {}).get("trained") and r["train"].get("loss_curve")]
     if not curves:
         return None
@@ -130,21 +133,30 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-def render(title: str, records: list[dict], tables: dict, comparisons: tuple, notes: list[str]) -> str:
+def render(title: str, records: list[dict], tables: dict, comparisons: tuple, notes: list[str],
+           recommendations: dict | None = None) -> str:
+    """The page; ``recommendations`` ({task: paragraph}) go under each task's plots, beside the Pareto plot."""
+    from harness import forgetting  # imported here: forgetting draws with this module's helpers
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
              f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>"]
     parts += [f"<p class='note'>{html.escape(n)}</p>" for n in notes]
     for task, (header, rows) in tables.items():
         recs = [r for r in records if r["task"] == task]
+        shown = [r for r in collapse(records) if r["task"] == task]  # one point and bar per method: seed means
         parts.append(f"<h2>{html.escape(task)}</h2>")
         parts.append(_table(header, rows))
         for r in recs:
             for name, t in ((r.get("metrics") or {}).get("extra") or {}).items():
-                parts.append(f"<h4>{html.escape(r['method'])}: {html.escape(name)}</h4>")
+                parts.append(f"<h4>{html.escape(label(r, recs))}: {html.escape(name)}</h4>")
                 parts.append(_table(t["header"], t["rows"]))
-        images = [(make.__name__, make(task, recs)) for make in (quality_vs_memory, loss_curves, throughput)]
+        parts += forgetting.lm_eval_html(records, task)
+        images = [(make.__name__, make(task, subset)) for make, subset in
+                  ((quality_vs_memory, shown), (loss_curves, recs), (throughput, shown))]
         parts.append("<div class='plots'>" + "".join(f"<img alt='{name} {html.escape(task)}' src='{uri}'>"
                                                       for name, uri in images if uri) + "</div>")
+        if (recommendations or {}).get(task):
+            parts.append(f"<p class='rec'><b>Recommendation.</b> {html.escape(recommendations[task])}</p>")
+    parts += forgetting.cross_html(records)  # --cross-eval: the task x method table and a plot per task
     header, rows = comparisons
     if rows:
         parts.append("<h2>Paired comparisons (main metric, paired bootstrap over eval examples)</h2>")

@@ -10,9 +10,11 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from harness import forgetting
 from harness.io import read_json
 from harness.metrics import get_metric
 from harness.records import CellStore
+from harness.seeds import collapse, label, multi_seed, seed_of
 
 MIB = 2**20
 
@@ -84,8 +86,9 @@ def task_tables(records: list[dict], ci_sep: str = " ", messages: bool = True
     (the terminal prints messages under the table, where they do not squeeze the columns).
     """
     out: dict[str, tuple[list[str], list[list[str]]]] = {}
+    shown = collapse(records)  # one row per method: several seeds become their mean and spread
     for task in dict.fromkeys(r["task"] for r in records):
-        recs = [r for r in records if r["task"] == task]
+        recs = [r for r in shown if r["task"] == task]
         names: list[str] = list(_task_metrics(task))
         for r in recs:
             for n in (r.get("metrics") or {}).get("quality", {}):
@@ -101,15 +104,15 @@ def task_tables(records: list[dict], ci_sep: str = " ", messages: bool = True
             if not r.get("metrics"):
                 st = r["status"]
                 text = f"{st['status']}: {st.get('error_kind', '')}"
-                rows.append([r["method"], f"{text}: {st.get('message', '')}" if messages else text]
+                rows.append([label(r, records), f"{text}: {st.get('message', '')}" if messages else text]
                             + [""] * (len(header) - 2))
                 continue
             q, meas = r["metrics"]["quality"], r["metrics"]["measurements"]
-            cells = [r["method"]]
+            cells = [label(r, records)]
             for n in names:
                 v = q.get(n)
                 cells.append("-" if v is None else
-                             f"{_fmt(v['value'])}{ci_sep}[{_fmt(v['ci_low'])}, {_fmt(v['ci_high'])}]")
+                             f"{_fmt(v['value'])}{_spread(v)}{ci_sep}[{_fmt(v['ci_low'])}, {_fmt(v['ci_high'])}]")
             t = meas["timing"]
             cells += [_mib(meas["memory"]["peak_bytes"]), _mib(meas["memory"]["model_footprint_bytes"]),
                       _fmt(t["train_tokens_per_s"], 1), _fmt(t["generation_tokens_per_s"], 1),
@@ -117,6 +120,13 @@ def task_tables(records: list[dict], ci_sep: str = " ", messages: bool = True
             rows.append(cells)
         out[task] = (header, rows)
     return out
+
+
+def _spread(v: dict) -> str:
+    """' ±0.021 (3 seeds)' for a mean over seeds (the standard deviation between them); '' for one seed."""
+    if "n_seeds" not in v:
+        return ""
+    return f" ±{_fmt(v['spread'])} ({v['n_seeds']} seeds)" if v["spread"] is not None else f" ({v['n_seeds']} seed)"
 
 
 def _task_metrics(task: str) -> tuple:
@@ -156,6 +166,11 @@ def notes(records: list[dict], command: str | None = None) -> list[str]:
                    f"{state}.")
     out.append("Quality: the value over the eval examples, with its 95% bootstrap CI in brackets. Peak memory: "
                "CUDA max allocated on a GPU; on CPU, the peak resident memory of the process during the cell.")
+    if multi_seed(records):
+        out.append("Seeds: a method run with several seeds shows the mean over its seeds, ± the standard deviation "
+                   "between seeds (n-1), then the 95% bootstrap CI over eval examples, which resamples examples with "
+                   "all their seeds together; the other columns are means. The paired comparisons pair values by "
+                   "(seed, example).")
     seen = set()
     for r in records:
         path = Path(r["dir"]) / "data.json"
@@ -173,13 +188,18 @@ def notes(records: list[dict], command: str | None = None) -> list[str]:
     return out
 
 
-def markdown(records: list[dict], title: str, command: str | None = None, comparisons=None) -> str:
+def markdown(records: list[dict], title: str, command: str | None = None, comparisons=None,
+             recommendations: dict | None = None) -> str:
     parts = [f"# {title}", ""]
     for line in notes(records, command):
         parts += [line.replace(": python", ":\n\n    python", 1) if line.startswith("Made with") else line, ""]
     for task, (header, rows) in task_tables(records).items():
         parts += [f"## {task}", "", markdown_table(header, rows), ""]
+        if (recommendations or {}).get(task):
+            parts += [f"**Recommendation.** {recommendations[task]}", ""]
         parts += _extras_md(task, records)
+        parts += forgetting.lm_eval_markdown(records, task)
+    parts += forgetting.cross_markdown(records)
     if comparisons and comparisons[1]:
         parts += ["## Paired comparisons", "",
                   "Main metric of each task; paired bootstrap over the same eval examples (95% CI).", "",
@@ -194,7 +214,7 @@ def _extras_md(task: str, records: list[dict]) -> list[str]:
         if r["task"] != task or not r.get("metrics"):
             continue
         for name, table in (r["metrics"].get("extra") or {}).items():
-            out += [f"**{r['method']}: {name}**", "", markdown_table(table["header"], table["rows"]), ""]
+            out += [f"**{label(r, records)}: {name}**", "", markdown_table(table["header"], table["rows"]), ""]
     return out
 
 
@@ -213,32 +233,53 @@ def print_tables(records: list[dict], console) -> None:
             if r["task"] == task and not r.get("metrics"):
                 console.print(f"  {r['method']}: {r['status']['status']}: {r['status'].get('message', '')}",
                               style="red", soft_wrap=True)
+        forgetting.print_lm_eval(records, task, console)
+    forgetting.print_cross(records, console)
 
 
-def write_reports(run_dir: Path, records: list[dict], command: str | None = None) -> list[Path]:
-    """report.md, summary.csv and report.html, from the records alone."""
+def print_recommendations(records: list[dict], console, budget: str | None = None) -> None:
+    """The recommendation paragraph of each task, after the tables."""
+    from harness.recommend import paragraphs
+
+    for text in paragraphs(records, budget).values():
+        console.print(text, soft_wrap=True)
+
+
+def write_reports(run_dir: Path, records: list[dict], command: str | None = None, budget: str | None = None
+                  ) -> list[Path]:
+    """report.md, summary.csv and report.html, from the records alone; ``budget`` as in --budget."""
     import pandas as pd
 
     from harness import html_report
     from harness.compare import comparison_table, paired_comparisons
     from harness.io import atomic_write_bytes
+    from harness.recommend import paragraphs
 
     run_dir = Path(run_dir)
     title = f"Results: {run_dir.name}"
     n_boot = next((r["config"]["hyperparameters"]["bootstrap"] for r in records), 1000)
-    comparisons = comparison_table(paired_comparisons(records, n_boot=n_boot))
-    atomic_write_bytes(run_dir / "report.md", markdown(records, title, command, comparisons).encode())
-    csv = pd.DataFrame([flat_row(r) for r in records]).to_csv(index=False)
+    pairs = paired_comparisons(records, n_boot=n_boot)
+    comparisons, advice = comparison_table(pairs), paragraphs(records, budget, pairs)
+    atomic_write_bytes(run_dir / "report.md", markdown(records, title, command, comparisons, advice).encode())
+    rows = [flat_row(r) for r in records]
+    if multi_seed(records):  # one row per cell: say which seed it ran with
+        rows = [{"task": row["task"], "method": row["method"], "seed": seed_of(r), **row}
+                for row, r in zip(rows, records)]
+    csv = pd.DataFrame(rows).to_csv(index=False)
     atomic_write_bytes(run_dir / "summary.csv", csv.encode())
-    page = html_report.render(title, records, task_tables(records), comparisons, notes(records, command))
+    page = html_report.render(title, records, task_tables(records), comparisons, notes(records, command), advice)
     atomic_write_bytes(run_dir / "report.html", page.encode())
     return [run_dir / "report.md", run_dir / "summary.csv", run_dir / "report.html"]
 
 
-def cmd_report(results_dir: str) -> int:
-    """``run_matrix.py report DIR``: rebuild the tables and report files from the records alone."""
+def cmd_report(results_dir: str, budget: str | None = None) -> int:
+    """``run_matrix.py report DIR``: rebuild the tables and report files from the records alone.
+
+    ``budget`` (as in --budget) defaults to the one the run was made with, so a rebuilt report says the same.
+    """
     from harness.console import console
     from harness.errors import ConfigError
+    from harness.recommend import parse_budget
 
     run_dir = Path(results_dir)
     if not run_dir.is_dir():
@@ -247,7 +288,11 @@ def cmd_report(results_dir: str) -> int:
     if not records:
         raise ConfigError(f"{results_dir} holds no completed cells; pass a run folder (results/NAME), "
                           "not the results root")
+    if budget is None and (run_dir / "run.json").is_file():
+        budget = read_json(run_dir / "run.json").get("config", {}).get("budget")
+    parse_budget(budget)  # a malformed budget is one line, before any table
     print_tables(records, console)
-    paths = write_reports(run_dir, records)
+    print_recommendations(records, console, budget)
+    paths = write_reports(run_dir, records, budget=budget)
     console.print(f"wrote {', '.join(str(p) for p in paths)}")
     return 0
