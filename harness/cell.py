@@ -49,6 +49,10 @@ def run_cell(cell_dir: Path, data: dict | None = None) -> dict:
     from harness.models import resolve_device, resolve_model
 
     cfg, task, spec, store, conf = load_job(Path(cell_dir))
+    if cfg.report_to:
+        from harness.trackers import enter_cell
+
+        enter_cell(cfg, cell_dir)  # the trainer's tracker run becomes this cell's run
     label = f"{task.name} x {spec.name}"
     os.environ.setdefault("HARNESS_CELL", label)  # progress lines name the cell (harness/console.py)
     t0 = time.perf_counter()
@@ -98,7 +102,7 @@ def skip_reason(spec, device: str) -> tuple[str, str] | None:
 
 def execute(cfg, task, spec, store, conf: dict, data: dict, model_location: str, device: str) -> None:
     """Train (if the method trains), generate, score; write train.json, predictions, metrics and status."""
-    from harness import training
+    from harness import training, weights
     from harness.generation import GenerationStats
     from harness.measure import PeakMemory, seed_everything
     from harness.metrics import summarise
@@ -111,6 +115,7 @@ def execute(cfg, task, spec, store, conf: dict, data: dict, model_location: str,
     ctx = Context(tok=tok, max_seq_len=cfg.max_seq_len, max_new_tokens=hp["max_new_tokens"],
                   template=cfg.template, batch_size=cfg.eval_batch_size, cfg=cfg)
     pairs = [task.train_pair(r, ctx) for r in data["train"]] if spec.trains else []
+    probe = weights.probe_inputs(task, data["eval"], ctx) if spec.trains else []  # the weight checks' prompts
     stats = GenerationStats()
     with PeakMemory(device) as mem:
         t_load = time.perf_counter()
@@ -118,7 +123,8 @@ def execute(cfg, task, spec, store, conf: dict, data: dict, model_location: str,
             from harness.distributed import train_distributed
 
             # The job's processes load their own copies; this one loads only the trained weights, after.
-            model, train_record = train_distributed(cfg, spec, store.dir, model_location, device)
+            base_logits = weights.base_logits(model_location, spec, device, probe)
+            model, train_record = train_distributed(cfg, spec, store.dir, model_location, device, merge=False)
             load_s = time.perf_counter() - t_load - train_record["train_s"]
             footprint = model.get_memory_footprint()
         else:
@@ -126,14 +132,19 @@ def execute(cfg, task, spec, store, conf: dict, data: dict, model_location: str,
             load_s = time.perf_counter() - t_load
             footprint = model.get_memory_footprint()
             if spec.trains:
-                model, train_record = training.train(model, tok, spec, pairs, cfg, device)
+                base_logits = weights.logits(model, probe)
+                model, train_record = training.train(model, tok, spec, pairs, cfg, device, merge=False)
             else:
                 _, total = training.count_parameters(model)
                 train_record = {"trained": False, "trainable_params": 0, "total_params": total}
+        if spec.trains:  # --save, then the checks that the trained weights are applied (harness/weights.py)
+            model, weight_record = weights.finalize(model, spec, tok, cfg, store, probe, base_logits)
+            train_record.update(weight_record)
         store.write_json("train.json", train_record)
         t_eval = time.perf_counter()
         predictions = task.evaluate(model, data["eval"], ctx, stats)
         eval_s = time.perf_counter() - t_eval
+    after = evaluate_after(cfg, task, spec, model, tok, store)  # --cross-eval and --lm-eval, outside the peak
     del model
     values = task.score(predictions)
     for i, p in enumerate(predictions):
@@ -151,8 +162,27 @@ def execute(cfg, task, spec, store, conf: dict, data: dict, model_location: str,
     }
     store.write_json("metrics.json", {"task": task.name, "method": spec.name, "seed": cfg.seed,
                                       "quality": quality, "main_metric": task.main_metric,
-                                      "extra": task.extra_report(predictions), "measurements": measurements})
+                                      "extra": task.extra_report(predictions), "measurements": measurements,
+                                      **after})
     store.finish("ok")
+
+
+def evaluate_after(cfg, task, spec, model, tok, store) -> dict:
+    """The final model on the run's other tasks (--cross-eval) and on lm-eval tasks (--lm-eval), in memory.
+
+    Both come after the cell's own evaluation, so its timing and peak memory are those of the task alone.
+    """
+    from harness.cross_eval import cross_evaluate
+
+    out = {}
+    cross = cross_evaluate(cfg, task, spec, model, tok, store)
+    if cross is not None:
+        out["cross"] = cross
+    if cfg.lm_eval:
+        from harness.lm_eval_bridge import run_lm_eval  # the optional extra, imported only when asked for
+
+        out["lm_eval"] = run_lm_eval(model, tok, cfg)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,7 +7,9 @@ A single source without a named split is divided into eval (a fixed, content-ind
 
 from __future__ import annotations
 
+import logging
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,10 +74,32 @@ def read_file(source: Source) -> list[dict]:
     if _has_no_rows(Path(source.ref), fmt):
         return []
     try:
-        ds = load_dataset(fmt, data_files=source.ref, split="train")
+        with _datasets_logs_silenced():
+            ds = load_dataset(fmt, data_files=source.ref, split="train")
     except Exception as e:  # noqa: BLE001  (datasets raises many types for malformed files; name the file)
-        raise DataError(f"cannot read {source.ref} as {fmt}: {_first_line(e)}; check the file's format") from None
+        raise DataError(f"cannot read {source.ref} as {fmt}: {_first_line(_root_cause(e))}; check the file's "
+                        "format") from None
     return ds.to_list()
+
+
+@contextmanager
+def _datasets_logs_silenced():
+    """datasets logs its own line ("Failed to load JSON from file ...") before it raises; the DataError that
+    follows says the same in one line, so the log would only push a second line above it."""
+    logger = logging.getLogger("datasets")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _root_cause(e: BaseException) -> BaseException:
+    """The parser's own error under datasets' generic "An error occurred while generating the dataset"."""
+    while type(e).__name__ == "DatasetGenerationError" and (e.__cause__ or e.__context__) is not None:
+        e = e.__cause__ or e.__context__
+    return e
 
 
 def read_hub(source: Source, split: str) -> list[dict]:

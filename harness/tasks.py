@@ -137,6 +137,14 @@ class Task:
 
     def check_text(self, rows: list[dict], where: str) -> None:
         for col in self.text_columns:
+            # A number or a list where text belongs is a schema mistake, not an empty value: say which.
+            typed = [i for i, r in enumerate(rows) if r.get(col) is not None and not isinstance(r[col], str)]
+            if typed:
+                value = rows[typed[0]][col]
+                raise DataError(f"{where}: column {col!r} is not text: {len(typed)} row(s) hold "
+                                f"{type(value).__name__} values (first: row {typed[0]}: {str(value)[:40]!r}); "
+                                "give it strings, or map a text column with "
+                                f"--columns {self.name}:{col}=YOUR_COLUMN")
             bad = [i for i, r in enumerate(rows) if not isinstance(r.get(col), str) or not r[col].strip()]
             if bad:
                 raise DataError(f"{where}: {len(bad)} row(s) have empty {col!r} (first: row {bad[0]}); "

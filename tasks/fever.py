@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from harness.errors import DataError
+from harness.errors import ConfigError, DataError
 from harness.generation import GenerationStats, generate
 from harness.metrics import register_metric
 from harness.tasks import Context, Task, completion_text, fit_prompt, n_tokens, register_task, render_prompt
@@ -28,6 +28,7 @@ REACT_SYSTEM = ("Verify the claim with Thought, Action and Observation steps. Ac
                 "Lookup[keyword], Finish[SUPPORTS|REFUTES|NOT ENOUGH INFO].")
 CLOSED_SYSTEM = ("Decide whether the evidence supports or refutes the claim. Answer with one of SUPPORTS, "
                  "REFUTES or NOT ENOUGH INFO, and nothing else.")
+EMBEDDED = "embedded"  # --docstore embedded: the store the embedded claims were written against
 STEP_TOKENS = 56  # one Thought + Action: the longest embedded gold step is 42 tokens
 # A step ends at its observation marker, after an action's closing bracket, or where the model starts the next
 # thought on its own; without these a model that never writes "Observation" holds its whole batch to the cap.
@@ -38,6 +39,25 @@ STEP_STOPS = ["Observation", "]\n", "\nThought"]
 def load_docstore(path: str) -> DocStore:
     """One BM25 index per document store file, shared by every method's cell."""
     return DocStore.from_jsonl(path)
+
+
+def uses_embedded_store(cfg) -> bool:
+    """The ReAct loop searches the embedded encyclopedia: no --docstore, or --docstore embedded."""
+    return cfg.docstore in (None, EMBEDDED)
+
+
+def check_docstore(cfg) -> None:
+    """Refuse real claims against the fictional embedded encyclopedia unless the user asks for it by name.
+
+    Without --docstore, claims from the user's own file would be searched in pages written for the embedded
+    claims: every Search misses and the scores measure nothing, with no sign of why.
+    """
+    key = "fever.eval" if cfg.data.get("fever.eval") else "fever"
+    eval_source = cfg.data.get(key, EMBEDDED)
+    if cfg.docstore is None and eval_source.strip() != EMBEDDED:
+        raise ConfigError(f"--data {key}={eval_source} in react mode would search the embedded fictional "
+                          "encyclopedia; pass --docstore FILE.jsonl with {title, text} pages for your claims, or "
+                          "--docstore embedded to use the embedded store on purpose")
 
 
 @register_task
@@ -65,8 +85,10 @@ class Fever(Task):
         return fever_gen.generate("train" if split == "train" else "validation")
 
     def load(self, cfg) -> dict:
-        if cfg.fever_mode == "react" and cfg.docstore:
-            load_docstore(cfg.docstore)  # a bad --docstore fails before any cell spends compute
+        if cfg.fever_mode == "react":
+            check_docstore(cfg)
+            if not uses_embedded_store(cfg):
+                load_docstore(cfg.docstore)  # a bad --docstore fails before any cell spends compute
         return super().load(cfg)
 
     def normalize(self, rows, columns, where):
@@ -125,7 +147,7 @@ class Fever(Task):
             for p in preds:
                 p["label"] = react.normalize_label(p["output"].splitlines()[0] if p["output"] else "")
             return preds
-        store = load_docstore(ctx.cfg.docstore) if ctx.cfg.docstore else fever_gen.store()
+        store = fever_gen.store() if uses_embedded_store(ctx.cfg) else load_docstore(ctx.cfg.docstore)
         prompts = [self.eval_prompt(r, ctx) for r in rows]
         episodes = [react.Episode(Browser(store)) for _ in rows]
         # The llama2 template puts a space after [/INST]; the trajectory starts where training completions start.

@@ -128,16 +128,8 @@ class Guanaco(Task):
                 for r, p, o, n in zip(rows, prompts, outputs, nll)]
 
     def score(self, predictions: list[dict]) -> dict[str, list]:
-        prompt_level, instruction_level = [], []
-        for p in predictions:
-            if p["instruction_id_list"]:
-                passed = ifeval.check(p["output"], p["instruction_id_list"], p["kwargs"])
-                prompt_level.append(float(all(passed)))
-                instruction_level.append((sum(passed), len(passed)))
-            else:
-                prompt_level.append(None)
-                instruction_level.append(None)
-        return {"rougeL": rouge([p["output"] for p in predictions], [p["reference"] for p in predictions],
-                                types=("rougeL",))["rougeL"],
+        outputs = [p["output"] for p in predictions]
+        return {"rougeL": rouge(outputs, [p["reference"] for p in predictions], types=("rougeL",))["rougeL"],
                 "ref_perplexity": [(p["ref_nll"], p["ref_tokens"]) for p in predictions],
-                "ifeval_prompt_strict": prompt_level, "ifeval_instruction_strict": instruction_level}
+                **ifeval.score(outputs, [p["instruction_id_list"] for p in predictions],
+                               [p["kwargs"] for p in predictions])}

@@ -81,3 +81,20 @@ def check(response: str, instruction_ids: list[str], kwargs_list: list[dict]) ->
         fn = CHECKERS.lookup(iid)
         results.append(bool(fn(response, **{k: v for k, v in (kwargs or {}).items() if v is not None})))
     return results
+
+
+def score(responses: list[str], instruction_id_lists: list[list[str]], kwargs_lists: list[list[dict]]
+          ) -> dict[str, list]:
+    """Per-example values of the two IFEval strict metrics, for the harness's aggregations: prompt level, 1.0
+    when every instruction passed; instruction level, (passed, checked) pairs. A response without instructions
+    gets None (it does not count), as a guanaco row without IFEval columns."""
+    prompt_level, instruction_level = [], []
+    for response, ids, kwargs in zip(responses, instruction_id_lists, kwargs_lists, strict=True):
+        if ids:
+            passed = check(response, ids, kwargs)
+            prompt_level.append(float(all(passed)))
+            instruction_level.append((sum(passed), len(passed)))
+        else:
+            prompt_level.append(None)
+            instruction_level.append(None)
+    return {"ifeval_prompt_strict": prompt_level, "ifeval_instruction_strict": instruction_level}

@@ -17,6 +17,7 @@ F = get_task("fever")
 def load(tmp_path, rows, **cfg):
     path = tmp_path / "f.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg.setdefault("docstore", "embedded")  # these rows are about the embedded world (tasks/fever.py check_docstore)
     return F.load(RunConfig(tasks=("fever",), data={"fever": str(path)}, **cfg))
 
 

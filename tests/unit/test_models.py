@@ -73,4 +73,66 @@ def test_cpu_dtype_is_float32():
     import torch
 
     assert models.compute_dtype("cpu") == torch.float32
-    assert models.compute_dtype("cuda") == torch.bfloat16
+    assert models.mixed_precision("cpu") == "no"
+    assert models.precision_record(models_spec("full"), "cpu") == {
+        "weight_dtype": "float32", "compute_dtype": "float32", "mixed_precision": "no"}
+
+
+def models_spec(name):
+    from harness.methods import resolve_method
+
+    return resolve_method(name)
+
+
+@pytest.mark.parametrize("capability, gpu, precision, dtype", [
+    ((7, 0), "V100", "fp16", "float16"),
+    ((7, 5), "T4", "fp16", "float16"),
+    ((8, 0), "A100", "bf16", "bfloat16"),
+    ((8, 9), "L4", "bf16", "bfloat16"),
+    ((9, 0), "H100", "bf16", "bfloat16"),
+])
+def test_cuda_dtype_follows_compute_capability(monkeypatch, capability, gpu, precision, dtype):
+    """Below capability 8.0 (T4, V100) bf16 is only emulated, yet is_bf16_supported() says True there:
+    the choice must come from the capability alone."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)  # what emulation reports
+    assert models.mixed_precision("cuda") == precision
+    assert models.dtype_name(models.compute_dtype("cuda")) == dtype
+    record = models.precision_record(models_spec("qlora4"), "cuda")
+    assert record == {"weight_dtype": dtype, "compute_dtype": dtype, "mixed_precision": precision,
+                      "cuda_capability": f"{capability[0]}.{capability[1]}"}
+    # 4-bit weights compute in the same dtype as the rest (the QLoRA-on-T4 recipe uses float16 there)
+    quant = models.quantization_config(models_spec("qlora4"), "cuda")
+    assert quant.bnb_4bit_compute_dtype == getattr(torch, dtype)
+    # full fine-tuning under fp16 AMP keeps float32 master weights: GradScaler refuses fp16 gradients
+    full = models.precision_record(models_spec("full"), "cuda")
+    assert full["weight_dtype"] == ("float32" if precision == "fp16" else "bfloat16")
+
+
+def test_trainer_precision_flags_follow_the_capability(monkeypatch, tiny_model_dir, tokenizer):
+    """The SFTConfig gets fp16=True on a T4-class device and bf16=True from 8.0 up, never both."""
+    import torch
+    import trl
+
+    from harness import training
+    from harness.config import RunConfig
+
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_config(**kw):
+        seen.append((kw["bf16"], kw["fp16"], kw["use_cpu"]))
+        raise Stop
+
+    monkeypatch.setattr(trl, "SFTConfig", fake_config)
+    for capability in ((7, 5), (9, 0)):
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None, c=capability: c)
+        with pytest.raises(Stop):
+            training.train(None, tokenizer, models_spec("full"), [], RunConfig(), "cuda")
+    with pytest.raises(Stop):
+        training.train(None, tokenizer, models_spec("full"), [], RunConfig(), "cpu")
+    assert seen == [(False, True, False), (True, False, False), (False, False, True)]
