@@ -18,13 +18,18 @@ import sys
 
 from harness.config import RunConfig, parse_columns_flags, parse_data_flags, resolve
 from harness.errors import HarnessError
+from harness.export_cmd import cmd_export
+from harness.plan_cmd import cmd_plan
 
 EPILOG = """\
 other commands:
   list                         tasks, methods, catalogue models and metrics
-  report RESULTS_DIR           rebuild the tables and reports from stored records (no model needed)
+  report RESULTS_DIR [--budget memory=16GiB,time=2h]
+                               rebuild the tables, reports and recommendation from stored records
   gate RESULTS_DIR --baseline FILE
                                fail (exit 1) when a metric regressed against a baseline
+  plan --model M [--gpu T4]    estimated peak memory and time per method, before running (no weights)
+  export RUN TASK METHOD OUT   a deployable model from a cell's saved weights (LoRA merged, QLoRA adapter)
 
 Precedence: code defaults < --config FILE.yaml < flags. Rerunning with the same settings (or --run-name)
 resumes: completed cells are skipped, interrupted ones redone. Exit status: 0 all cells ok, 1 a cell
@@ -79,15 +84,20 @@ def parse_run_args(argv: list[str]) -> RunConfig:
 
 def cmd_run(argv: list[str]) -> int:
     from harness.console import console
-    from harness.report import load_records, print_tables, write_reports
+    from harness.report import load_records, print_recommendations, print_tables, write_reports
     from harness.runner import run_matrix, summary_line
 
     cfg = parse_run_args(argv)
     cells = run_matrix(cfg, "python run_matrix.py " + shlex.join(argv))
     records = load_records(cfg.run_dir)
     print_tables(records, console)
-    paths = write_reports(cfg.run_dir, records)
+    print_recommendations(records, console, cfg.budget)
+    paths = write_reports(cfg.run_dir, records, budget=cfg.budget)
     console.print(f"records: {cfg.run_dir}/<task>/<method>/   reports: {', '.join(str(p) for p in paths)}")
+    if cfg.report_to:
+        from harness.trackers import log_run
+
+        log_run(cfg, cfg.run_dir, records)
     status, line = summary_line(cells)
     console.print(line, style="bold red" if status else "bold green", soft_wrap=True)
     return status
@@ -123,8 +133,10 @@ def cmd_report(argv: list[str]) -> int:
     p = Parser(prog="run_matrix.py report",
                description="Rebuild every output of a run from its stored records alone.")
     p.add_argument("results_dir", help="a run folder, e.g. results/smollm2-135m-1a2b3c4d")
+    p.add_argument("--budget", help="rule cells out of the recommendation, e.g. memory=16GiB,time=2h "
+                                    "(default: the run's own --budget)")
     args = p.parse_args(argv)
-    return report.cmd_report(args.results_dir)
+    return report.cmd_report(args.results_dir, args.budget)
 
 
 def cmd_gate(argv: list[str]) -> int:
@@ -133,7 +145,7 @@ def cmd_gate(argv: list[str]) -> int:
     return gate.main(argv)
 
 
-COMMANDS = {"list": cmd_list, "report": cmd_report, "gate": cmd_gate}
+COMMANDS = {"list": cmd_list, "report": cmd_report, "gate": cmd_gate, "plan": cmd_plan, "export": cmd_export}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -68,7 +68,8 @@ class RunConfig:
                          choices=("react", "closed"))
     react_max_steps: int = _f(5, "maximum Thought/Action steps in the ReAct loop (the gold ones take 2-3)",
                               type=int)
-    docstore: str | None = _f(None, "fever document store: a JSONL of {title, text} pages (default: embedded)")
+    docstore: str | None = _f(None, "fever document store: a JSONL of {title, text} pages, or 'embedded' (the "
+                                    "default for the embedded claims; needed by name with your own claims)")
     seeds: tuple | None = _f(None, "run every cell once per seed, comma-separated, e.g. 0,1,2 (default: --seed "
                                    "alone)", cli="list")
     # --- how cells are launched (issue 8); none of these change results, so none is in the run name ---
@@ -104,6 +105,8 @@ class RunConfig:
                            "for LoRA methods, nothing for full)", choices=("auto", "adapter", "model", "none"))
     report_to: tuple | None = _f(None, "trackers to log each cell to: mlflow, wandb, tensorboard, "
                                        "comma-separated", cli="list")
+    lm_eval_include: str | None = _f(None, "folder of custom lm-eval task YAMLs, searched before lm-eval's own "
+                                           "tasks (for --lm-eval)")
     # --- speed (issue 11) ---
     generate_backend: str = _f("hf", "generation backend for evaluation: hf (transformers) or vllm (GPU, "
                                      "needs the vllm extra)", choices=("hf", "vllm"))
@@ -148,6 +151,10 @@ class RunConfig:
             parse_bytes(self.cell_memory_limit, "--cell-memory-limit")
         if self.memory_budget is not None:
             parse_bytes(self.memory_budget, "--memory-budget")
+        if self.budget is not None:
+            from harness.recommend import parse_budget  # imported here: recommend imports this module
+
+            parse_budget(self.budget)  # a malformed budget fails before any cell runs, not after the matrix
         if self.fsdp and self.deepspeed:
             raise ConfigError("--fsdp and --deepspeed are two ways to shard; choose one")
         if (self.fsdp or self.deepspeed) and self.num_processes < 2:

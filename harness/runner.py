@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from harness.config import RunConfig
 from harness.console import console
@@ -60,6 +61,14 @@ def cell_config(cfg: RunConfig, task: Task, spec: MethodSpec) -> dict:
         # Data-parallel training changes the global batch and the data order, so it changes results.
         hp.update(num_processes=cfg.num_processes, fsdp=cfg.fsdp, deepspeed=cfg.deepspeed)
     hp.update(task.options(cfg))
+    if cfg.cross_eval and spec.trains:  # the cell's records then hold more: a new hash
+        hp["cross_eval"] = True
+    if spec.trains:  # the weights a cell keeps are part of its record (harness/weights.py)
+        from harness.weights import save_kind
+
+        hp["save"] = save_kind(cfg, spec)[0]
+    if cfg.lm_eval:
+        hp.update(lm_eval=list(cfg.lm_eval), lm_eval_limit=cfg.lm_eval_limit, lm_eval_include=cfg.lm_eval_include)
     data = {k: v for k, v in cfg.data.items() if k.split(".")[0] == task.name}
     cell = {"task": task.name, "method": dataclasses.asdict(spec), "model": cfg.model, "data": data,
             "columns": cfg.columns.get(task.name, {}), "hyperparameters": hp}
@@ -143,13 +152,18 @@ def run_matrix(cfg: RunConfig, command: str | None = None) -> list[Cell]:
     datasets = {}
     for task in dict.fromkeys(c.task for c in cells):
         datasets[task.name] = task.load(cfg)
-    resolve_model(cfg.model)  # builds a catalogue model's cache once, before cells race to build it
+    model = resolve_model(cfg.model)  # builds a catalogue model's cache once, before cells race to build it
+    check_model_and_integrations(cfg, model)
     write_manifest(cfg, cells, command)
     console.print(f"[bold]run[/] {cfg.run_dir}  model={cfg.model}  device={device}  cells={len(cells)}  "
                   f"executor={cfg.executor}" + (f" x{cfg.parallel}" if cfg.parallel > 1 else ""))
     todo = []
+    budget = memory_budget(cfg, device)
     for cell in cells:
         state, reason = cell.store.state()
+        if state == "complete" and reason == "skipped" and over_budget_before(cell):
+            cell.store.reset()  # the budget or --force may have changed: decide again
+            state = "missing"
         if state == "complete" and reason in ("ok", "skipped"):
             console.print(f"[dim]cell {cell.index}/{cell.of} {cell.label}: already complete, skipped[/]")
             continue
@@ -158,12 +172,65 @@ def run_matrix(cfg: RunConfig, command: str | None = None) -> list[Cell]:
             cell.store.reset()
         cell.store.dir.mkdir(parents=True, exist_ok=True)
         cell.store.write_json("config.json", cell.config)
+        reason = budget_skip(cell, cfg, device, model.location, budget)
+        if reason:
+            console.print(f"[yellow]cell {cell.index}/{cell.of} {cell.label}: skipped: {reason}[/]")
+            cell.store.finish("skipped", error_kind="over_budget", message=reason)
+            continue
         todo.append(cell)
     if todo:
         executor.run(todo, datasets)
     for cell in cells:
         cell.outcome = read_outcome(cell)
     return cells
+
+
+def check_model_and_integrations(cfg: RunConfig, model) -> None:
+    """One line up front, not one failure per cell: the model resolves, and asked-for extras are installed."""
+    from harness.models import check_loadable
+
+    check_loadable(model)
+    if cfg.report_to:
+        from harness.trackers import check_trackers
+
+        check_trackers(cfg)
+    if cfg.lm_eval:
+        from harness.lm_eval_bridge import check_lm_eval
+
+        check_lm_eval(cfg)
+    if cfg.cross_eval:
+        from harness.cross_eval import check_cross_eval
+
+        check_cross_eval(cfg)
+
+
+def memory_budget(cfg: RunConfig, device: str) -> tuple[int, str] | None:
+    """(bytes, where it comes from) that a cell's estimated peak must fit, or None when there is none."""
+    from harness.config import parse_bytes
+    from harness.estimate import device_memory
+
+    if cfg.memory_budget:
+        return parse_bytes(cfg.memory_budget), f"--memory-budget {cfg.memory_budget}"
+    total = device_memory(device, cfg.gpu)
+    if total is None:
+        return None
+    return total, f"--gpu {cfg.gpu}" if cfg.gpu else "the GPU's memory"
+
+
+def budget_skip(cell: Cell, cfg: RunConfig, device: str, location: str, budget) -> str | None:
+    """Why the cell is skipped before it runs (its estimate exceeds the budget), or None to run it."""
+    if budget is None or cfg.force:
+        return None
+    from harness.estimate import estimate_for_cell
+
+    est = estimate_for_cell(location, cell.spec, cfg, device)
+    if est is None or est.total_bytes <= budget[0]:
+        return None
+    return f"{est.describe()}; over {budget[1]} ({budget[0] / 2**30:.2f} GiB); --force runs it anyway"
+
+
+def over_budget_before(cell: Cell) -> bool:
+    return cell.store.read_json("status.json").get("error_kind") == "over_budget"
 
 
 def read_outcome(cell: Cell) -> dict:
