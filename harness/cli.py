@@ -4,6 +4,7 @@
     python run_matrix.py list
     python run_matrix.py report results/RUN
     python run_matrix.py gate results/RUN --baseline baseline.json
+    python run_matrix.py export results/RUN cnn lora OUT
 
 Flags are generated from ``RunConfig``'s fields, so they match the YAML keys. Any ``HarnessError`` is
 printed as one line, without a traceback, and exits with status 2.

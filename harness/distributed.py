@@ -54,8 +54,10 @@ def launch_command(cfg, cell_dir: Path, device: str) -> tuple[list[str], dict]:
     return [*cmd, *job], {}
 
 
-def train_distributed(cfg, spec, cell_dir: Path, model_location: str, device: str):
-    """Run the training job on cfg.num_processes processes; return (trained model on this process, record)."""
+def train_distributed(cfg, spec, cell_dir: Path, model_location: str, device: str, merge: bool = True):
+    """Run the training job on cfg.num_processes processes; return (trained model on this process, record).
+
+    ``merge=False`` returns a LoRA model with its adapter unmerged, as training.train does."""
     from harness.console import console
 
     out = Path(cell_dir) / OUT
@@ -77,10 +79,10 @@ def train_distributed(cfg, spec, cell_dir: Path, model_location: str, device: st
         "peak_bytes_per_process": peaks, "peak_bytes_total": sum(peaks),
         "train_tokens_per_s_per_process": record["train_tokens_per_s"] / cfg.num_processes,
     }
-    return load_trained(spec, out, model_location, device), record
+    return load_trained(spec, out, model_location, device, merge), record
 
 
-def load_trained(spec, out: Path, model_location: str, device: str):
+def load_trained(spec, out: Path, model_location: str, device: str, merge: bool = True):
     """The trained weights the job saved, ready for generation on the main process."""
     from harness.models import load_model
 
@@ -88,7 +90,7 @@ def load_trained(spec, out: Path, model_location: str, device: str):
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(load_model(model_location, spec, device), str(out))
-        return model if spec.quantized else model.merge_and_unload()
+        return model if spec.quantized or not merge else model.merge_and_unload()
     return load_model(str(out), spec, device)
 
 

@@ -23,6 +23,12 @@ class ModelError(HarnessError):
     kind = "model"
 
 
+class AdapterCheckError(HarnessError):
+    """A check on the trained weights failed (harness/weights.py): the message names the check and its numbers."""
+
+    kind = "adapter_check"
+
+
 class NonFiniteLossError(HarnessError):
     kind = "nan_loss"
 

@@ -1,8 +1,8 @@
 """Append-only run records: one folder per cell, one file per stage, each written atomically.
 
-A cell is complete only when ``status.json`` exists and lists every other file with its SHA-256, and each
-file still matches. That file is written last, so a cell killed at any moment is either complete or not,
-and a corrupted or truncated file is detected on resume and the cell redone.
+A cell is complete only when ``status.json`` exists and lists every other file (saved weights in sub-folders
+too) with its SHA-256, and each file still matches. That file is written last, so a cell killed at any moment
+is either complete or not, and a corrupted or truncated file is detected on resume and the cell redone.
 """
 
 from __future__ import annotations
@@ -86,9 +86,16 @@ class CellStore:
         return read_json(self.path(name))
 
     def finish(self, status: str, **fields) -> dict:
-        """Write status.json last, with checksums of every other file in the cell."""
-        files = {p.name: sha256_file(p) for p in sorted(self.dir.iterdir())
-                 if p.is_file() and p.name != STATUS and not p.name.startswith(".")}
+        """Write status.json last, with checksums of every other file in the cell.
+
+        Files in sub-folders (saved weights: adapter/, model/) are listed by their path in the cell; hidden files
+        and folders (temporary files, a multi-process job's scratch folder) are not.
+        """
+        files = {}
+        for p in sorted(self.dir.rglob("*")):
+            rel = p.relative_to(self.dir)
+            if p.is_file() and rel.as_posix() != STATUS and not any(part.startswith(".") for part in rel.parts):
+                files[rel.as_posix()] = sha256_file(p)
         record = {"status": status, "files": files, **fields}
         atomic_write_json(self.path(STATUS), record)
         return record

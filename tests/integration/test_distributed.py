@@ -24,5 +24,9 @@ def test_lora_cell_on_two_processes_trains_disjoint_halves_and_writes_one_record
     assert train["steps"] == 1  # 4 rows per process at batch 4: one optimizer step, gradients averaged
     status = json.loads((cell / "status.json").read_text())
     assert status["status"] == "ok" and set(status["files"]) == {
-        "config.json", "env.json", "data.json", "train.json", "predictions.jsonl", "metrics.json"}
+        "config.json", "env.json", "data.json", "train.json", "predictions.jsonl", "metrics.json",
+        "adapter/README.md", "adapter/adapter_config.json", "adapter/adapter_model.safetensors"}  # --save auto
+    # the adapter the processes trained is checked on the main process like a single-process one
+    assert [c["name"] for c in train["checks"] if c["passed"]] == ["differs_from_base", "reload_matches",
+                                                                   "merged_matches_unmerged"]
     assert sorted(p.name for p in (tmp_path / "d" / "cnn").iterdir()) == ["lora"]
