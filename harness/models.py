@@ -81,6 +81,33 @@ def load_tokenizer(location: str):
     return tok
 
 
+# The files a saved tokenizer is read from: fast (tokenizer.json), SentencePiece (tokenizer.model, Llama-2),
+# byte-level BPE (vocab.json + merges.txt) and WordPiece (vocab.txt) (transformers' tokenization_utils_base).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt")
+
+
+def check_loadable(resolved: ResolvedModel) -> None:
+    """Resolve the model's config and tokenizer (no weights) before the first cell, so that a misspelt hub id,
+    an unreachable Hub (HF_HUB_OFFLINE=1 is honoured by transformers) or a broken folder is one ModelError
+    line up front instead of the same failure in every cell."""
+    from transformers import AutoConfig
+
+    location = resolved.location
+    folder = Path(location)
+    for what, load in (("config", lambda: AutoConfig.from_pretrained(location)),
+                       ("tokenizer", lambda: load_tokenizer(location))):
+        if what == "tokenizer" and folder.is_dir() and not any((folder / f).is_file() for f in TOKENIZER_FILES):
+            raise ModelError(f"model folder {location} has no tokenizer files ({', '.join(TOKENIZER_FILES)}); "
+                             "save the tokenizer there too, with tokenizer.save_pretrained(FOLDER)")
+        try:
+            _hub_guard(load, what, location)
+        except ModelError:
+            raise
+        except Exception as e:  # noqa: BLE001  (a folder can break a loader in many ways; name the folder)
+            raise ModelError(f"cannot load {what} from {location}: {type(e).__name__}: "
+                             f"{(str(e).strip().splitlines() or [''])[0]}") from None
+
+
 def resolve_device(requested: str) -> str:
     import torch
 
@@ -91,12 +118,57 @@ def resolve_device(requested: str) -> str:
     return requested
 
 
-def compute_dtype(device: str):
-    """float32 on CPU (bfloat16 matmuls are about 10x slower on these CPUs, see the stack notes),
-    bfloat16 on CUDA (the QLoRA recipe)."""
+# bfloat16 tensor cores arrived with Ampere, compute capability 8.0 (NVIDIA A100 Tensor Core GPU Architecture
+# whitepaper; the CUDA C++ Programming Guide's capability table). A T4 (7.5) or V100 (7.0) only emulates bfloat16,
+# and torch.cuda.is_bf16_supported() counts that emulation as support, so the capability is asked directly.
+BF16_MIN_CAPABILITY = (8, 0)
+
+
+def cuda_capability() -> tuple[int, int]:
     import torch
 
-    return torch.bfloat16 if device == "cuda" else torch.float32
+    return tuple(torch.cuda.get_device_capability())
+
+
+def mixed_precision(device: str) -> str:
+    """The trainer's mixed-precision mode: 'bf16' on CUDA from capability 8.0 up, 'fp16' below it (T4, V100:
+    the QLoRA-on-T4 recipe), 'no' on CPU."""
+    if device != "cuda":
+        return "no"
+    return "bf16" if cuda_capability() >= BF16_MIN_CAPABILITY else "fp16"
+
+
+def compute_dtype(device: str):
+    """float32 on CPU (bfloat16 matmuls are about 10x slower on these CPUs, see the stack notes); on CUDA the
+    dtype of ``mixed_precision``: bfloat16 (the QLoRA recipe) from capability 8.0 up, float16 below."""
+    import torch
+
+    return {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[mixed_precision(device)]
+
+
+def weight_dtype(spec, device: str):
+    """The dtype the weights are loaded in: the compute dtype, except that full fine-tuning under float16 mixed
+    precision keeps float32 master weights, because torch's GradScaler refuses to unscale float16 gradients
+    ("Attempting to unscale FP16 gradients", torch/amp/grad_scaler.py). Adapters train in float32 anyway: peft
+    upcasts them over float16 and bfloat16 bases (autocast_adapter_dtype)."""
+    import torch
+
+    if getattr(spec, "finetune", None) == "full" and mixed_precision(device) == "fp16":
+        return torch.float32
+    return compute_dtype(device)
+
+
+def dtype_name(dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def precision_record(spec, device: str) -> dict:
+    """What a cell records about its numerics, next to env.json's device."""
+    record = {"weight_dtype": dtype_name(weight_dtype(spec, device)),
+              "compute_dtype": dtype_name(compute_dtype(device)), "mixed_precision": mixed_precision(device)}
+    if device == "cuda":
+        record["cuda_capability"] = "{}.{}".format(*cuda_capability())
+    return record
 
 
 def quantization_config(spec, device: str):
@@ -116,11 +188,13 @@ def load_model(location: str, spec, device: str):
     from transformers import AutoModelForCausalLM
 
     quant = quantization_config(spec, device)
-    kwargs = {"dtype": compute_dtype(device)}
+    kwargs = {"dtype": weight_dtype(spec, device)}
     if quant is not None:
         kwargs["quantization_config"] = quant
         if device == "cuda":
-            kwargs["device_map"] = {"": 0}
+            import torch
+
+            kwargs["device_map"] = {"": torch.cuda.current_device()}  # each training process its own GPU
     model = _hub_guard(lambda: AutoModelForCausalLM.from_pretrained(location, **kwargs), "model", location)
     if quant is None:
         model.to(device)
