@@ -111,6 +111,11 @@ def execute(cfg, task, spec, store, conf: dict, data: dict, model_location: str,
 
     hp = conf["hyperparameters"]
     seed_everything(cfg.seed)
+    if cfg.generate_backend == "vllm":
+        from harness import generation, vllm_backend
+
+        vllm_backend.check_available(device)
+        generation.BACKEND["name"] = "vllm"
     tok = load_tokenizer(model_location)
     ctx = Context(tok=tok, max_seq_len=cfg.max_seq_len, max_new_tokens=hp["max_new_tokens"],
                   template=cfg.template, batch_size=cfg.eval_batch_size, cfg=cfg)

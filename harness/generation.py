@@ -32,8 +32,17 @@ def encode_prompts(tok, prompts: list[str]) -> list[list[int]]:
     return [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
 
 
+# --generate-backend: a cell is one process, so it sets this once (harness/cell.py) and every task's generation
+# (plain, guanaco, the ReAct loop) goes through the same switch.
+BACKEND = {"name": "hf"}
+
+
 def generate(model, tok, prompts: list[str], max_new_tokens: int, batch_size: int, stats: GenerationStats,
              stop_strings: list[str] | None = None, label: str = "generate") -> list[str]:
+    if BACKEND["name"] == "vllm":
+        from harness import vllm_backend  # an optional extra: imported only when asked for
+
+        return vllm_backend.generate(model, tok, prompts, max_new_tokens, batch_size, stats, stop_strings, label)
     import torch
     from transformers import GenerationConfig
 

@@ -146,7 +146,6 @@ def run_matrix(cfg: RunConfig, command: str | None = None) -> list[Cell]:
     cells = plan(cfg)
     executor = make_executor(cfg)  # an unknown or uninstalled executor fails here, before any work
     quiet_libraries()
-    check_writable(cfg.run_dir)
     check_resumable(cells)
     device = resolve_device(cfg.device)
     datasets = {}
@@ -154,6 +153,7 @@ def run_matrix(cfg: RunConfig, command: str | None = None) -> list[Cell]:
         datasets[task.name] = task.load(cfg)
     model = resolve_model(cfg.model)  # builds a catalogue model's cache once, before cells race to build it
     check_model_and_integrations(cfg, model)
+    check_writable(cfg.run_dir)  # last: a run refused above leaves no folder behind
     write_manifest(cfg, cells, command)
     console.print(f"[bold]run[/] {cfg.run_dir}  model={cfg.model}  device={device}  cells={len(cells)}  "
                   f"executor={cfg.executor}" + (f" x{cfg.parallel}" if cfg.parallel > 1 else ""))
@@ -198,6 +198,11 @@ def check_model_and_integrations(cfg: RunConfig, model) -> None:
         from harness.lm_eval_bridge import check_lm_eval
 
         check_lm_eval(cfg)
+    if cfg.generate_backend == "vllm":
+        from harness.models import resolve_device
+        from harness.vllm_backend import check_available
+
+        check_available(resolve_device(cfg.device))
     if cfg.cross_eval:
         from harness.cross_eval import check_cross_eval
 
