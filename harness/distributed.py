@@ -99,16 +99,29 @@ def _row_hash(ids, pad_id) -> str:
 
 
 def _recorder(rows: set, pad_id: int):
-    """A callback that hooks the input embeddings and hashes every training row this process sees."""
+    """A callback that hashes every training row this process sees, from the model's own inputs.
+
+    Rows arrive padded ([batch, length]) or packed end to end in one row (padding-free batches, harness/lean.py),
+    where each row's position_ids start again at 0: both are split back into rows before hashing.
+    """
     from transformers import TrainerCallback
+
+    def rows_of(input_ids, position_ids):
+        if position_ids is None or input_ids.shape[0] != 1:
+            return list(input_ids)
+        starts = (position_ids[0] == 0).nonzero().flatten().tolist() + [input_ids.shape[1]]
+        return [input_ids[0, a:b] for a, b in zip(starts, starts[1:]) if b > a]
 
     class SeenRows(TrainerCallback):
         def on_train_begin(self, args, state, control, model=None, **kw):
-            def hook(module, inputs, output):
-                if module.training:
-                    rows.update(_row_hash(r, pad_id) for r in inputs[0].detach().cpu())
+            def hook(module, args_, kwargs):
+                ids = kwargs.get("input_ids", args_[0] if args_ else None)
+                if module.training and ids is not None:
+                    pos = kwargs.get("position_ids")
+                    rows.update(_row_hash(r.detach().cpu(), pad_id)
+                                for r in rows_of(ids, None if pos is None else pos.detach().cpu()))
 
-            model.get_input_embeddings().register_forward_hook(hook)
+            model.register_forward_pre_hook(hook, with_kwargs=True)
 
     return SeenRows()
 
