@@ -18,6 +18,8 @@ pytestmark = pytest.mark.integration
 
 SMALL = ["--model", "tiny-llama", "--tasks", "cnn", "--train-limit", "8", "--eval-limit", "4",
          "--max-new-tokens", "8", "--bootstrap", "100"]
+# Tests that monkeypatch the cell code run cells in this process; the default executor would use a child.
+INLINE = ["--executor", "inline"]
 
 
 def quality(run: Path, task: str, method: str) -> str:
@@ -99,7 +101,7 @@ def test_injected_failure_is_isolated(monkeypatch, tmp_path, capsys, tiny_model_
         return real(model, tok, spec, *a, **kw)
 
     monkeypatch.setattr(training, "train", flaky)
-    code = main([*SMALL, "--methods", "base,full,lora", "--out", str(tmp_path), "--run-name", "f"])
+    code = main([*SMALL, *INLINE, "--methods", "base,full,lora", "--out", str(tmp_path), "--run-name", "f"])
     err = capsys.readouterr().err
     assert code == 1
     status = json.loads((tmp_path / "f" / "cnn" / "full" / "status.json").read_text())
@@ -112,7 +114,7 @@ def test_injected_failure_is_isolated(monkeypatch, tmp_path, capsys, tiny_model_
                                             "injected failure)")
     # the rerun retries only the failed cell
     monkeypatch.setattr(training, "train", real)
-    assert main([*SMALL, "--methods", "base,full,lora", "--out", str(tmp_path), "--run-name", "f"]) == 0
+    assert main([*SMALL, *INLINE, "--methods", "base,full,lora", "--out", str(tmp_path), "--run-name", "f"]) == 0
     assert capsys.readouterr().err.count("already complete, skipped") == 2
 
 
@@ -129,7 +131,7 @@ def test_out_of_memory_is_recorded_memory_freed_and_the_matrix_goes_on(monkeypat
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
     monkeypatch.setattr(training, "train", oom)
-    code = main([*SMALL, "--methods", "full,base", "--out", str(tmp_path), "--run-name", "o"])
+    code = main([*SMALL, *INLINE, "--methods", "full,base", "--out", str(tmp_path), "--run-name", "o"])
     assert code == 1 and freed == ["cpu"]
     status = json.loads((tmp_path / "o" / "cnn" / "full" / "status.json").read_text())
     assert status["error_kind"] == "oom" and "Tried to allocate" in status["message"]
@@ -200,7 +202,8 @@ def test_cuda_out_of_memory_frees_memory_and_the_next_cell_runs(monkeypatch, tmp
 
     hog.count = 0
     monkeypatch.setattr(type(task), "evaluate", hog)
-    code = main([*SMALL, "--methods", "base,lora", "--device", "cuda", "--out", str(tmp_path), "--run-name", "g"])
+    code = main([*SMALL, *INLINE, "--methods", "base,lora", "--device", "cuda", "--out", str(tmp_path),
+                 "--run-name", "g"])
     assert code == 1
     assert json.loads((tmp_path / "g" / "cnn" / "base" / "status.json").read_text())["error_kind"] == "oom"
     assert json.loads((tmp_path / "g" / "cnn" / "lora" / "status.json").read_text())["status"] == "ok"
