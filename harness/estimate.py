@@ -117,7 +117,8 @@ def load_shape(path: str | Path, name: str | None = None) -> Shape:
         raise ConfigError(f"cannot read model config {p}: {e}; pass a config.json file") from None
     if not isinstance(cfg, dict):
         raise ConfigError(f"model config {p} is not a JSON object; pass a transformers config.json")
-    return Shape.from_config(cfg.get("text_config", cfg), name or p.parent.name)
+    return Shape.from_config(cfg.get("text_config", cfg), name or (p.parent.name if p.name == "config.json"
+                                                                   else p.stem))
 
 
 def shipped_names() -> list[str]:

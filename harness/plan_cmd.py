@@ -140,7 +140,7 @@ def time_line(shape, spec, rates: dict, gpu: str | None, mfu: float, tokens_per_
     if got:
         rate = sum(got) / len(got)
         what = "generated" if not spec.trains else "training"
-        return (f"{spec.name:10} {rate:10,.0f} {what} tok/s  measured: mean of {len(got)} earlier cell"
+        return (f"{spec.name:10} {rate:10,.0f} {what} tok/s  measured: mean of {len(got)} measured cell"
                 f"{'s' if len(got) > 1 else ''} of this model and method on this device")
     if not spec.trains:
         return f"{spec.name:10} {'-':>10}  no FLOPs basis: generation is bound by memory bandwidth; run a cell"
@@ -173,7 +173,8 @@ def cmd_plan(argv: list[str]) -> int:
     budget = parse_bytes(args.memory_budget, "--memory-budget") if args.memory_budget else (
         GPU_MEMORY[args.gpu] if args.gpu else None)
     where = f"{args.gpu} ({GPU_MEMORY[args.gpu] / GiB:.0f} GiB datasheet)" if args.gpu else device
-    print(f"plan: {shape.name} ({shape.n_params / 1e9:.2f}B params, {shape.num_hidden_layers} layers, hidden "
+    size = f"{shape.n_params / 1e9:.2f}B" if shape.n_params >= 1e9 else f"{shape.n_params / 1e6:.1f}M"
+    print(f"plan: {shape.name} ({size} params, {shape.num_hidden_layers} layers, hidden "
           f"{shape.hidden_size}) on {where}; train batch {args.batch_size} x {args.max_seq_len} tokens, "
           f"{'with' if args.gradient_checkpointing else 'no'} gradient checkpointing, {args.optimizer}, LoRA r="
           f"{args.lora_r}; base = generation, batch {args.eval_batch_size} x {args.max_seq_len}")

@@ -15,6 +15,8 @@ import time
 
 from harness.console import progress_bar
 from harness.errors import NonFiniteLossError
+from harness.lean import apply as apply_lean
+from harness.models import mixed_precision
 
 
 def count_parameters(model) -> tuple[int, int]:
@@ -49,13 +51,21 @@ def _callback(total_steps: int, advance, curve: list):
     return Monitor()
 
 
-def train(model, tok, spec, pairs: list[dict], cfg, device: str):
-    """Train ``model`` on prompt/completion ``pairs``; return (model ready for generation, train record)."""
-    import torch
+def train(model, tok, spec, pairs: list[dict], cfg, device: str, merge: bool = True, save_to: str | None = None,
+          callbacks: tuple = ()):
+    """Train ``model`` on prompt/completion ``pairs``; return (model ready for generation, train record).
+
+    ``merge=False`` returns a LoRA model with its adapter unmerged. ``save_to`` saves the trained weights with
+    the trainer (an adapter for LoRA; under FSDP or DeepSpeed the trainer gathers the shards), before any
+    merge. ``callbacks`` are extra TrainerCallbacks (harness/distributed.py records what each process saw).
+    """
     from datasets import Dataset
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
     from trl import SFTConfig, SFTTrainer
 
+    from harness.trackers import trainer_report_to  # stdlib only; tracker packages load in the callbacks
+
+    t_setup = time.perf_counter()  # adapters, tokenizing the rows, the trainer: "setup_s", apart from train_s
     peft_config = None
     if spec.finetune == "lora":
         from peft import LoraConfig, prepare_model_for_kbit_training
@@ -69,35 +79,46 @@ def train(model, tok, spec, pairs: list[dict], cfg, device: str):
                                  target_modules=spec.lora_target_modules, task_type="CAUSAL_LM")
 
     lr = cfg.lr if cfg.lr is not None else spec.lr
+    precision = mixed_precision(device)
     workdir = tempfile.mkdtemp(prefix="harness-trainer-")  # nothing is saved there: save_strategy="no"
     args = SFTConfig(
         output_dir=workdir, per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum, num_train_epochs=cfg.epochs, learning_rate=lr,
         lr_scheduler_type="linear", logging_steps=1, logging_nan_inf_filter=False, save_strategy="no",
-        report_to=[], disable_tqdm=True, seed=cfg.seed, data_seed=cfg.seed, max_length=cfg.max_seq_len,
+        report_to=trainer_report_to(cfg),  # --report-to: loss curves into each cell's tracker run
+        disable_tqdm=True, seed=cfg.seed, data_seed=cfg.seed, max_length=cfg.max_seq_len,
         completion_only_loss=True, include_num_input_tokens_seen="non_padding",
         activation_checkpointing=cfg.gradient_checkpointing,
-        use_cpu=device == "cpu", bf16=device == "cuda" and torch.cuda.is_bf16_supported())
+        # bf16 from compute capability 8.0 up, fp16 below it (T4, V100), none on CPU (harness/models.py)
+        use_cpu=device == "cpu", bf16=precision == "bf16", fp16=precision == "fp16")
     dataset = Dataset.from_list([{"prompt": p["prompt"], "completion": p["completion"]} for p in pairs])
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tok,
                          peft_config=peft_config)
+    # Padding-free batches, a compact LM head, selective recomputation: same loss, less time and memory
+    # (harness/lean.py says what each does and why)
+    lean = apply_lean(trainer, cfg, device)
     trainable, total = count_parameters(trainer.model)
     steps = trainer.state.max_steps or _planned_steps(len(trainer.train_dataset), cfg)
     curve: list[dict] = []
     for cb in (PrinterCallback, ProgressCallback):
         trainer.remove_callback(cb)
+    for cb in callbacks:
+        trainer.add_callback(cb)
     with progress_bar(f"train {spec.name}", steps) as advance:
         trainer.add_callback(_callback(steps, advance, curve))
         t0 = time.perf_counter()
         try:
             trainer.train()
         finally:
+            lean.restore()
             shutil.rmtree(workdir, ignore_errors=True)
         seconds = time.perf_counter() - t0
     tokens = int(trainer.state.num_input_tokens_seen)
+    if save_to is not None:
+        trainer.save_model(save_to)
     model = trainer.model
     merged = False
-    if spec.finetune == "lora" and not spec.quantized:
+    if merge and spec.finetune == "lora" and not spec.quantized:
         # Merging leaves no adapter overhead at inference, LoRA's promise. Over 4/8-bit weights a merge would
         # re-quantize and change the model, so QLoRA adapters stay separate.
         model = model.merge_and_unload()
@@ -105,9 +126,10 @@ def train(model, tok, spec, pairs: list[dict], cfg, device: str):
     record = {
         "trained": True, "lr": lr, "steps": trainer.state.global_step, "epochs": cfg.epochs,
         "train_rows": len(trainer.train_dataset), "train_tokens": tokens, "train_s": seconds,
-        "train_tokens_per_s": tokens / seconds if seconds else float("nan"),
+        "train_tokens_per_s": tokens / seconds if seconds else float("nan"), "setup_s": t0 - t_setup,
         "trainable_params": trainable, "total_params": total, "loss_curve": curve,
         "final_loss": curve[-1]["loss"] if curve else None, "adapter_merged": merged,
+        "lean": lean.names,
     }
     return model, record
 

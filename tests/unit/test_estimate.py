@@ -105,6 +105,22 @@ def test_checkpointing_lowers_activations_and_batches_scale_them():
         assert four == 2 * two
 
 
+def test_gradient_accumulation_keeps_gradients_through_later_forwards():
+    shape, spec = shipped_shape("smollm2-135m"), resolve_method("full")
+    kw = {**KW, "device": "cpu"}
+    one, two = estimate(shape, spec, **kw), estimate(shape, spec, grad_accum=2, **kw)
+    assert two.phase.startswith("loss") and two.breakdown["gradients"] == 4 * shape.n_params
+    assert two.total_bytes > one.total_bytes
+
+
+def test_adapter_dtype_follows_the_device():
+    """trl casts QLoRA adapters to bf16; harness.lean casts them back to fp32 on CPU."""
+    shape, spec = shipped_shape("llama2-7b"), resolve_method("qlora4")
+    cpu = estimate(shape, spec, **{**KW, "device": "cpu"}).breakdown["adapters"]
+    cuda = estimate(shape, spec, **KW).breakdown["adapters"]
+    assert cpu == 2 * cuda == estimate(shape, resolve_method("lora"), **KW).breakdown["adapters"]
+
+
 def test_largest_batch_is_the_boundary():
     shape, spec = shipped_shape("llama2-7b"), resolve_method("qlora4")
     kw = {"seq_len": 512, "lora_r": 16, "gradient_checkpointing": True}
@@ -170,7 +186,7 @@ def test_plan_takes_time_from_measured_cells(tmp_path, capsys):
         (cell / "metrics.json").write_text(json.dumps({"measurements": {"timing": {"train_tokens_per_s": rate}}}))
     assert main(["plan", "--model", "smollm2-135m", "--methods", "lora,full", "--results", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "200 training tok/s  measured: mean of 2 earlier cells" in out
+    assert "200 training tok/s  measured: mean of 2 measured cells" in out
     assert "no measured cells and no --gpu" in out  # full has none, and a CPU has no FLOPs figure
 
 

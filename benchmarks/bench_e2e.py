@@ -1,0 +1,192 @@
+"""Where the wall time of a whole matrix run goes: import, model load, data, train, generate, score, report.
+
+    python benchmarks/bench_e2e.py                        # the README's default: --tasks cnn --methods qlora,lora
+    python benchmarks/bench_e2e.py -- --tasks cnn --methods lora --model tiny-llama --train-limit 4 --eval-limit 2
+
+Runs ``python run_matrix.py ARGS --out TMP`` as a user would (after install, with the model already in the
+cache) and times the whole command. The cells' records give model load, train and generation time; the rest
+is measured here on the same machine, right after the run:
+
+- import: a fresh interpreter importing what a cell process imports, times the number of processes (the runner,
+  plus one per cell under the process executor);
+- data: each task's ``load`` (the runner validates the data up front, then every cell loads it again) and the
+  rendering and tokenizing of its training pairs; plus the tokenizer load every cell does;
+- score: each cell's metrics and bootstrap CIs, recomputed from its stored predictions;
+- report: reading the records and writing report.md, summary.csv and report.html.
+
+What is left (``other``) is process start-up, planning, checks, records and waiting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+DEFAULT_ARGS = ["--tasks", "cnn", "--methods", "qlora,lora"]
+# What a cell process imports before its first record (harness/cell.py, harness/training.py, trl, peft)
+CELL_IMPORTS = ("import torch, transformers, datasets, peft, trl; import harness.cell, harness.training, "
+                "harness.generation, harness.metrics, harness.tasks, tasks")
+
+
+def import_seconds(repeats: int = 3) -> float:
+    """Median wall time of a fresh interpreter that imports what a cell imports (interpreter start included)."""
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", CELL_IMPORTS], cwd=ROOT, check=True, capture_output=True)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def run_command(args: list[str], out: Path) -> tuple[float, int, Path]:
+    cmd = [sys.executable, str(ROOT / "run_matrix.py"), *args, "--out", str(out)]
+    print("$ " + " ".join(cmd[1:]), flush=True)
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "HARNESS_PROGRESS": "0"}, capture_output=True,
+                          text=True)
+    wall = time.perf_counter() - t0
+    runs = [p for p in out.iterdir() if p.is_dir()]
+    if len(runs) != 1:
+        sys.exit(f"the command left no run folder (exit {done.returncode}):\n{done.stderr[-3000:]}")
+    return wall, done.returncode, runs[0]
+
+
+def cell_records(run_dir: Path) -> list[dict]:
+    manifest = json.loads((run_dir / "run.json").read_text())
+    out = []
+    for cell in manifest["cells"]:
+        folder = run_dir / cell["folder"]
+        metrics = folder / "metrics.json"
+        if metrics.is_file():
+            out.append({**cell, "dir": folder, "metrics": json.loads(metrics.read_text())})
+    return out
+
+
+def measure_rest(run_dir: Path, cells: list[dict]) -> dict:
+    """Data, tokenizer, score and report seconds, measured in this process on the finished run."""
+    from harness.config import RunConfig
+    from harness.console import console
+    from harness.metrics import summarise
+    from harness.models import load_tokenizer, resolve_model
+    from harness.report import load_records, write_reports
+    from harness.runner import quiet_libraries
+    from harness.tasks import Context, get_task
+
+    quiet_libraries()
+    conf = json.loads((run_dir / "run.json").read_text())["config"]
+    for key in ("tasks", "methods", "seeds", "lm_eval", "report_to"):
+        if conf.get(key) is not None:
+            conf[key] = tuple(conf[key])
+    cfg = RunConfig(**conf)
+    t0 = time.perf_counter()
+    tok = load_tokenizer(resolve_model(cfg.model).location)
+    tokenizer_s = time.perf_counter() - t0
+    data_s, pairs_s = {}, {}
+    for name in cfg.tasks:
+        task = get_task(name)
+        t0 = time.perf_counter()
+        data = task.load(cfg)
+        data_s[name] = time.perf_counter() - t0
+        ctx = Context(tok=tok, max_seq_len=cfg.max_seq_len, max_new_tokens=cfg.max_new_tokens or task.max_new_tokens,
+                      template=cfg.template, batch_size=cfg.eval_batch_size, cfg=cfg)
+        t0 = time.perf_counter()
+        [task.train_pair(r, ctx) for r in data["train"]]
+        pairs_s[name] = time.perf_counter() - t0
+    score_s = 0.0
+    for cell in cells:
+        task = get_task(cell["task"])
+        predictions = [json.loads(line) for line in (cell["dir"] / "predictions.jsonl").read_text().splitlines()]
+        t0 = time.perf_counter()
+        summarise(task.score(predictions), cfg.bootstrap, cfg.seed)
+        score_s += time.perf_counter() - t0
+    t0 = time.perf_counter()
+    with open(os.devnull, "w") as null:
+        quiet = console.file
+        console.file = null
+        try:
+            write_reports(run_dir, load_records(run_dir))
+        finally:
+            console.file = quiet
+    report_s = time.perf_counter() - t0
+    return {"tokenizer_s": tokenizer_s, "data_s": data_s, "pairs_s": pairs_s, "score_s": score_s,
+            "report_s": report_s, "executor": cfg.executor}
+
+
+def breakdown(wall: float, cells: list[dict], rest: dict, import_s: float) -> list[tuple[str, float]]:
+    timing = [c["metrics"]["measurements"]["timing"] for c in cells]
+    trained = {c["task"] for c in cells if c["metrics"]["measurements"]["timing"].get("train_s")}
+    processes = 1 + (len(cells) if rest["executor"] != "inline" else 0)
+    per_cell_data = rest["executor"] != "inline"  # the inline executor hands the runner's data to its cells
+    data = sum(rest["data_s"].values()) * (1 + (len(cells) if per_cell_data else 0))
+    data += sum(rest["pairs_s"][t] for t in rest["pairs_s"] if t in trained) * len(cells)
+    data += rest["tokenizer_s"] * len(cells)
+    generate = sum(t.get("generation_s", 0.0) for t in timing)
+    phases = [
+        ("import", import_s * processes),
+        ("model load", sum(t.get("load_s", 0.0) for t in timing)),
+        ("data (load, prompts, tokenizer)", data),
+        ("train", sum(t.get("train_s", 0.0) for t in timing)),
+        ("generate", generate),
+        ("evaluation outside generate", sum(t.get("eval_s", 0.0) for t in timing) - generate),
+        ("score (metrics, bootstrap)", rest["score_s"]),
+        ("report", rest["report_s"]),
+    ]
+    return phases + [("other (start-up, planning, records, waiting)", wall - sum(s for _, s in phases))]
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    run_args = argv[argv.index("--") + 1:] if "--" in argv else []
+    own = argv[:argv.index("--")] if "--" in argv else argv
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--keep", action="store_true", help="keep the run folder (printed at the end)")
+    p.add_argument("--json", help="also write the results to this file")
+    args = p.parse_args(own)
+    run_args = run_args or DEFAULT_ARGS
+    out = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
+    load_before = Path("/proc/loadavg").read_text().split()[:3]
+    wall, code, run_dir = run_command(run_args, out)
+    load_after = Path("/proc/loadavg").read_text().split()[:3]
+    cells = cell_records(run_dir)
+    import_s = import_seconds()
+    rest = measure_rest(run_dir, cells)
+    phases = breakdown(wall, cells, rest, import_s)
+    print(f"\nwall time {wall:.1f} s ({wall / 60:.2f} min), exit status {code}, {len(cells)} cells, executor "
+          f"{rest['executor']}; one cell's imports take {import_s:.1f} s")
+    print("\n| phase | seconds | share |")
+    print("|---|---|---|")
+    for name, seconds in sorted(phases, key=lambda x: -x[1]):
+        print(f"| {name} | {seconds:.1f} | {100 * seconds / wall:.0f}% |")
+    print("\n| cell | load s | train s | train tok/s | generate s | gen tok/s |")
+    print("|---|---|---|---|---|---|")
+    for c in cells:
+        t = c["metrics"]["measurements"]["timing"]
+        print(f"| {c['task']} x {c['method']} | {t.get('load_s', 0):.1f} | {t.get('train_s', 0):.1f} | "
+              f"{t.get('train_tokens_per_s') or 0:.1f} | {t.get('generation_s', 0):.1f} | "
+              f"{t.get('generation_tokens_per_s') or 0:.1f} |")
+    print(f"load average before {' '.join(load_before)}, after {' '.join(load_after)}")
+    if args.keep:
+        print(f"run folder: {run_dir}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({
+            "command": run_args, "wall_s": wall, "exit_status": code, "import_s_per_process": import_s,
+            "phases": dict(phases), "cells": [{"task": c["task"], "method": c["method"],
+                                               "timing": c["metrics"]["measurements"]["timing"]} for c in cells],
+            "load_before": load_before, "load_after": load_after}, indent=2))
+    if not args.keep:
+        import shutil
+
+        shutil.rmtree(out, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

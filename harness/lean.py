@@ -1,0 +1,251 @@
+"""Lean SFT: what the harness changes in trl's SFTTrainer path so that training neither computes on padding nor
+holds what it does not need. None of it changes the loss: every token trains on the same targets, in the same
+batches and order, with the same weights.
+
+- **Padding-free batches.** trl's collator (``padding_free=True``) lays the batch's rows end to end in one row
+  with per-row ``position_ids``, so no step computes on padding. Attention must then stay inside each row:
+  ``harness_varlen`` runs SDPA once per row with ``is_causal=True`` (the row boundaries come from the collator's
+  ``cu_seq_lens_q``), which costs sum(L_i^2), not (sum L_i)^2 as one block-diagonal mask over the packed row would.
+- **A compact LM head.** trl 1.16 computes log-probabilities in tiles without materializing the logits, but off
+  CUDA it scores every position, prompt and padding included (``compact = _use_triton(device)`` in
+  ``trl/trainer/utils.py``), in tiles of up to 4096 x 32768 float32 logits. With the loss on the completion only,
+  most positions are then thrown away; here only positions whose next-token label is trained are projected,
+  through trl's own ``ChunkedLogProbFunction`` (so the numbers are trl's), in 1024 x 8192 tiles.
+- **Selective recomputation.** Each decoder layer is checkpointed, but the outputs of its large matrix products
+  and of attention are kept (``torch.utils.checkpoint`` selective-checkpoint policy): the backward recomputes only
+  the element-wise work (norms, rotary, SiLU, LoRA dropout, residual adds) and the rank-r LoRA products.
+- **The allocator.** glibc raises its mmap threshold after every large free (up to 32 MiB), so activation-sized
+  tensors come from heap arenas that fragment and keep their pages (mallopt(3)); a fixed threshold keeps freed
+  tensors' memory going back to the system.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import functools
+import types
+from dataclasses import dataclass, field
+
+VARLEN = "harness_varlen"
+ROW_TILE, VOCAB_TILE = 1024, 8192  # LM-head tiles: 1024 x 8192 float32 logits = 32 MiB, a few of them at a time
+LARGE = 64  # a matmul whose inner and outer sizes both exceed this is "large" (LoRA's rank-r products are not)
+
+
+# --- padding-free attention --------------------------------------------------------------------------------
+
+def varlen_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, is_causal=None,
+                     **kwargs):
+    """SDPA per packed row: ``query`` is [1, heads, sum(L_i), dim] and ``cu_seq_lens_q`` holds the row bounds.
+
+    Without row bounds (a padded batch, generation) it is exactly transformers' SDPA attention."""
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    bounds = kwargs.get("cu_seq_lens_q")
+    if bounds is None or query.shape[0] != 1:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      is_causal=is_causal, **kwargs)
+    gqa = key.shape[1] != query.shape[1]
+    cuts = bounds.tolist()
+    parts = [torch.nn.functional.scaled_dot_product_attention(
+        query[:, :, s:e], key[:, :, s:e], value[:, :, s:e], dropout_p=dropout if module.training else 0.0,
+        scale=scaling, is_causal=True, enable_gqa=gqa) for s, e in zip(cuts[:-1], cuts[1:]) if e > s]
+    out = parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)
+    return out.transpose(1, 2).contiguous(), None
+
+
+@functools.cache
+def register_varlen() -> str:
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+    AttentionInterface.register(VARLEN, varlen_attention)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(VARLEN, sdpa_mask)  # padded batches still get SDPA's own mask
+    return VARLEN
+
+
+def use_varlen(model) -> str | None:
+    """Switch ``model`` to per-row attention; returns the implementation to restore after training, or None when
+    the model does not run on SDPA (then padding-free batches are not used)."""
+    config = model.config
+    previous = getattr(config, "_attn_implementation", None)
+    if previous != "sdpa":
+        return None
+    config._attn_implementation = register_varlen()
+    return previous
+
+
+# --- compact LM head ---------------------------------------------------------------------------------------
+
+def _plain_head(model) -> bool:
+    """True when the logits are exactly ``lm_head(hidden)``: no soft-capping, scaling, bias or MoE loss."""
+    import torch
+
+    text = model.config.get_text_config()
+    scaled = any(getattr(text, name, None) is not None for name in (
+        "final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier", "logits_scaling"))
+    head = model.get_output_embeddings()
+    return (not scaled and not getattr(text, "output_router_logits", False) and type(head) is torch.nn.Linear
+            and head.bias is None and hasattr(model, "base_model"))
+
+
+def compact_lm_head(model) -> bool:
+    """Make ``model(..., fused_lm_head=True)`` (what trl's SFTTrainer calls) score only trained positions.
+
+    ``model`` is the causal LM under any PEFT wrapper, after SFTTrainer added its own fused head. Returns whether
+    the head was replaced."""
+    if not _plain_head(model):
+        return False
+    inner = model.forward  # trl's wrapper: without fused_lm_head=True it is the model's own forward
+    model.forward = types.MethodType(functools.partial(_compact_forward, inner=inner), model)
+    return True
+
+
+def _compact_forward(self, *args, inner, fused_lm_head=False, labels=None, shift_labels=None,
+                     num_items_in_batch=None, **kwargs):
+    import torch
+    from trl.kernels import ChunkedLogProbFunction
+    from trl.trainer.utils import FusedCausalLMOutput
+
+    if not fused_lm_head:
+        return inner(*args, labels=labels, shift_labels=shift_labels, num_items_in_batch=num_items_in_batch,
+                     **kwargs)
+    kwargs["use_cache"] = False
+    hidden = self.base_model(*args, **kwargs).last_hidden_state
+    if shift_labels is None:
+        hidden, labels = hidden[:, :-1], labels[:, 1:]
+    else:
+        labels = shift_labels
+    mask = labels != -100
+    rows, targets = hidden[mask], labels[mask]
+    head = self.get_output_embeddings()
+    tiles = [ChunkedLogProbFunction.apply(rows[s:s + ROW_TILE], head.weight, None, targets[s:s + ROW_TILE], 1.0,
+                                          VOCAB_TILE, None, 1.0, ("entropy", "is_top1"))
+             for s in range(0, max(len(rows), 1), ROW_TILE)]
+    log_probs, entropy, top1 = (torch.cat([t[i] for t in tiles]) for i in (0, 1, 4))
+    # masked_scatter keeps an all-masked batch connected to the graph, as trl's own head does
+    full = [x.new_zeros(mask.shape).masked_scatter(mask, x) for x in (log_probs, entropy, top1)]
+    count = mask.sum().clamp(min=1) if num_items_in_batch is None else num_items_in_batch
+    return FusedCausalLMOutput(loss=-log_probs.sum() / count, log_probs=full[0], entropy=full[1], is_top1=full[2],
+                               label_mask=mask)
+
+
+# --- selective recomputation -------------------------------------------------------------------------------
+
+def _policy(ctx, op, *args, **kwargs):
+    import torch
+    from torch.utils.checkpoint import CheckpointPolicy
+
+    aten = torch.ops.aten
+    if op in _attention_ops():
+        return CheckpointPolicy.MUST_SAVE
+    if op in (aten.mm.default, aten.addmm.default, aten.bmm.default):
+        a, b = (args[1], args[2]) if op is aten.addmm.default else (args[0], args[1])
+        if a.shape[-1] > LARGE and b.shape[-1] > LARGE:
+            return CheckpointPolicy.MUST_SAVE
+    return CheckpointPolicy.PREFER_RECOMPUTE
+
+
+@functools.cache
+def _attention_ops() -> frozenset:
+    import torch
+
+    names = ("_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_flash_attention",
+             "_scaled_dot_product_efficient_attention", "_scaled_dot_product_cudnn_attention")
+    return frozenset(p.default for n in names if (p := getattr(torch.ops.aten, n, None)) is not None)
+
+
+def selective_checkpointing(model) -> None:
+    """Checkpoint every decoder layer, keeping large matmul and attention outputs (see the module docstring)."""
+    from torch.utils.checkpoint import create_selective_checkpoint_contexts
+
+    context_fn = functools.partial(create_selective_checkpoint_contexts, _policy)
+    model.activation_checkpointing_enable(
+        activation_checkpointing_kwargs={"use_reentrant": False, "context_fn": context_fn})
+
+
+# --- allocator ---------------------------------------------------------------------------------------------
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # <malloc.h>
+
+
+def tune_allocator(mmap_threshold: int = 1 << 20) -> bool:
+    """Fix glibc's mmap threshold (which also stops its dynamic growth), so that freed activations are returned
+    to the system instead of fragmenting the heap. No-op off glibc."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, mmap_threshold)) and bool(
+            libc.mallopt(M_TRIM_THRESHOLD, 2 * mmap_threshold))
+    except (OSError, AttributeError):
+        return False
+
+
+# --- wiring ------------------------------------------------------------------------------------------------
+
+@dataclass
+class Applied:
+    """What ``apply`` changed (recorded in train.json as ``lean``) and how to undo it before generation."""
+
+    names: list = field(default_factory=list)
+    undo: list = field(default_factory=list)
+
+    def restore(self) -> None:
+        while self.undo:
+            self.undo.pop()()
+
+
+def apply(trainer, cfg, device: str) -> Applied:
+    """Apply the lean changes to a constructed SFTTrainer, before ``trainer.train()``."""
+    import torch
+    from trl.kernels.chunked_logprob import _use_triton
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    done = Applied()
+    model = trainer.model
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    collator = trainer.data_collator
+    if isinstance(collator, DataCollatorForLanguageModeling) and not collator.padding_free:
+        previous = use_varlen(base)
+        if previous is not None:
+            trainer.data_collator = DataCollatorForLanguageModeling(
+                pad_token_id=collator.pad_token_id, padding_free=True, pad_to_multiple_of=collator.pad_to_multiple_of)
+            _count_packed_tokens(trainer)
+            done.names.append("padding_free")
+            done.undo.append(lambda: setattr(base.config, "_attn_implementation", previous))
+    if not _use_triton(torch.device(device)) and "forward" in vars(base):
+        trl_forward = vars(base)["forward"]  # trl's fused head; restored as plain trl leaves it
+        if compact_lm_head(base):
+            done.names.append("compact_lm_head")
+            done.undo.append(lambda: setattr(base, "forward", trl_forward))
+    if device == "cpu" and not cfg.gradient_checkpointing and base.supports_gradient_checkpointing:
+        selective_checkpointing(base)
+        done.names.append("selective_checkpointing")
+        done.undo.append(base.gradient_checkpointing_disable)
+    if device == "cpu" and (getattr(base, "is_loaded_in_4bit", False) or getattr(base, "is_loaded_in_8bit", False)):
+        # trl casts QLoRA adapters to bfloat16 (the QLoRA paper's GPU recipe); this CPU has no bfloat16 units,
+        # so bfloat16 adapter matmuls run 10x slower than float32 (../shared/notes/stack-on-cpu.md). The base
+        # weights' compute dtype on CPU is float32 already (harness/models.py).
+        cast = [p for p in model.parameters() if p.requires_grad and p.dtype == torch.bfloat16]
+        for p in cast:
+            p.data = p.data.float()
+        if cast:
+            done.names.append("float32_adapters")
+    if device == "cpu" and tune_allocator():
+        done.names.append("malloc_mmap_threshold")
+    return done
+
+
+def _count_packed_tokens(trainer) -> None:
+    """A packed batch has no attention mask and no padding, so every token counts. (Trainer's fallback counts
+    tokens that differ from the pad token, which here is also the end-of-turn token inside every prompt.)"""
+    counted = trainer._track_num_input_tokens
+
+    def track(inputs):
+        if "attention_mask" in inputs or "position_ids" not in inputs:
+            return counted(inputs)
+        import torch
+
+        n = torch.as_tensor(inputs["position_ids"].numel(), device=trainer.args.device, dtype=torch.int64)
+        trainer.state.num_input_tokens_seen += int(trainer.accelerator.gather(n).sum().item())
+    trainer._track_num_input_tokens = track

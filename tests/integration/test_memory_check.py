@@ -1,0 +1,32 @@
+"""benchmarks/memory_check.py end to end on the tiny model: one method, one length, measured against estimated."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.integration
+
+
+def test_memory_check_measures_and_estimates_one_cell(tmp_path, tiny_model_dir):
+    out = tmp_path / "rows.jsonl"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "memory_check.py"), "--models", "tiny-llama", "--methods", "lora",
+         "--seq-lens", "128", "--gc", "off", "--steps", "2", "--batch", "2", "--json", str(out)],
+        capture_output=True, text=True, timeout=900, env={**os.environ, "HARNESS_PROGRESS": "0"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    table = [line for line in done.stdout.splitlines() if line.startswith("| tiny-llama | lora | 128 | off |")]
+    assert len(table) == 1
+    row = json.loads(out.read_text().splitlines()[0])
+    assert {"measured_bytes", "estimated_bytes", "state_bytes", "ratio", "phase", "breakdown", "tokens",
+            "padded"} <= set(row)
+    assert row["batch"] == 2 and row["tokens"] == 128
+    # The model's own tensors (3.2M fp32 parameters, tied embeddings counted once) are part of the peak.
+    assert 12_000_000 < row["state_bytes"] < row["measured_bytes"]
+    assert row["estimated_bytes"] == sum(row["breakdown"].values())
+    assert abs(row["ratio"] - 1) <= 0.15, row  # the target docs/memory.md holds every configuration to
+    assert "within 15%" in done.stdout
