@@ -58,17 +58,36 @@ def test_child_killed_mid_training_is_recorded_and_only_it_is_redone(tmp_path, t
     assert status(run, "cnn", "lora")["status"] == "ok"
 
 
-def test_cell_over_its_memory_limit_fails_as_oom_and_the_rest_complete(tmp_path, tiny_model_dir):
-    """base needs about 0.5 GiB of RSS on the tiny model, lora with full-vocabulary logits about 1.3 GiB."""
-    done = run_cli(*SMALL, "--methods", "base,lora", "--cell-memory-limit", "900MiB",
+@pytest.fixture(scope="module")
+def wide_model_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    """The tiny Llama with a 65,536-wide MLP: inference stays small, while training keeps the MLP's
+    activations for the backward pass (about 1,200 tokens x 65,536 x 4 bytes = 0.3 GiB per tensor, several per
+    layer), so a lora cell needs gigabytes and a base cell well under one."""
+    import shutil
+
+    import torch
+    from transformers import AutoConfig, LlamaForCausalLM
+
+    folder = tmp_path_factory.mktemp("wide") / "wide-llama"
+    shutil.copytree(tiny_model_dir, folder)
+    config = AutoConfig.from_pretrained(folder)
+    config.intermediate_size = 65536
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    return folder
+
+
+def test_cell_over_its_memory_limit_fails_as_oom_and_the_rest_complete(tmp_path, wide_model_dir):
+    wide = [*SMALL[2:], "--model", str(wide_model_dir)]
+    done = run_cli(*wide, "--methods", "base,lora", "--cell-memory-limit", "1500MiB",
                    "--out", str(tmp_path), "--run-name", "m")
     assert done.returncode == 1, done.stderr[-2000:]
     run = tmp_path / "m"
     over = status(run, "cnn", "lora")
     assert over["status"] == "failed" and over["error_kind"] == "oom", over
-    assert "--cell-memory-limit 900MiB" in over["message"]
+    assert "--cell-memory-limit 1500MiB" in over["message"]
     assert status(run, "cnn", "base")["status"] == "ok"
-    again = run_cli(*SMALL, "--methods", "base,lora", "--out", str(tmp_path), "--run-name", "m")
+    again = run_cli(*wide, "--methods", "base,lora", "--out", str(tmp_path), "--run-name", "m")
     assert again.returncode == 0, again.stderr[-2000:]
     assert again.stderr.count("already complete, skipped") == 1
     assert status(run, "cnn", "lora")["status"] == "ok"
