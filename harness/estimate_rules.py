@@ -6,9 +6,9 @@ Training follows harness.training as harness.lean sets it up:
 
 * padding-free batches: the rows are laid end to end, attention runs per row (no mask, grouped K/V heads
   kept at their own width), and a batch holds sum(row lengths) tokens, at most batch x seq_len;
-* on CPU without --gradient-checkpointing, selective recomputation: each layer keeps its input and the
-  outputs of its large matmuls and of attention, and recomputes the rest in the backward pass;
-* the LM head projects only the trained (completion) positions, in tiles (trl's kernel).
+* the LM head projects only the trained (completion) positions, in tiles (trl's kernel);
+* on CPU, each LoRA adapter's dropout is fused into its A projection, which keeps its input (shared by the
+  adapters that read the same tensor) and a one-byte mask.
 
 ``benchmarks/memory_check.py`` measures the same path on CPU; docs/memory.md has the comparison.
 """
@@ -24,8 +24,9 @@ CPU_TILE, CUDA_TILE = (1024, 8192), (4096, 32768)
 # Live fp32 tiles besides the matmul buffer in trl's torch fallback (_forward_tile, _backward_tile): forward
 # z, exp(z - max) and one temporary; backward y, z, log_p, p, grad and two temporaries, plus a 1-byte mask.
 LOSS_FWD_TEMPS, LOSS_BWD_TEMPS = 3, 7
-# harness.lean's selective-recomputation policy keeps a matmul's output when both its sizes exceed this.
-SAC_LARGE = 64
+# Which tensor each projection reads: q/k/v share the first norm's output, gate/up the second's.
+INPUTS = {"q_proj": "norm1", "k_proj": "norm1", "v_proj": "norm1", "o_proj": "attention",
+          "gate_proj": "norm2", "up_proj": "norm2", "down_proj": "product"}
 
 
 def _norm(h: int, b, input_grad: bool, weight_trained: bool) -> int:
@@ -42,7 +43,8 @@ def _attention(shape, b) -> int:
     return b.act * (2 * shape.q_dim + 2 * shape.kv_dim) + 4 * shape.num_attention_heads
 
 
-def layer_saved(shape, spec, b, targets: dict, r: int, input_grad: bool, dropout: bool, rows: int = 1) -> int:
+def layer_saved(shape, spec, b, targets: dict, r: int, input_grad: bool, dropout: bool, rows: int = 1,
+                fused: bool = False) -> int:
     """Bytes per token one decoder layer keeps for backward when nothing is recomputed."""
     h, i = shape.hidden_size, shape.intermediate_size
     full = spec.finetune == "full"
@@ -55,6 +57,13 @@ def layer_saved(shape, spec, b, targets: dict, r: int, input_grad: bool, dropout
         # SiLU's backward), act(gate) and up (for the product's backward).
         return saved + 2 * b.act * h + o_input + 4 * b.act * i
     saved += 3 * b.act * i  # gate, act(gate), up; the frozen down_proj keeps nothing
+    if fused:
+        # harness.lean.fuse_lora_dropout: lora_A keeps its input x itself and a bool mask; adapters (and
+        # bitsandbytes' 8-bit matmul, which holds its input A) reading the same tensor share it.
+        width = {"norm1": h * b.res, "attention": o_input, "norm2": h * b.res, "product": i * b.act}
+        held = {INPUTS[name] for name in targets} | (set(width) if spec.bits == 8 else set())
+        saved += sum(width[x] for x in held)
+        return saved + sum((in_f if dropout else 0) + b.adapter * r for _, in_f in targets.values())
     for name, (_, in_f) in targets.items():
         # peft LoRA: lora_A keeps dropout(x), lora_B keeps lora_A's output; dropout keeps its noise or mask
         # only when x needs a gradient (in layer 0, without checkpointing, q/k/v's x does not).
@@ -71,15 +80,6 @@ def _int8_inputs(shape, spec, b, rows: int) -> int:
         return 0
     return 2 * b.res * shape.hidden_size + b.act * shape.intermediate_size + (
         shape.q_dim * b.act if rows > 1 else 0)
-
-
-def _sac_kept(shape, spec, b) -> int:
-    """Selective recomputation (harness.lean._policy): the outputs of attention and of the matmuls whose both
-    sizes exceed SAC_LARGE. bitsandbytes' 4-bit matmul is one custom op, so it is recomputed."""
-    kept = shape.q_dim * b.act + 4 * shape.num_attention_heads
-    if spec.bits != 4:
-        kept += sum(o * b.act for o, i in shape.linears().values() if o > SAC_LARGE and i > SAC_LARGE)
-    return kept
 
 
 def _loss_head(shape, spec, b, n: int, device: str) -> dict:
@@ -110,16 +110,15 @@ def training(shape, spec, b, persistent: dict, fmt: str, *, grads: int, states: 
     tokens = batch_size * seq_len  # padding-free: at most this many
     n = batch_size * (seq_len - 1) if loss_tokens is None else loss_tokens
     full = spec.finetune == "full"
-    sac = device == "cpu" and not gc  # harness.lean's selective recomputation
+    fused = device == "cpu"  # harness.lean fuses LoRA dropout on CPU
     # Layer 0's input needs a gradient when the embeddings train, or when the layers are checkpointed (trl and
     # peft call enable_input_require_grads so that each checkpoint sees an input that needs a gradient).
-    first_grad = full or gc or sac
-    one_layer = layer_saved(shape, spec, b, targets, lora_r, True, dropout, batch_size) * tokens
-    first_layer = layer_saved(shape, spec, b, targets, lora_r, first_grad, dropout, batch_size) * tokens
-    ckpt = (h * b.res + _int8_inputs(shape, spec, b, batch_size)) * tokens  # a checkpointed layer's input
-    if sac:
-        ckpt += _sac_kept(shape, spec, b) * tokens
-    layers = L * ckpt if (gc or sac) else one_layer * (L - 1) + first_layer
+    first_grad = full or gc
+    one_layer = layer_saved(shape, spec, b, targets, lora_r, True, dropout, batch_size, fused) * tokens
+    first_layer = layer_saved(shape, spec, b, targets, lora_r, first_grad, dropout, batch_size, fused) * tokens
+    # Checkpointing keeps each layer's input (and what bitsandbytes' 8-bit matmul holds outside autograd).
+    ckpt = (h * b.res + _int8_inputs(shape, spec, b, batch_size)) * tokens
+    layers = L * ckpt if gc else one_layer * (L - 1) + first_layer
     acts = layers + _norm(h, b, True, full) * tokens + 8 * tokens  # + the final norm, the input ids
     head = _loss_head(shape, spec, b, n, device)
     # Backward of one layer: gradients of its input and output (residual width) and of the MLP intermediates.
@@ -134,7 +133,7 @@ def training(shape, spec, b, persistent: dict, fmt: str, *, grads: int, states: 
         "loss forward": {**keep, "gradients": early, "activations": acts + head["saved"], "logits": head["fwd"]},
         "loss backward": {**keep, "gradients": max(early, head["head_grad"]), "activations": acts + head["saved"],
                           "logits": head["bwd"]},
-        "backward": {**keep, "gradients": grads, "activations": first_layer + (ckpt if gc or sac else 0),
+        "backward": {**keep, "gradients": grads, "activations": first_layer + (ckpt if gc else 0),
                      "workspace": layer_ws},
         "optimizer step": {**persistent, "gradients": grads, "optimizer": states},
     }
@@ -143,7 +142,7 @@ def training(shape, spec, b, persistent: dict, fmt: str, *, grads: int, states: 
         # head already left on the shared weight: the last moment of the backward pass.
         phases["embedding backward"] = {**keep, "gradients": grads,
                                         "workspace": shape.vocab_size * h * b.weight}
-    if gc or sac:  # the last layer's recompute, with every other layer's checkpoint still held
+    if gc:  # the last layer's recompute, with every other layer's checkpoint still held
         phases["recompute"] = {**keep, "gradients": max(early, head["head_grad"]), "activations": acts + one_layer,
                                "workspace": layer_ws}
     notes = ()
