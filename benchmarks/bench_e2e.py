@@ -67,7 +67,8 @@ def cell_records(run_dir: Path) -> list[dict]:
         folder = run_dir / cell["folder"]
         metrics = folder / "metrics.json"
         if metrics.is_file():
-            out.append({**cell, "dir": folder, "metrics": json.loads(metrics.read_text())})
+            train = json.loads((folder / "train.json").read_text()) if (folder / "train.json").is_file() else {}
+            out.append({**cell, "dir": folder, "metrics": json.loads(metrics.read_text()), "train": train})
     return out
 
 
@@ -135,6 +136,7 @@ def breakdown(wall: float, cells: list[dict], rest: dict, import_s: float) -> li
         ("model load", sum(t.get("load_s", 0.0) for t in timing)),
         ("data (load, prompts, tokenizer)", data),
         ("train", sum(t.get("train_s", 0.0) for t in timing)),
+        ("trainer setup (adapters, tokenizing)", sum(c["train"].get("setup_s", 0.0) for c in cells)),
         ("generate", generate),
         ("evaluation outside generate", sum(t.get("eval_s", 0.0) for t in timing) - generate),
         ("score (metrics, bootstrap)", rest["score_s"]),

@@ -9,7 +9,8 @@ SFTTrainer) on real cnn prompt/completion pairs, or, for ``base``, generates for
     storage, so tied and shared tensors count once)
   + the highest net allocation seen by torch.profiler(profile_memory=True) during training or generation
     (every CPU allocator event carries the running total; frees of memory allocated before profiling
-    started are not subtracted, so the figure can only err high).
+    started are not subtracted, so the figure can only err high; tensors made from NumPy arrays are copied
+    into torch's allocator so that they are seen too).
 
 The model's tensors are counted directly because from_pretrained maps safetensors files into memory, which
 the allocator never sees. Peak RSS would add the libraries and the allocator's arenas; this is tensors only.
@@ -106,6 +107,20 @@ def record_batches(out: list):
         Collator.__call__ = original
 
 
+@contextlib.contextmanager
+def numpy_tensors_counted():
+    """Tensors made from NumPy arrays (harness.lean's dropout masks) live in NumPy's memory, which torch's
+    allocator, and so the profiler, never sees; copy them into torch's allocator (same size) while measuring."""
+    import torch
+
+    original = torch.from_numpy
+    torch.from_numpy = lambda array: original(array).clone()
+    try:
+        yield
+    finally:
+        torch.from_numpy = original
+
+
 def long_rows(rows: list[dict], n: int, join: int = 8) -> list[dict]:
     """Rows whose article is ``join`` consecutive articles, so that every prompt fills --max-seq-len."""
     return [{**rows[i], "article": "\n\n".join(rows[(i + k) % len(rows)]["article"] for k in range(join))}
@@ -157,7 +172,7 @@ def measure(model_ref: str, method: str, seq_len: int, gc: bool, steps: int, bat
     else:
         prompts = [task.eval_prompt(r, ctx) for r in rows[:batch]]
         run = lambda: generate(model, tok, prompts, ctx.max_new_tokens, batch, GenerationStats())  # noqa: E731
-    with record_batches(batches):
+    with record_batches(batches), numpy_tensors_counted():
         if device == "cuda":
             run()
             measured = torch.cuda.max_memory_allocated()

@@ -1,22 +1,23 @@
 """Lean SFT: what the harness changes in trl's SFTTrainer path so that training neither computes on padding nor
-holds what it does not need. None of it changes the loss: every token trains on the same targets, in the same
-batches and order, with the same weights.
+keeps what it does not need. The loss is computed on the same targets, in the same batches and order, with the
+same weights; docs/benchmarks.md has the measurements against a plain trl script.
 
-- **Padding-free batches.** trl's collator (``padding_free=True``) lays the batch's rows end to end in one row
+- **Padding-free batches.** trl's own collator (``padding_free=True``) lays a batch's rows end to end in one row
   with per-row ``position_ids``, so no step computes on padding. Attention must then stay inside each row:
-  ``harness_varlen`` runs SDPA once per row with ``is_causal=True`` (the row boundaries come from the collator's
-  ``cu_seq_lens_q``), which costs sum(L_i^2), not (sum L_i)^2 as one block-diagonal mask over the packed row would.
+  ``harness_varlen`` runs SDPA once per row with ``is_causal=True`` (row bounds from the collator's
+  ``cu_seq_lens_q``), which costs sum(L_i^2), where one block-diagonal mask over the packed row would cost
+  (sum L_i)^2. Without row bounds (padded batches, generation) it is transformers' SDPA attention.
 - **A compact LM head.** trl 1.16 computes log-probabilities in tiles without materializing the logits, but off
-  CUDA it scores every position, prompt and padding included (``compact = _use_triton(device)`` in
-  ``trl/trainer/utils.py``), in tiles of up to 4096 x 32768 float32 logits. With the loss on the completion only,
-  most positions are then thrown away; here only positions whose next-token label is trained are projected,
-  through trl's own ``ChunkedLogProbFunction`` (so the numbers are trl's), in 1024 x 8192 tiles.
-- **Selective recomputation.** Each decoder layer is checkpointed, but the outputs of its large matrix products
-  and of attention are kept (``torch.utils.checkpoint`` selective-checkpoint policy): the backward recomputes only
-  the element-wise work (norms, rotary, SiLU, LoRA dropout, residual adds) and the rank-r LoRA products.
-- **The allocator.** glibc raises its mmap threshold after every large free (up to 32 MiB), so activation-sized
-  tensors come from heap arenas that fragment and keep their pages (mallopt(3)); a fixed threshold keeps freed
-  tensors' memory going back to the system.
+  CUDA/XPU it scores every position, prompt and padding included (``compact = _use_triton(device)`` in
+  ``trl/trainer/utils.py``), in tiles of up to 4096 x 32768 float32 logits. With the loss on completions only,
+  most of that is thrown away; here only positions whose next-token label is trained are projected, through
+  trl's own ``ChunkedLogProbFunction`` (so the numbers, entropy and accuracy included, are trl's), in
+  1024 x 8192 tiles.
+- **Fused LoRA dropout** (CPU): see ``fuse_lora_dropout``.
+- **The allocator** (CPU): see ``tune_allocator``.
+
+Recomputing activations (torch's selective checkpointing, keeping matmul and attention outputs) was measured
+too and left out: it cut little memory beyond the above and cost about 45% more CPU time per step.
 """
 
 from __future__ import annotations
@@ -24,12 +25,12 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import math
 import types
 from dataclasses import dataclass, field
 
 VARLEN = "harness_varlen"
 ROW_TILE, VOCAB_TILE = 1024, 8192  # LM-head tiles: 1024 x 8192 float32 logits = 32 MiB, a few of them at a time
-LARGE = 64  # a matmul whose inner and outer sizes both exceed this is "large" (LoRA's rank-r products are not)
 
 
 # --- padding-free attention --------------------------------------------------------------------------------
@@ -131,38 +132,85 @@ def _compact_forward(self, *args, inner, fused_lm_head=False, labels=None, shift
                                label_mask=mask)
 
 
-# --- selective recomputation -------------------------------------------------------------------------------
+# --- LoRA dropout ------------------------------------------------------------------------------------------
 
-def _policy(ctx, op, *args, **kwargs):
+def fuse_lora_dropout(model):
+    """Fold each LoRA adapter's dropout into its A projection (CPU, float32).
+
+    peft computes ``lora_A(dropout(x))``: autograd then keeps two float32 copies of ``x`` per adapter (the
+    dropout's scaled mask and its output), seven adapters per layer, about half of a LoRA step's activation
+    memory. The fused function keeps the shared input and a one-byte mask instead. Its mask comes from NumPy's
+    SFC64 generator seeded by a draw from torch's generator (so ``torch.manual_seed`` and checkpoint
+    recomputation see the same masks), keeping each value with probability floor((1 - p) 2^32) / 2^32, which is
+    1 - p to 5e-11; torch's CPU Bernoulli sampler took 15% of a step (measured in docs/benchmarks.md).
+    Returns a function that puts peft's modules back, or None when no adapter has dropout."""
     import torch
-    from torch.utils.checkpoint import CheckpointPolicy
 
-    aten = torch.ops.aten
-    if op in _attention_ops():
-        return CheckpointPolicy.MUST_SAVE
-    if op in (aten.mm.default, aten.addmm.default, aten.bmm.default):
-        a, b = (args[1], args[2]) if op is aten.addmm.default else (args[0], args[1])
-        if a.shape[-1] > LARGE and b.shape[-1] > LARGE:
-            return CheckpointPolicy.MUST_SAVE
-    return CheckpointPolicy.PREFER_RECOMPUTE
+    swapped = []
+    for module in model.modules():
+        drops, heads = getattr(module, "lora_dropout", None), getattr(module, "lora_A", None)
+        if not isinstance(drops, torch.nn.ModuleDict) or not isinstance(heads, torch.nn.ModuleDict):
+            continue
+        for name, drop in list(drops.items()):
+            head = heads[name] if name in heads else None
+            if (not isinstance(drop, torch.nn.Dropout) or drop.p == 0 or type(head) is not torch.nn.Linear
+                    or head.bias is not None or name in getattr(module, "lora_variant", {})):
+                continue
+            head.forward = types.MethodType(functools.partial(_dropout_linear, keep=1.0 - drop.p), head)
+            drops[name] = torch.nn.Identity()
+            swapped.append((drops, name, drop, head))
+
+    def undo():
+        for drops, name, drop, head in swapped:
+            drops[name] = drop
+            vars(head).pop("forward", None)
+
+    return undo if swapped else None
+
+
+def _dropout_linear(self, x, keep: float):
+    import torch
+
+    if not self.training:
+        return torch.nn.functional.linear(x, self.weight)
+    return _dropout_linear_function().apply(x, self.weight, keep)
+
+
+def _keep_mask(shape, keep: float):
+    import numpy as np
+    import torch
+
+    n = math.prod(shape)
+    seed = int(torch.randint(0, 2**62, ()).item())
+    raw = np.random.Generator(np.random.SFC64(seed)).bit_generator.random_raw((n + 1) // 2)
+    return torch.from_numpy(raw.view(np.uint32)[:n] < np.uint32(int(keep * 2**32))).view(shape)
 
 
 @functools.cache
-def _attention_ops() -> frozenset:
+def _dropout_linear_function():
     import torch
 
-    names = ("_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_flash_attention",
-             "_scaled_dot_product_efficient_attention", "_scaled_dot_product_cudnn_attention")
-    return frozenset(p.default for n in names if (p := getattr(torch.ops.aten, n, None)) is not None)
+    class DropoutLinear(torch.autograd.Function):
+        """``linear(dropout(x), weight)``, saving ``x`` and a boolean mask rather than two float copies."""
 
+        @staticmethod
+        def forward(ctx, x, weight, keep):
+            mask = _keep_mask(x.shape, keep)
+            ctx.save_for_backward(x, weight, mask)
+            ctx.scale = 1.0 / keep  # applied to the rank-r output: r values per token, not hidden-size
+            return torch.nn.functional.linear(torch.where(mask, x, 0.0), weight).mul_(ctx.scale)
 
-def selective_checkpointing(model) -> None:
-    """Checkpoint every decoder layer, keeping large matmul and attention outputs (see the module docstring)."""
-    from torch.utils.checkpoint import create_selective_checkpoint_contexts
+        @staticmethod
+        def backward(ctx, grad):
+            x, weight, mask = ctx.saved_tensors
+            grad = grad * ctx.scale
+            grad_x = torch.where(mask, grad @ weight, 0.0) if ctx.needs_input_grad[0] else None
+            grad_w = None
+            if ctx.needs_input_grad[1]:
+                grad_w = grad.reshape(-1, grad.shape[-1]).t() @ torch.where(mask, x, 0.0).reshape(-1, x.shape[-1])
+            return grad_x, grad_w, None
 
-    context_fn = functools.partial(create_selective_checkpoint_contexts, _policy)
-    model.activation_checkpointing_enable(
-        activation_checkpointing_kwargs={"use_reentrant": False, "context_fn": context_fn})
+    return DropoutLinear
 
 
 # --- allocator ---------------------------------------------------------------------------------------------
@@ -218,10 +266,11 @@ def apply(trainer, cfg, device: str) -> Applied:
         if compact_lm_head(base):
             done.names.append("compact_lm_head")
             done.undo.append(lambda: setattr(base, "forward", trl_forward))
-    if device == "cpu" and not cfg.gradient_checkpointing and base.supports_gradient_checkpointing:
-        selective_checkpointing(base)
-        done.names.append("selective_checkpointing")
-        done.undo.append(base.gradient_checkpointing_disable)
+    if device == "cpu":
+        undo = fuse_lora_dropout(model)
+        if undo is not None:
+            done.names.append("fused_lora_dropout")
+            done.undo.append(undo)
     if device == "cpu" and (getattr(base, "is_loaded_in_4bit", False) or getattr(base, "is_loaded_in_8bit", False)):
         # trl casts QLoRA adapters to bfloat16 (the QLoRA paper's GPU recipe); this CPU has no bfloat16 units,
         # so bfloat16 adapter matmuls run 10x slower than float32 (../shared/notes/stack-on-cpu.md). The base

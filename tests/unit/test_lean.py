@@ -89,28 +89,56 @@ def test_compact_head_declines_scaled_logits():
     assert not lean.compact_lm_head(model)
 
 
-@pytest.mark.parametrize(("inner", "outer", "kept"), [(576, 1536, True), (576, 16, False), (16, 576, False)])
-def test_selective_policy_keeps_large_matmuls_only(inner, outer, kept):
-    from torch.utils.checkpoint import CheckpointPolicy
+def _lora_model(dropout=0.05):
+    from peft import LoraConfig, get_peft_model
 
-    a, b = torch.empty(4, inner), torch.empty(inner, outer)
-    policy = lean._policy(None, torch.ops.aten.mm.default, a, b)
-    assert (policy == CheckpointPolicy.MUST_SAVE) is kept
+    model = _tiny_lm(hidden=64)
+    return get_peft_model(model, LoraConfig(r=4, lora_alpha=8, lora_dropout=dropout, init_lora_weights=False,
+                                            target_modules=["q_proj", "v_proj", "up_proj", "down_proj"]))
 
 
-def test_selective_checkpointing_keeps_loss_and_gradients():
-    ids = torch.randint(0, 300, (2, 10), generator=torch.Generator().manual_seed(2))
-    grads = []
-    for selective in (False, True):
-        model = _tiny_lm(hidden=96)  # large enough that the policy keeps some matmuls
-        if selective:
-            lean.selective_checkpointing(model)
-        model.train()
-        loss = model(input_ids=ids, labels=ids).loss
-        loss.backward()
-        grads.append((loss.detach(), model.model.layers[0].mlp.up_proj.weight.grad.clone()))
-    torch.testing.assert_close(grads[1][0], grads[0][0])
-    torch.testing.assert_close(grads[1][1], grads[0][1])
+def test_fused_dropout_equals_dropout_then_linear_with_the_same_mask():
+    head = torch.nn.Linear(64, 4, bias=False)
+    x = torch.randn(2, 7, 64, requires_grad=True)
+    torch.manual_seed(3)
+    out = lean._dropout_linear_function().apply(x, head.weight, 0.9)
+    out.pow(2).sum().backward()
+    torch.manual_seed(3)
+    mask = lean._keep_mask(x.shape, 0.9)  # the same draw from torch's generator gives the same mask
+    x2 = x.detach().clone().requires_grad_()
+    ref = torch.nn.functional.linear(x2 * mask / 0.9, head.weight)
+    ref.pow(2).sum().backward()
+    torch.testing.assert_close(out, ref)
+    torch.testing.assert_close(x.grad, x2.grad)
+    assert 0.85 < mask.float().mean() < 0.95
+
+
+def test_fused_dropout_keeps_with_probability_one_minus_p():
+    torch.manual_seed(0)
+    mask = lean._keep_mask((1000, 1000), 0.95)
+    assert mask.dtype == torch.bool and abs(mask.float().mean().item() - 0.95) < 1e-3
+
+
+def test_fused_dropout_trains_the_same_adapter_and_undoes_cleanly():
+    model = _lora_model()
+    names = {n for n, _ in model.named_parameters()}
+    ids = torch.randint(0, 300, (2, 9))
+    model.eval()
+    before = model(input_ids=ids).logits
+    undo = lean.fuse_lora_dropout(model)
+    assert undo is not None
+    assert all(type(d) is torch.nn.Identity for m in model.modules() if hasattr(m, "lora_dropout")
+               for d in m.lora_dropout.values())
+    torch.testing.assert_close(model(input_ids=ids).logits, before)  # eval: no dropout, same model
+    model.train()
+    model(input_ids=ids, labels=ids).loss.backward()
+    grads = [p.grad for n, p in model.named_parameters() if "lora_A" in n]
+    assert grads and all(g is not None and g.abs().sum() > 0 for g in grads)
+    undo()
+    assert all(type(d) is torch.nn.Dropout for m in model.modules() if hasattr(m, "lora_dropout")
+               for d in m.lora_dropout.values())
+    assert {n for n, _ in model.named_parameters()} == names
+    assert lean.fuse_lora_dropout(_lora_model(dropout=0.0)) is None  # nothing to fuse
 
 
 def test_allocator_tuning_reports_success_on_glibc():

@@ -1,0 +1,69 @@
+"""Smoke runs of the benchmarks on the tiny model: each runs with one command and reports what it promises.
+
+Timings are never asserted (they depend on the machine and its load); the loss and token checks are
+behaviour: the harness trains on the same targets as plain trl, so its first-step loss and token count match.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.integration
+
+
+def _run(script: str, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HARNESS_PROGRESS": "0"}
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+@pytest.mark.parametrize("extra", [(), ("--long", "--rows", "4", "--max-seq-len", "256", "--method", "qlora4")],
+                         ids=["cnn-lora", "long-qlora4"])
+def test_bench_train_reports_both_variants(tmp_path, tiny_model_dir, extra):
+    out = tmp_path / "train.json"
+    done = _run("bench_train.py", "--model", "tiny-llama", "--rows", "8", "--rounds", "1", "--json", str(out),
+                *extra)
+    result = json.loads(out.read_text())
+    harness, trl = result["runs"]
+    assert (harness["variant"], trl["variant"]) == ("harness", "trl")
+    for run in (harness, trl):
+        assert run["tokens_per_s"] > 0 and run["peak_rss_bytes"] > 0 and run["steps"] >= 1
+    assert harness["tokens"] == trl["tokens"]  # non-padding tokens, counted the same way
+    assert harness["first_loss"] == pytest.approx(trl["first_loss"], abs=1e-4)
+    assert {"padding_free", "compact_lm_head"} <= set(harness["lean"])
+    assert set(result["ratios"]["mean"]) == {"speed", "peak_rss", "first_loss_diff", "final_loss_diff"}
+    assert "harness / trl: speed" in done.stdout and "peak RSS" in done.stdout
+
+
+def test_bench_generate_reports_speed_and_agreement(tmp_path, tiny_model_dir):
+    out = tmp_path / "generate.json"
+    done = _run("bench_generate.py", "--model", "tiny-llama", "--prompts", "3", "--max-new-tokens", "6",
+                "--batch", "2", "--json", str(out))
+    results = json.loads(out.read_text())["results"]
+    assert [r["model"] for r in results] == ["lora-merged", "qlora4"]
+    for r in results:
+        assert {run["variant"] for run in r["runs"]} == {"harness", "naive"}
+        assert all(run["tokens"] > 0 and run["tokens_per_s"] > 0 for run in r["runs"])
+        assert r["speed_ratio"] > 0 and 0 <= r["identical"] <= r["prompts"] == 3
+    assert "harness / naive" in done.stdout
+
+
+def test_bench_e2e_breaks_the_wall_time_down(tmp_path, tiny_model_dir):
+    out = tmp_path / "e2e.json"
+    done = _run("bench_e2e.py", "--json", str(out), "--", "--tasks", "cnn", "--methods", "lora", "--model",
+                "tiny-llama", "--train-limit", "4", "--eval-limit", "2", "--max-new-tokens", "4", "--bootstrap", "20")
+    result = json.loads(out.read_text())
+    assert result["wall_s"] > 0 and result["exit_status"] == 0
+    assert {"import", "model load", "train", "generate", "report"} <= set(result["phases"])
+    assert all(v >= 0 for k, v in result["phases"].items() if not k.startswith("other"))
+    assert [c["method"] for c in result["cells"]] == ["lora"]
+    assert "| phase | seconds | share |" in done.stdout
