@@ -54,9 +54,21 @@ def ctx(tokenizer):
     return Context(tok=tokenizer, max_seq_len=512, max_new_tokens=64)
 
 
+SUBCOMMANDS = {"list", "report", "gate", "plan", "export"}
+
+
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 900):
-    """Run ``python run_matrix.py ARGS`` in a subprocess, as a user would."""
+    """Run ``python run_matrix.py ARGS`` in a subprocess, as a user would.
+
+    A matrix run gets ``--executor inline`` unless the test names an executor: a child process per cell costs
+    about 10 s of imports here (docs/benchmarks.md, process-per-cell overhead), which would be most of the
+    suite's time. The process executor, the default users get, has its own tests in test_executors.py, which
+    name it.
+    """
     import subprocess
+
+    if args and args[0] not in SUBCOMMANDS and "--executor" not in args:
+        args = (*args, "--executor", "inline")
 
     full_env = {**os.environ, "HARNESS_PROGRESS": "0", **(env or {})}
     return subprocess.run([sys.executable, str(ROOT / "run_matrix.py"), *args], cwd=cwd or ROOT, env=full_env,
