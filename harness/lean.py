@@ -142,7 +142,9 @@ def fuse_lora_dropout(model):
     memory. The fused function keeps the shared input and a one-byte mask instead. Its mask comes from NumPy's
     SFC64 generator seeded by a draw from torch's generator (so ``torch.manual_seed`` and checkpoint
     recomputation see the same masks), keeping each value with probability floor((1 - p) 2^32) / 2^32, which is
-    1 - p to 5e-11; torch's CPU Bernoulli sampler took 15% of a step (measured in docs/benchmarks.md).
+    1 - p to 5e-11; torch's CPU Bernoulli sampler took about 15% of a SmolLM2 LoRA step in a
+    torch.profiler trace. The masks differ from peft's, so a run's losses differ from plain trl's after the
+    first step by dropout noise (docs/benchmarks.md, training against plain trl).
     Returns a function that puts peft's modules back, or None when no adapter has dropout."""
     import torch
 
