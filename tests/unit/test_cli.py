@@ -6,6 +6,12 @@ from harness.cli import main
 from tests.conftest import run_cli
 
 
+@pytest.fixture(autouse=True)
+def _converted_tokenizer(tokenizer_dir):
+    """On a cold cache the first run converts the SmolLM2 tokenizer and says so in one progress line on stderr;
+    these tests count stderr lines, so the conversion happens here, before them, whatever order xdist picks."""
+
+
 def one_error_line(capsys) -> str:
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err
