@@ -152,6 +152,8 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--keep", action="store_true", help="keep the run folder (printed at the end)")
     p.add_argument("--json", help="also write the results to this file")
+    p.add_argument("--import-repeats", type=int, default=3,
+                   help="fresh interpreters timed for the import share; the median is used (default 3)")
     args = p.parse_args(own)
     run_args = run_args or DEFAULT_ARGS
     out = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
@@ -159,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
     wall, code, run_dir = run_command(run_args, out)
     load_after = Path("/proc/loadavg").read_text().split()[:3]
     cells = cell_records(run_dir)
-    import_s = import_seconds()
+    import_s = import_seconds(args.import_repeats)
     rest = measure_rest(run_dir, cells)
     phases = breakdown(wall, cells, rest, import_s)
     print(f"\nwall time {wall:.1f} s ({wall / 60:.2f} min), exit status {code}, {len(cells)} cells, executor "
