@@ -54,9 +54,6 @@ def ctx(tokenizer):
     return Context(tok=tokenizer, max_seq_len=512, max_new_tokens=64)
 
 
-SUBCOMMANDS = {"list", "report", "gate", "plan", "export"}
-
-
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 900):
     """Run ``python run_matrix.py ARGS`` in a subprocess, as a user would.
 
@@ -67,9 +64,19 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
     """
     import subprocess
 
-    if args and args[0] not in SUBCOMMANDS and "--executor" not in args:
+    from harness.cli import COMMANDS  # the subcommands, which take no --executor
+
+    if args and args[0] not in COMMANDS and "--executor" not in args:
         args = (*args, "--executor", "inline")
 
     full_env = {**os.environ, "HARNESS_PROGRESS": "0", **(env or {})}
     return subprocess.run([sys.executable, str(ROOT / "run_matrix.py"), *args], cwd=cwd or ROOT, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def one_error_line(capsys) -> str:
+    """The one line bad input gets on stderr: an error, and no traceback."""
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("error: ") and "Traceback" not in err[0]
+    return err[0]

@@ -59,8 +59,9 @@ def test_bench_generate_reports_speed_and_agreement(tmp_path, tiny_model_dir):
 
 def test_bench_e2e_breaks_the_wall_time_down(tmp_path, tiny_model_dir):
     out = tmp_path / "e2e.json"
-    done = _run("bench_e2e.py", "--json", str(out), "--import-repeats", "1", "--", "--tasks", "cnn", "--methods", "lora", "--model",
-                "tiny-llama", "--train-limit", "4", "--eval-limit", "2", "--max-new-tokens", "4", "--bootstrap", "20")
+    done = _run("bench_e2e.py", "--json", str(out), "--import-repeats", "1", "--", "--tasks", "cnn", "--methods",
+                "lora", "--model", "tiny-llama", "--train-limit", "4", "--eval-limit", "2", "--max-new-tokens", "4",
+                "--bootstrap", "20")
     result = json.loads(out.read_text())
     assert result["wall_s"] > 0 and result["exit_status"] == 0
     assert {"import", "model load", "train", "generate", "report"} <= set(result["phases"])

@@ -3,20 +3,11 @@
 import pytest
 
 from harness.cli import main
-from tests.conftest import run_cli
+from tests.conftest import one_error_line, run_cli
 
-
-@pytest.fixture(autouse=True)
-def _converted_tokenizer(tokenizer_dir):
-    """On a cold cache the first run converts the SmolLM2 tokenizer and says so in one progress line on stderr;
-    these tests count stderr lines, so the conversion happens here, before them, whatever order xdist picks."""
-
-
-def one_error_line(capsys) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1, err
-    assert err[0].startswith("error: ") and "Traceback" not in err[0]
-    return err[0]
+# These tests count stderr lines. On a cold cache the first run converts the SmolLM2 tokenizer and says so in
+# one progress line, so the conversion happens before them, whatever order xdist picks.
+pytestmark = pytest.mark.usefixtures("tokenizer_dir")
 
 
 @pytest.mark.parametrize("argv, expected", [

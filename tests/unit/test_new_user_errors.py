@@ -10,22 +10,14 @@ from harness.cli import main
 from harness.config import RunConfig
 from harness.errors import ModelError
 from harness.tasks import get_task
-from tests.conftest import run_cli
+from tests.conftest import one_error_line, run_cli
 
 CLAIMS = [{"id": i, "claim": f"Real claim number {i}.", "label": ("SUPPORTS", "REFUTES")[i % 2]} for i in range(8)]
 
 
-@pytest.fixture(autouse=True)
-def _converted_tokenizer(tokenizer_dir):
-    """A cold cache's tokenizer conversion prints one progress line; it happens here, not inside a test that
-    counts stderr lines."""
-
-
-def one_error_line(capsys) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1, err
-    assert err[0].startswith("error: ") and "Traceback" not in err[0]
-    return err[0]
+# These tests count stderr lines. On a cold cache the first run converts the SmolLM2 tokenizer and says so in
+# one progress line, so the conversion happens before them, whatever order xdist picks.
+pytestmark = pytest.mark.usefixtures("tokenizer_dir")
 
 
 @pytest.fixture
