@@ -35,11 +35,52 @@ ROW_TILE, VOCAB_TILE = 1024, 8192  # LM-head tiles: 1024 x 8192 float32 logits =
 
 # --- padding-free attention --------------------------------------------------------------------------------
 
+# Attention arguments that change the scores beyond plain causal softmax attention. Per-row SDPA with is_causal
+# cannot apply any of them: a sliding window (Mistral, Phi-3, Gemma 2/3 local layers, Qwen2 with
+# use_sliding_window), soft-capping (Gemma 2), an additive bias (ALiBi, T5-style relative positions) or attention
+# sinks (gpt-oss). Each is passed to the attention function by name in transformers 5's model code.
+SCORE_CHANGES = {"sliding_window": "a sliding window", "softcap": "attention soft-capping",
+                 "position_bias": "an attention bias", "s_aux": "attention sinks"}
+
+
+class PerRowAttentionError(RuntimeError):
+    """The model asked per-row attention for something it cannot compute; raised rather than computing another
+    attention than the model's."""
+
+
+def varlen_blockers(model, max_len: int) -> list[str]:
+    """Why per-row causal SDPA would compute another attention than ``model``'s own, or [] when it computes the same.
+
+    Read from the config before training: a sliding window shorter than the longest row (``max_len``; a window at
+    least that long never masks anything), attention soft-capping, an additive attention bias (ALiBi) or attention
+    sinks. Biases on the q/k/v projections (Qwen2) are part of the projections and change nothing here."""
+    text = model.config.get_text_config()
+    out = []
+    window = getattr(text, "sliding_window", None)
+    types = getattr(text, "layer_types", None)
+    windowed = types is None or any(t in ("sliding_attention", "chunked_attention") for t in types)
+    if isinstance(window, int) and windowed and window < max_len:
+        out.append(f"a sliding window of {window} tokens, shorter than the longest row ({max_len} tokens)")
+    chunk = getattr(text, "attention_chunk_size", None)
+    if isinstance(chunk, int) and chunk < max_len:
+        out.append(f"chunked attention of {chunk} tokens, shorter than the longest row ({max_len} tokens)")
+    if getattr(text, "attn_logit_softcapping", None) is not None:
+        out.append(f"attention soft-capping ({text.attn_logit_softcapping})")
+    if getattr(text, "alibi", False) or getattr(text, "model_type", "") in ("bloom", "mpt"):
+        out.append("an attention bias (ALiBi)")
+    if getattr(text, "model_type", "") == "gpt_oss":
+        out.append("attention sinks")
+    return out
+
+
 def varlen_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, is_causal=None,
                      **kwargs):
     """SDPA per packed row: ``query`` is [1, heads, sum(L_i), dim] and ``cu_seq_lens_q`` holds the row bounds.
 
-    Without row bounds (a padded batch, generation) it is exactly transformers' SDPA attention."""
+    Without row bounds (a padded batch, generation) it is exactly transformers' SDPA attention. With them, an
+    argument that changes the scores (``SCORE_CHANGES``) raises ``PerRowAttentionError``: ``varlen_blockers`` keeps
+    such models off this path, so reaching it means a model the check does not know, and a wrong attention would
+    otherwise go unnoticed."""
     import torch
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
@@ -47,8 +88,15 @@ def varlen_attention(module, query, key, value, attention_mask, dropout=0.0, sca
     if bounds is None or query.shape[0] != 1:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       is_causal=is_causal, **kwargs)
-    gqa = key.shape[1] != query.shape[1]
     cuts = bounds.tolist()
+    longest = max(e - s for s, e in zip(cuts[:-1], cuts[1:]))
+    for name, what in SCORE_CHANGES.items():
+        given = kwargs.get(name)
+        if given is not None and not (name == "sliding_window" and given >= longest):
+            raise PerRowAttentionError(
+                f"per-row attention got {what} ({name}={given}) from {type(module).__name__}, which it cannot "
+                "apply; this model needs padded batches (harness.lean.varlen_blockers does not know it yet)")
+    gqa = key.shape[1] != query.shape[1]
     parts = [torch.nn.functional.scaled_dot_product_attention(
         query[:, :, s:e], key[:, :, s:e], value[:, :, s:e], dropout_p=dropout if module.training else 0.0,
         scale=scaling, is_causal=True, enable_gqa=gqa) for s, e in zip(cuts[:-1], cuts[1:]) if e > s]
@@ -235,9 +283,11 @@ def tune_allocator(mmap_threshold: int = 1 << 20) -> bool:
 
 @dataclass
 class Applied:
-    """What ``apply`` changed (recorded in train.json as ``lean``) and how to undo it before generation."""
+    """What ``apply`` changed (recorded in train.json as ``lean``), what it left as trl has it and why
+    (``lean_skipped``), and how to undo the changes before generation."""
 
     names: list = field(default_factory=list)
+    skipped: dict = field(default_factory=dict)
     undo: list = field(default_factory=list)
 
     def restore(self) -> None:
@@ -255,7 +305,11 @@ def apply(trainer, cfg, device: str) -> Applied:
     model = trainer.model
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     collator = trainer.data_collator
-    if isinstance(collator, DataCollatorForLanguageModeling) and not collator.padding_free:
+    blockers = varlen_blockers(base, cfg.max_seq_len)
+    if blockers:
+        done.skipped["padding_free"] = ("the model's attention has " + " and ".join(blockers)
+                                        + ", which per-row attention would ignore; trained on trl's padded batches")
+    elif isinstance(collator, DataCollatorForLanguageModeling) and not collator.padding_free:
         previous = use_varlen(base)
         if previous is not None:
             trainer.data_collator = DataCollatorForLanguageModeling(

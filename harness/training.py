@@ -13,7 +13,7 @@ import shutil
 import tempfile
 import time
 
-from harness.console import progress_bar
+from harness.console import console, progress_bar
 from harness.errors import NonFiniteLossError
 from harness.lean import apply as apply_lean
 from harness.models import mixed_precision
@@ -97,6 +97,8 @@ def train(model, tok, spec, pairs: list[dict], cfg, device: str, merge: bool = T
     # Padding-free batches, a compact LM head, selective recomputation: same loss, less time and memory
     # (harness/lean.py says what each does and why)
     lean = apply_lean(trainer, cfg, device)
+    for name, why in lean.skipped.items():
+        console.print(f"[yellow]{name.replace('_', '-')} off: {why}[/]", soft_wrap=True)
     trainable, total = count_parameters(trainer.model)
     steps = trainer.state.max_steps or _planned_steps(len(trainer.train_dataset), cfg)
     curve: list[dict] = []
@@ -129,7 +131,7 @@ def train(model, tok, spec, pairs: list[dict], cfg, device: str, merge: bool = T
         "train_tokens_per_s": tokens / seconds if seconds else float("nan"), "setup_s": t0 - t_setup,
         "trainable_params": trainable, "total_params": total, "loss_curve": curve,
         "final_loss": curve[-1]["loss"] if curve else None, "adapter_merged": merged,
-        "lean": lean.names,
+        "lean": lean.names, "lean_skipped": lean.skipped,
     }
     return model, record
 

@@ -147,3 +147,40 @@ def test_allocator_tuning_reports_success_on_glibc():
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         pytest.skip("mallopt is glibc's")
     assert lean.tune_allocator() is True
+
+
+def _config_model(config):
+    """A stand-in with the config alone: varlen_blockers reads nothing else."""
+    class Stub:
+        pass
+
+    stub = Stub()
+    stub.config = config
+    return stub
+
+
+def test_per_row_attention_steps_aside_for_what_it_cannot_compute():
+    from transformers import Gemma2Config, LlamaConfig, MistralConfig, Qwen2Config
+
+    assert lean.varlen_blockers(_config_model(LlamaConfig()), 512) == []
+    assert lean.varlen_blockers(_config_model(Qwen2Config()), 512) == []  # no use_sliding_window: no window
+    assert lean.varlen_blockers(_config_model(MistralConfig(sliding_window=4096)), 512) == []  # never masks
+    (window,) = lean.varlen_blockers(_config_model(MistralConfig(sliding_window=8)), 512)
+    assert "sliding window of 8 tokens" in window
+    assert "sliding window" in lean.varlen_blockers(_config_model(Qwen2Config(use_sliding_window=True,
+                                                                              sliding_window=64)), 512)[0]
+    reasons = lean.varlen_blockers(_config_model(Gemma2Config(sliding_window=64)), 512)
+    assert any("soft-capping" in r for r in reasons) and any("sliding window" in r for r in reasons)
+
+
+def test_per_row_attention_refuses_a_window_it_would_ignore():
+    rows = _rows([12, 5])
+    q, k, v = (torch.cat([r[i] for r in rows], dim=2) for i in range(3))
+    bounds = torch.tensor([0, 12, 17], dtype=torch.int32)
+    with pytest.raises(lean.PerRowAttentionError, match="sliding window"):
+        lean.varlen_attention(_Attn().eval(), q, k, v, None, cu_seq_lens_q=bounds, sliding_window=8)
+    with pytest.raises(lean.PerRowAttentionError, match="soft-capping"):
+        lean.varlen_attention(_Attn().eval(), q, k, v, None, cu_seq_lens_q=bounds, softcap=50.0)
+    plain, _ = lean.varlen_attention(_Attn().eval(), q, k, v, None, cu_seq_lens_q=bounds)
+    wide, _ = lean.varlen_attention(_Attn().eval(), q, k, v, None, cu_seq_lens_q=bounds, sliding_window=12)
+    torch.testing.assert_close(wide, plain)  # a window as long as the longest row masks nothing
