@@ -32,9 +32,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 DEFAULT_ARGS = ["--tasks", "cnn", "--methods", "qlora,lora"]
-# What a cell process imports before its first record (harness/cell.py, harness/training.py, trl, peft)
-CELL_IMPORTS = ("import torch, transformers, datasets, peft, trl; import harness.cell, harness.training, "
-                "harness.generation, harness.metrics, harness.tasks, tasks")
+# What a cell process imports before its first record (harness/cell/job.py, harness/cell/training.py, trl, peft)
+CELL_IMPORTS = ("import torch, transformers, datasets, peft, trl; import harness.cell.job, harness.cell.training, "
+                "harness.cell.generate, harness.spec.metrics, harness.spec.task, tasks")
 
 
 def import_seconds(repeats: int = 3) -> float:
@@ -74,13 +74,13 @@ def cell_records(run_dir: Path) -> list[dict]:
 
 def measure_rest(run_dir: Path, cells: list[dict]) -> dict:
     """Data, tokenizer, score and report seconds, measured in this process on the finished run."""
-    from harness.config import RunConfig
-    from harness.console import console
-    from harness.metrics import summarise
-    from harness.models import load_tokenizer, resolve_model
-    from harness.report import load_records, write_reports
-    from harness.runner import quiet_libraries
-    from harness.tasks import Context, get_task
+    from harness.spec.config import RunConfig
+    from harness.core.console import console
+    from harness.spec.metrics import summarise
+    from harness.cell.models import load_tokenizer, resolve_model
+    from harness.report.tables import load_records, write_reports
+    from harness.execute.runner import quiet_libraries
+    from harness.spec.task import Context, get_task
 
     quiet_libraries()
     conf = json.loads((run_dir / "run.json").read_text())["config"]

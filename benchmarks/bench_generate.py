@@ -3,7 +3,7 @@
     python benchmarks/bench_generate.py                   # SmolLM2: merged LoRA, then QLoRA (NF4) + adapter
     python benchmarks/bench_generate.py --model tiny-llama --prompts 4 --max-new-tokens 8   # a smoke run
 
-``harness`` is ``harness.generation.generate`` as a cell's evaluation calls it (batches of --batch prompts,
+``harness`` is ``harness.cell.generate.generate`` as a cell's evaluation calls it (batches of --batch prompts,
 greedy, KV cache). ``naive`` is one ``model.generate`` per prompt, greedy, with the same prompts, tokens and
 stopping. Both count generated tokens up to and including the first end-of-sequence token, and the script
 checks that the two produce the same text for every prompt.
@@ -29,8 +29,8 @@ MODELS = ("lora-merged", "qlora4")
 
 def cnn_prompts(tok, n: int, max_seq_len: int, max_new_tokens: int) -> list[str]:
     """The cnn task's own evaluation prompts from its embedded validation rows."""
-    from harness.config import RunConfig
-    from harness.tasks import Context, get_task
+    from harness.spec.config import RunConfig
+    from harness.spec.task import Context, get_task
 
     task = get_task("cnn")
     ctx = Context(tok=tok, max_seq_len=max_seq_len, max_new_tokens=max_new_tokens, cfg=RunConfig())
@@ -42,9 +42,9 @@ def with_adapter(location: str, method: str, b_std: float, seed: int):
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from harness.config import RunConfig
-    from harness.methods import resolve_method
-    from harness.models import load_model
+    from harness.spec.config import RunConfig
+    from harness.spec.methods import resolve_method
+    from harness.cell.models import load_model
 
     spec, cfg = resolve_method(method), RunConfig()
     model = load_model(location, spec, "cpu")
@@ -65,7 +65,7 @@ def naive(model, tok, prompts: list[str], max_new_tokens: int) -> tuple[list[str
     """One ``model.generate`` per prompt: (outputs, generated tokens, seconds)."""
     import torch
 
-    from harness.generation import _eos_ids
+    from harness.cell.generate import _eos_ids
 
     eos = _eos_ids(tok, model)
     outputs, tokens, seconds = [], 0, 0.0
@@ -84,7 +84,7 @@ def naive(model, tok, prompts: list[str], max_new_tokens: int) -> tuple[list[str
 
 
 def harness_generate(model, tok, prompts: list[str], max_new_tokens: int, batch: int) -> tuple[list[str], int, float]:
-    from harness.generation import GenerationStats, generate
+    from harness.cell.generate import GenerationStats, generate
 
     stats = GenerationStats()
     outputs = generate(model, tok, prompts, max_new_tokens, batch, stats, label="generate")
@@ -126,8 +126,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--json", help="also write the results to this file")
     args = p.parse_args(argv)
 
-    from harness.models import load_tokenizer, resolve_model
-    from harness.runner import quiet_libraries
+    from harness.cell.models import load_tokenizer, resolve_model
+    from harness.execute.runner import quiet_libraries
 
     quiet_libraries()
     location = resolve_model(args.model).location

@@ -6,7 +6,7 @@
     python benchmarks/bench_train.py --model tiny-llama --rows 8 --rounds 1   # a smoke run
 
 Both variants train the same rows (prompt/completion pairs rendered by the task, so the tokens are the same),
-model, method, sequence length, batch, steps and seed. ``harness`` is ``harness.training.train`` as a cell calls
+model, method, sequence length, batch, steps and seed. ``harness`` is ``harness.cell.training.train`` as a cell calls
 it; ``trl`` is a script written the way trl's documentation shows: a prompt/completion dataset, SFTTrainer's
 default collator and the same LoraConfig and quantization. Each run is its own child process, so its peak
 resident memory (VmHWM) is its own, and the variants alternate (harness, trl, harness, trl, ...) in one run of
@@ -38,8 +38,8 @@ GIB = 2**30
 
 def cnn_pairs(tok, rows: int, max_seq_len: int) -> list[dict]:
     """The cnn task's own training pairs from its embedded rows (chat-rendered prompt, highlights completion)."""
-    from harness.config import RunConfig
-    from harness.tasks import Context, get_task
+    from harness.spec.config import RunConfig
+    from harness.spec.task import Context, get_task
 
     task = get_task("cnn")
     ctx = Context(tok=tok, max_seq_len=max_seq_len, max_new_tokens=task.max_new_tokens, cfg=RunConfig())
@@ -50,8 +50,8 @@ def long_pairs(tok, rows: int, seed: int) -> list[dict]:
     """Long ReAct rows: each fever claim's gold trajectory, preceded by 1-11 Search steps over other pages of the
     embedded encyclopedia whose observations are what the tool returns. About 250 to 1100 tokens, so that a
     batch mixes short and long rows as real agent trajectories do."""
-    from harness.config import RunConfig
-    from harness.tasks import Context, get_task
+    from harness.spec.config import RunConfig
+    from harness.spec.task import Context, get_task
     from tasks.docstore import Browser
     from tasks.embedded import fever_gen
 
@@ -90,11 +90,11 @@ def peak_rss() -> int:
 
 
 def run_harness(args, tok, pairs, location: str) -> dict:
-    from harness.config import RunConfig
-    from harness.measure import seed_everything
-    from harness.methods import resolve_method
-    from harness.models import load_model
-    from harness.training import train
+    from harness.spec.config import RunConfig
+    from harness.cell.measure import seed_everything
+    from harness.spec.methods import resolve_method
+    from harness.cell.models import load_model
+    from harness.cell.training import train
 
     cfg = RunConfig(model=args.model, batch_size=args.batch, max_seq_len=args.max_seq_len, seed=args.seed,
                     gradient_checkpointing=args.gradient_checkpointing)
@@ -115,8 +115,8 @@ def run_trl(args, tok, pairs, location: str) -> dict:
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
-    from harness.config import RunConfig
-    from harness.methods import resolve_method
+    from harness.spec.config import RunConfig
+    from harness.spec.methods import resolve_method
 
     spec, defaults = resolve_method(args.method), RunConfig()
     kwargs = {"dtype": torch.float32 if args.device == "cpu" else torch.bfloat16}
@@ -157,8 +157,8 @@ def run_trl(args, tok, pairs, location: str) -> dict:
 
 
 def child(args) -> None:
-    from harness.models import load_tokenizer, resolve_model
-    from harness.runner import quiet_libraries
+    from harness.cell.models import load_tokenizer, resolve_model
+    from harness.execute.runner import quiet_libraries
 
     quiet_libraries()
     location = resolve_model(args.model).location
@@ -172,7 +172,7 @@ def child(args) -> None:
 # --- the side-by-side run ------------------------------------------------------------------------------------
 
 def describe_rows(args) -> dict:
-    from harness.models import load_tokenizer, resolve_model
+    from harness.cell.models import load_tokenizer, resolve_model
 
     tok = load_tokenizer(resolve_model(args.model).location)
     lengths = [min(args.max_seq_len, len(tok(p["prompt"] + p["completion"], add_special_tokens=False)["input_ids"])

@@ -2,7 +2,7 @@
 
 The model is the public Llama-2-7B configuration with random weights made directly on the GPU
 (benchmarks/synthetic.py). Each method's model is built once; every (sequence length, gradient
-checkpointing) variant then trains on it through the harness's own training code (harness.training.train:
+checkpointing) variant then trains on it through the harness's own training code (harness.cell.training.train:
 trl's SFTTrainer with the harness's arguments, loss on completion tokens only), on rows of random words
 from a word-level tokenizer over the model's 32000-entry vocabulary. A trainer callback times the steps
 after the warm-up, with CUDA synchronized; peak memory is reset between variants. A CUDA out-of-memory in one
@@ -48,7 +48,7 @@ FLOPS_PER_PARAM = {"full": 6, "lora": 4, "qlora4": 4, "qlora8": 4}
 OPTIMIZER = {"full": "adamw_bnb_8bit", "lora": "adamw_torch_fused", "qlora4": "adamw_torch_fused",
              "qlora8": "adamw_torch_fused"}
 OPTIMIZER_LABEL = {"adamw_bnb_8bit": "AdamW 8-bit (bnb)", "adamw_torch_fused": "AdamW (torch fused)"}
-ESTIMATE_OPTIMIZER = {"adamw_bnb_8bit": "adamw_8bit", "adamw_torch_fused": "adamw"}  # harness/estimate.py's names
+ESTIMATE_OPTIMIZER = {"adamw_bnb_8bit": "adamw_8bit", "adamw_torch_fused": "adamw"}  # harness/plan/estimate.py's names
 ANCHORS = ("Anchors, not measured here: LlamaFactory (arXiv 2403.13372) Table 4, Llama-2-7B on one A100-40GB, "
            "8-bit AdamW, checkpointing, rank 128: full 38.72 GB at 1335 tok/s, LoRA 16.32 GB at 1954 tok/s, "
            "QLoRA 7.52 GB at 1579 tok/s. NeMo AutoModel: Llama-3-8B LoRA on one H100, about 41% MFU.")
@@ -84,13 +84,13 @@ def failure_text(exc: BaseException) -> str:
 # --- one variant, through the harness's training code -------------------------------------------------------
 
 class Patched:
-    """For one harness.training.train call: SFTConfig gets the bench's optimizer, the trainer a step timer.
+    """For one harness.cell.training.train call: SFTConfig gets the bench's optimizer, the trainer a step timer.
 
     train() takes SFTConfig and SFTTrainer from trl (imported when it runs, or at module level), so swapping
     them in both modules for the duration of the call reaches it without changing the harness.
     """
 
-    MODULES = ("trl", "harness.training")
+    MODULES = ("trl", "harness.cell.training")
 
     def __init__(self, optim: str, device: str):
         self.optim, self.device, self.step_ends, self.saved, self.optimizer_class = optim, device, [], [], None
@@ -134,9 +134,9 @@ class Patched:
 
 
 def train_variant(model, spec, seq: int, checkpointing: bool, args, device: str, tok):
-    """warmup + steps steps through harness.training.train; returns the model for the next variant and figures."""
-    from harness import training
-    from harness.config import RunConfig
+    """warmup + steps steps through harness.cell.training.train; returns the model for the next variant and figures."""
+    from harness.cell import training
+    from harness.spec.config import RunConfig
 
     # The harness only ever turns checkpointing on, and an earlier variant may have (transformers 5.24 renamed
     # gradient_checkpointing_disable, keeping the old name as a deprecated alias).
@@ -159,9 +159,9 @@ def train_variant(model, spec, seq: int, checkpointing: bool, args, device: str,
 
 
 def harness_estimate(shape: dict, spec, seq: int, checkpointing: bool, args, device: str, compute_bytes: int):
-    """harness.estimate's peak for the same settings in GiB; None when it is missing or fails (said once)."""
+    """harness.plan.estimate's peak for the same settings in GiB; None when it is missing or fails (said once)."""
     try:
-        from harness import estimate as est
+        from harness.plan import estimate as est
 
         result = est.estimate(est.Shape.from_config(shape, "bench"), spec, batch_size=args.batch, seq_len=seq,
                               lora_r=args.lora_r, lora_target_modules=spec.lora_target_modules,
@@ -181,8 +181,8 @@ def run_method(method: str, shape: dict, n_params: int, variants: list, args, de
     """Build one method's model, train every variant on it, and ``emit`` each row."""
     import torch
 
-    from harness.methods import resolve_method
-    from harness.models import compute_dtype
+    from harness.spec.methods import resolve_method
+    from harness.cell.models import compute_dtype
 
     spec = resolve_method(method)
     compute_bytes = torch.empty(0, dtype=compute_dtype(device)).element_size()
@@ -260,8 +260,8 @@ def device_peak(name: str) -> tuple[float | None, str]:
 def dtype_rows(device: str) -> list[dict]:
     import torch
 
-    from harness.methods import resolve_method
-    from harness.models import compute_dtype, dtype_name, mixed_precision, weight_dtype
+    from harness.spec.methods import resolve_method
+    from harness.cell.models import compute_dtype, dtype_name, mixed_precision, weight_dtype
 
     cuda = device == "cuda"
     return [{"method": m, "capability": "{}.{}".format(*torch.cuda.get_device_capability()) if cuda else "-",
@@ -307,10 +307,10 @@ def render(meta: dict, rows: list[dict], dtypes: list[dict]) -> str:
         f"{meta['matmul_tflops']:.3g} TFLOP/s, the practical ceiling.",
         "- peak alloc / reserved: torch.cuda.max_memory_allocated / max_memory_reserved, reset after the model is "
         "built, so each row holds weights, optimizer states, gradients and activations of its own steps.",
-        "- est.: `harness.estimate.estimate` for the same settings; ratio = peak allocated / estimate.",
+        "- est.: `harness.plan.estimate.estimate` for the same settings; ratio = peak allocated / estimate.",
         "- full uses bitsandbytes' 8-bit AdamW: plain AdamW states for 6.7B bf16 weights do not fit 80 GB beside "
         "the weights, gradients and activations.",
-        "- Training: harness.training.train (trl SFTTrainer, completion-only loss) on random-word rows of exactly "
+        "- Training: harness.cell.training.train (trl SFTTrainer, completion-only loss) on random-word rows of exactly "
         "seq tokens, half prompt, half completion; weights random, made on the device, quantized in memory.",
         f"- {ANCHORS}",
         "", "### dtype chosen on this device", "",
@@ -357,8 +357,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from harness.models import compute_dtype, dtype_name
-    from harness.runner import quiet_libraries
+    from harness.cell.models import compute_dtype, dtype_name
+    from harness.execute.runner import quiet_libraries
 
     quiet_libraries()
     device = args.device if args.device != "auto" else "cpu" if args.tiny else "cuda"

@@ -72,8 +72,8 @@ for name in ("transformers", "peft", "trl", "accelerate", "bitsandbytes", "datas
         print(name, md.version(name))
     except md.PackageNotFoundError:
         print(name, "MISSING")
-import harness.cli, harness.training, harness.models, trl, datasets, bitsandbytes, rouge_score.rouge_scorer, bm25s
-from harness.models import mixed_precision
+import harness.cli, harness.cell.training, harness.cell.models, trl, datasets, bitsandbytes, rouge_score.rouge_scorer, bm25s
+from harness.cell.models import mixed_precision
 device = "cuda" if torch.cuda.is_available() else "cpu"
 print("harness imports ok; mixed precision on", device, "->", mixed_precision(device))
 '

@@ -49,9 +49,9 @@ tmp.replace(src)
 print(f"repacked {src.name}: kept {sorted(n for n in names if n.endswith('.so'))}")
 EOF
 
-# The tiny model's tokenizer (SmolLM2's, converted from the GGUF once by harness/models.py), so that the GPU
+# The tiny model's tokenizer (SmolLM2's, converted from the GGUF once by harness/cell/models.py), so that the GPU
 # machine needs no GGUF file.
-TOK=$("$PY" -c 'from harness.models import smollm2_tokenizer_dir; print(smollm2_tokenizer_dir())')
+TOK=$("$PY" -c 'from harness.cell.models import smollm2_tokenizer_dir; print(smollm2_tokenizer_dir())')
 cp -r "$TOK" .whl/tokenizer-smollm2
 ls -l .whl
 du -sh .whl

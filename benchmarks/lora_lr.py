@@ -17,16 +17,16 @@ sys.path.insert(0, str(ROOT))
 
 
 def run(model_ref: str, lr: float, rows: int, eval_rows: int) -> dict:
-    from harness.config import RunConfig
-    from harness.generation import GenerationStats, generate
-    from harness.measure import seed_everything
-    from harness.methods import resolve_method
-    from harness.metrics import rouge
-    from harness.models import load_model, load_tokenizer, resolve_model
-    from harness.runner import quiet_libraries
-    from harness.stats import mean
-    from harness.tasks import Context, get_task
-    from harness.training import train
+    from harness.spec.config import RunConfig
+    from harness.cell.generate import GenerationStats, generate
+    from harness.cell.measure import seed_everything
+    from harness.spec.methods import resolve_method
+    from harness.spec.metrics import rouge
+    from harness.cell.models import load_model, load_tokenizer, resolve_model
+    from harness.execute.runner import quiet_libraries
+    from harness.core.stats import mean
+    from harness.spec.task import Context, get_task
+    from harness.cell.training import train
 
     quiet_libraries()
     cfg = RunConfig(model=model_ref, lr=lr)

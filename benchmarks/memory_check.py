@@ -1,9 +1,9 @@
-"""Checked, not trusted: the memory estimate (harness.estimate) against the measured peak on CPU.
+"""Checked, not trusted: the memory estimate (harness.plan.estimate) against the measured peak on CPU.
 
 For each model x method x sequence length x gradient checkpointing, a fresh subprocess loads the model the
-harness's way (harness.models.load_model) and trains it the harness's way (harness.training.train, trl's
+harness's way (harness.cell.models.load_model) and trains it the harness's way (harness.cell.training.train, trl's
 SFTTrainer) on real cnn prompt/completion pairs, or, for ``base``, generates for a batch of cnn prompts
-(harness.generation.generate). The peak of live tensor memory is
+(harness.cell.generate.generate). The peak of live tensor memory is
 
     the model's own tensors after loading (parameters, buffers, bitsandbytes quantization states; counted by
     storage, so tied and shared tensors count once)
@@ -88,7 +88,7 @@ def profiled_peak(fn) -> tuple[int, object]:
 
 @contextlib.contextmanager
 def record_batches(out: list):
-    """Record (rows, tokens, trained tokens) of every batch trl's collator builds (harness.lean makes it
+    """Record (rows, tokens, trained tokens) of every batch trl's collator builds (harness.cell.trl_changes makes it
     padding-free, so a batch is one row of all its rows' tokens)."""
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling as Collator
 
@@ -109,7 +109,7 @@ def record_batches(out: list):
 
 @contextlib.contextmanager
 def numpy_tensors_counted():
-    """Tensors made from NumPy arrays (harness.lean's dropout masks) live in NumPy's memory, which torch's
+    """Tensors made from NumPy arrays (harness.cell.trl_changes's dropout masks) live in NumPy's memory, which torch's
     allocator, and so the profiler, never sees; copy them into torch's allocator (same size) while measuring."""
     import torch
 
@@ -132,15 +132,15 @@ def measure(model_ref: str, method: str, seq_len: int, gc: bool, steps: int, bat
     """One configuration in this process: the measured peak and the estimate for the shapes actually run."""
     import torch
 
-    from harness.config import RunConfig
-    from harness.estimate import estimate, load_shape
-    from harness.generation import GenerationStats, generate
-    from harness.measure import seed_everything
-    from harness.methods import resolve_method
-    from harness.models import load_model, load_tokenizer, mixed_precision, resolve_model
-    from harness.runner import quiet_libraries
-    from harness.tasks import Context, get_task
-    from harness.training import train
+    from harness.spec.config import RunConfig
+    from harness.plan.estimate import estimate, load_shape
+    from harness.cell.generate import GenerationStats, generate
+    from harness.cell.measure import seed_everything
+    from harness.spec.methods import resolve_method
+    from harness.cell.models import load_model, load_tokenizer, mixed_precision, resolve_model
+    from harness.execute.runner import quiet_libraries
+    from harness.spec.task import Context, get_task
+    from harness.cell.training import train
 
     quiet_libraries()
     loc = resolve_model(model_ref).location
@@ -231,8 +231,8 @@ LLAMA_65B = {"hidden_size": 8192, "intermediate_size": 22016, "num_hidden_layers
 
 def published() -> list[dict]:
     """The estimate for each published figure, with the source's settings, on CUDA in bf16."""
-    from harness.estimate import Shape, estimate, shipped_shape
-    from harness.methods import resolve_method
+    from harness.plan.estimate import Shape, estimate, shipped_shape
+    from harness.spec.methods import resolve_method
 
     rows = []
     for p in PUBLISHED:

@@ -34,14 +34,14 @@ def measure(model_ref: str, method: str, gc: bool, steps: int, batch: int, devic
     """Train ``steps`` steps on the embedded cnn rows, then generate for 16 prompts; one process, one method."""
     import time
 
-    from harness.config import RunConfig
-    from harness.generation import GenerationStats, generate
-    from harness.measure import PeakMemory, seed_everything
-    from harness.methods import resolve_method
-    from harness.models import load_model, load_tokenizer, resolve_model
-    from harness.runner import quiet_libraries
-    from harness.tasks import Context, get_task
-    from harness.training import train
+    from harness.spec.config import RunConfig
+    from harness.cell.generate import GenerationStats, generate
+    from harness.cell.measure import PeakMemory, seed_everything
+    from harness.spec.methods import resolve_method
+    from harness.cell.models import load_model, load_tokenizer, resolve_model
+    from harness.execute.runner import quiet_libraries
+    from harness.spec.task import Context, get_task
+    from harness.cell.training import train
 
     quiet_libraries()
     cfg = RunConfig(model=model_ref, batch_size=batch, gradient_checkpointing=gc, epochs=1.0)

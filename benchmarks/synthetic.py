@@ -82,11 +82,11 @@ def quantize_in_memory(model, spec, compute_dtype) -> None:
 def build_model(spec, shape: dict, device: str):
     """The base model as the harness loads it for ``spec``: random weights made directly on ``device`` in the
     harness's weight dtype for that device, quantized for 4/8-bit methods. LoRA and the k-bit preparation are
-    left to harness.training.train, as in every cell."""
+    left to harness.cell.training.train, as in every cell."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    from harness.models import compute_dtype, weight_dtype
+    from harness.cell.models import compute_dtype, weight_dtype
 
     torch.manual_seed(0)
     with torch.device(device):

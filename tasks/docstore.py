@@ -11,7 +11,7 @@ import json
 import re
 from pathlib import Path
 
-from harness.errors import DataError
+from harness.core.errors import DataError
 
 SENTENCE = re.compile(r"(?<=[.!?])\s+")
 FIRST_SENTENCES = 3  # ReAct's env shows the first 5 sentences of a Wikipedia page; our pages are short

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from harness.errors import ConfigError, DataError
-from harness.generation import GenerationStats, generate
-from harness.metrics import register_metric
-from harness.tasks import Context, Task, completion_text, fit_prompt, n_tokens, register_task, render_prompt
+from harness.core.errors import ConfigError, DataError
+from harness.cell.generate import GenerationStats, generate
+from harness.spec.metrics import register_metric
+from harness.spec.task import Context, Task, completion_text, fit_prompt, n_tokens, register_task, render_prompt
 from tasks import react
 from tasks.docstore import Browser, DocStore
 from tasks.embedded import fever_gen

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 
-from harness.errors import DataError
-from harness.generation import GenerationStats, completion_nll, generate
-from harness.metrics import register_metric, rouge
-from harness.tasks import Context, Task, completion_text, fit_prompt, n_tokens, register_task, render_prompt
+from harness.core.errors import DataError
+from harness.cell.generate import GenerationStats, completion_nll, generate
+from harness.spec.metrics import register_metric, rouge
+from harness.spec.task import Context, Task, completion_text, fit_prompt, n_tokens, register_task, render_prompt
 from tasks import ifeval
 from tasks.chat_format import ParseError, parse_llama2
 from tasks.embedded import guanaco_gen

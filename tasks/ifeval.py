@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 
-from harness.registry import Registry
+from harness.core.registry import Registry
 
 CHECKERS = Registry("instruction")
 

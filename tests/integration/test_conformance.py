@@ -1,7 +1,7 @@
 """The harness's training path against plain peft + trl on padded batches, on the model families users bring.
 
 Each check trains the same tiny random model (tests/families.py) on the same cnn rows twice: once through the
-harness (``harness.training.train``, with whatever it changes in trl's path) and once through a plain SFTTrainer
+harness (``harness.cell.training.train``, with whatever it changes in trl's path) and once through a plain SFTTrainer
 script with trl's own padded batches. Both start from the same weights (the initial trainable parameters are
 compared first) and see the same rows in the same order. Compared: the loss at every optimizer step, the gradient
 of every trainable parameter at the first step, and the trained weights after the last step.
@@ -31,13 +31,13 @@ ROWS, BATCH = 12, 4  # three optimizer steps
 
 
 def _cfg(**kw):
-    from harness.config import RunConfig
+    from harness.spec.config import RunConfig
 
     return RunConfig(model="tiny", batch_size=BATCH, epochs=1.0, lora_dropout=0.0, seed=0, **kw)
 
 
 def _pairs(tok, cfg):
-    from harness.tasks import Context, get_task
+    from harness.spec.task import Context, get_task
 
     task = get_task("cnn")
     ctx = Context(tok=tok, max_seq_len=cfg.max_seq_len, max_new_tokens=task.max_new_tokens, cfg=cfg)
@@ -87,9 +87,9 @@ def harness_run(folder, method: str, cfg, tok, pairs) -> dict:
     """The harness's own training path, as a cell runs it."""
     import torch
 
-    from harness.methods import resolve_method
-    from harness.models import load_model
-    from harness.training import train
+    from harness.spec.methods import resolve_method
+    from harness.cell.models import load_model
+    from harness.cell.training import train
 
     spec = resolve_method(method)
     trace: dict = {}
@@ -108,8 +108,8 @@ def trl_run(folder, method: str, cfg, tok, pairs) -> dict:
     from peft import LoraConfig, prepare_model_for_kbit_training
     from trl import SFTConfig, SFTTrainer
 
-    from harness.methods import resolve_method
-    from harness.models import load_model
+    from harness.spec.methods import resolve_method
+    from harness.cell.models import load_model
 
     spec = resolve_method(method)
     model = load_model(str(folder), spec, "cpu")

@@ -27,9 +27,9 @@ def _json(path):
 
 
 def test_trained_cells_evaluate_on_the_other_task_and_base_only_on_its_own(cross_run):
-    from harness.io import read_jsonl
-    from harness.metrics import summarise
-    from harness.tasks import get_task
+    from harness.core.files import read_jsonl
+    from harness.spec.metrics import summarise
+    from harness.spec.task import get_task
 
     done, run = cross_run
     assert done.returncode == 0, done.stderr[-3000:]

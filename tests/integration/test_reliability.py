@@ -91,7 +91,7 @@ def test_corrupted_record_is_reported_and_redone(reference_run, tmp_path):
 
 
 def test_injected_failure_is_isolated(monkeypatch, tmp_path, capsys, tiny_model_dir):
-    import harness.training as training
+    import harness.cell.training as training
 
     real = training.train
 
@@ -121,8 +121,8 @@ def test_injected_failure_is_isolated(monkeypatch, tmp_path, capsys, tiny_model_
 def test_out_of_memory_is_recorded_memory_freed_and_the_matrix_goes_on(monkeypatch, tmp_path, capsys):
     import torch
 
-    import harness.measure as measure
-    import harness.training as training
+    import harness.cell.measure as measure
+    import harness.cell.training as training
 
     freed = []
     monkeypatch.setattr(measure, "free_memory", lambda device: freed.append(device))
@@ -188,7 +188,7 @@ def test_cuda_out_of_memory_frees_memory_and_the_next_cell_runs(monkeypatch, tmp
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA device")
-    from harness.tasks import get_task
+    from harness.spec.task import get_task
 
     task = get_task("cnn")
     real = type(task).evaluate

@@ -119,7 +119,7 @@ def test_tensorboard_event_files_hold_the_loss_and_the_metrics(tracked):
 
 @pytest.mark.skipif("wandb" not in OPTIONAL, reason="wandb is not installed (pip install wandb)")
 def test_wandb_offline_run_folders(tracked):
-    from harness.tracker_backends import cell_id
+    from harness.integrations.tracker_backends import cell_id
 
     _, run = tracked
     for method, trainer_runs in (("base", 0), ("lora", 1)):

@@ -25,7 +25,7 @@ def status(cell: Path) -> dict:
 
 def probe(tokenizer_dir):
     """Fixed prompts, tokenised, for comparing logits across loads."""
-    from harness.models import load_tokenizer
+    from harness.cell.models import load_tokenizer
 
     tok = load_tokenizer(str(tokenizer_dir))
     texts = ["The city council voted on Tuesday to", "Summarize: rain fell across the valley all week."]
@@ -58,7 +58,7 @@ def no_op(train):
 @pytest.fixture(scope="module")
 def run_a(tmp_path_factory, tiny_model_dir, tokenizer_dir):
     """lora and qlora with the default --save (adapters), and each model's logits as the cell evaluated it."""
-    from harness.tasks import get_task
+    from harness.spec.task import get_task
 
     out = tmp_path_factory.mktemp("weights")
     ids = probe(tokenizer_dir)
@@ -95,7 +95,7 @@ def test_lora_export_reloads_with_the_evaluated_logits_and_predictions(run_a, tm
     from peft import AutoPeftModelForCausalLM
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from harness.generation import GenerationStats, generate
+    from harness.cell.generate import GenerationStats, generate
 
     out = tmp_path / "lora-export"
     assert main(["export", str(run_a["run"]), "cnn", "lora", str(out)]) == 0
@@ -115,7 +115,7 @@ def test_qlora_export_is_the_adapter_with_the_base_model_id(run_a, tmp_path, tin
     from peft import AutoPeftModelForCausalLM
     from transformers import BitsAndBytesConfig
 
-    from harness.weights import RELATIVE_TOLERANCE
+    from harness.cell.weights import RELATIVE_TOLERANCE
 
     out = tmp_path / "qlora-export"
     assert main(["export", str(run_a["run"]), "cnn", "qlora", str(out)]) == 0
@@ -153,7 +153,7 @@ def test_export_errors_are_one_line(run_a, tmp_path, capsys):
 
 def test_no_op_adapter_fails_the_cell_with_adapter_check(monkeypatch, tmp_path, capsys, tiny_model_dir):
     """An adapter whose B matrices stay zero changes nothing (peft #1836's 0.50 against 0.97): the cell fails."""
-    import harness.training as training
+    import harness.cell.training as training
 
     monkeypatch.setattr(training, "train", no_op(training.train))
     code = main([*SMALL, *INLINE, "--methods", "lora", "--out", str(tmp_path), "--run-name", "n"])
@@ -223,7 +223,7 @@ def test_checks_hold_under_cuda_mixed_precision(monkeypatch, tmp_path, capsys):
     adapter still fails, although prepare_model_for_kbit_training upcasts a quantized model's norms."""
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA device")
-    import harness.training as training
+    import harness.cell.training as training
 
     cuda = [*SMALL, *INLINE, "--device", "cuda", "--train-limit", "8"]
     assert main([*cuda, "--methods", "lora,qlora4,qlora8,full", "--out", str(tmp_path), "--run-name", "t"]) == 0

@@ -1,7 +1,7 @@
 """The cnn task: embedded data, chat templating and token-budget truncation."""
 
-from harness.config import RunConfig
-from harness.tasks import Context, get_task, n_tokens
+from harness.spec.config import RunConfig
+from harness.spec.task import Context, get_task, n_tokens
 from tasks.embedded.cnn_gen import generate
 
 CNN = get_task("cnn")

@@ -1,8 +1,8 @@
 import pytest
 
 from harness.cli import parse_run_args
-from harness.config import RunConfig, resolve
-from harness.errors import ConfigError
+from harness.spec.config import RunConfig, resolve
+from harness.core.errors import ConfigError
 
 
 def test_defaults():

@@ -5,10 +5,10 @@ import json
 import pandas as pd
 import pytest
 
-from harness.config import RunConfig
-from harness.data import holdout, parse_source
-from harness.errors import DataError
-from harness.tasks import get_task
+from harness.spec.config import RunConfig
+from harness.spec.data import holdout, parse_source
+from harness.core.errors import DataError
+from harness.spec.task import get_task
 from tasks.embedded.cnn_gen import generate
 
 CNN = get_task("cnn")

@@ -4,11 +4,11 @@ import json
 
 import pytest
 
-from harness import estimate_rules as rules
+from harness.plan import memory_rules as rules
 from harness.cli import main
-from harness.config import RunConfig
-from harness.errors import ConfigError
-from harness.estimate import (
+from harness.spec.config import RunConfig
+from harness.core.errors import ConfigError
+from harness.plan.estimate import (
     GiB,
     Shape,
     _bytes,
@@ -18,8 +18,8 @@ from harness.estimate import (
     shipped_names,
     shipped_shape,
 )
-from harness.methods import resolve_method
-from harness.plan_cmd import largest_batch
+from harness.spec.methods import resolve_method
+from harness.cli.plan import largest_batch
 
 TINY = Shape(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
              num_key_value_heads=2, vocab_size=49152, head_dim=16, tie_word_embeddings=True, name="tiny")
@@ -114,7 +114,7 @@ def test_gradient_accumulation_keeps_gradients_through_later_forwards():
 
 
 def test_adapter_dtype_follows_the_device():
-    """trl casts QLoRA adapters to bf16; harness.lean casts them back to fp32 on CPU."""
+    """trl casts QLoRA adapters to bf16; harness.cell.trl_changes casts them back to fp32 on CPU."""
     shape, spec = shipped_shape("llama2-7b"), resolve_method("qlora4")
     cpu = estimate(shape, spec, **{**KW, "device": "cpu"}).breakdown["adapters"]
     cuda = estimate(shape, spec, **KW).breakdown["adapters"]

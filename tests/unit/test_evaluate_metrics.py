@@ -4,9 +4,9 @@ import socket
 
 import pytest
 
-from harness.evaluate_metrics import NAMES, path
-from harness.metrics import summarise
-from harness.tasks import get_task
+from harness.integrations.evaluate_metrics import NAMES, path
+from harness.spec.metrics import summarise
+from harness.spec.task import get_task
 from tasks.embedded import cnn_gen, guanaco_gen
 
 BOOT, SEED = 200, 3

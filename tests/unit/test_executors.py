@@ -9,11 +9,11 @@ import tomllib
 
 import pytest
 
-from harness.config import RunConfig, parse_bytes
-from harness.console import PlainProgress
-from harness.errors import ConfigError
-from harness.executors import EXECUTORS, record_death
-from harness.records import CellStore
+from harness.spec.config import RunConfig, parse_bytes
+from harness.core.console import PlainProgress
+from harness.core.errors import ConfigError
+from harness.execute.executors import EXECUTORS, record_death
+from harness.records.store import CellStore
 from tests.conftest import ROOT
 
 
@@ -95,7 +95,7 @@ def test_ray_is_an_optional_extra_that_the_harness_never_imports_unasked():
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert not any(d.startswith("ray") for d in meta["dependencies"])
     assert any(d.startswith("ray") for d in meta["optional-dependencies"]["ray"])
-    code = ("import sys, harness.cli, harness.runner, harness.executors, harness.cell; "
+    code = ("import sys, harness.cli, harness.execute.runner, harness.execute.executors, harness.cell.job; "
             "print('ray' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

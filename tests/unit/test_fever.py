@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from harness.config import RunConfig
-from harness.errors import DataError
-from harness.tasks import Context, get_task
+from harness.spec.config import RunConfig
+from harness.core.errors import DataError
+from harness.spec.task import Context, get_task
 from tasks import react
 from tasks.docstore import Browser
 from tasks.embedded import fever_gen
@@ -85,7 +85,7 @@ def test_scores_by_hand():
         {"label": "NOT ENOUGH INFO", "reference": "NOT ENOUGH INFO", "finished": True, "steps": 3,
          "invalid_actions": 0},
     ]
-    from harness.metrics import summarise
+    from harness.spec.metrics import summarise
 
     out = summarise(F.score(preds), n_boot=200, seed=0)
     assert out["label_accuracy"]["value"] == 0.5

@@ -6,11 +6,11 @@ import random
 
 import pytest
 
-from harness.config import RunConfig
-from harness.errors import ConfigError
-from harness.records import CellStore
-from harness.report import load_records
-from harness.stats import paired_bootstrap
+from harness.spec.config import RunConfig
+from harness.core.errors import ConfigError
+from harness.records.store import CellStore
+from harness.report.tables import load_records
+from harness.core.stats import paired_bootstrap
 
 N_BOOT = 200
 
@@ -69,7 +69,7 @@ def run(tmp_path):
 
 
 def test_cross_change_is_the_paired_bootstrap_over_example_ids(run):
-    from harness.forgetting import cross_rows
+    from harness.report.cross_task import cross_rows
 
     rows = cross_rows(load_records(run), n_boot=N_BOOT)
     assert [(r["trained_on"], r["method"], r["task"], r["own"]) for r in rows] == [
@@ -86,7 +86,7 @@ def test_cross_change_is_the_paired_bootstrap_over_example_ids(run):
 
 
 def test_cross_table_reads_like_the_issue(run):
-    from harness.forgetting import cross_markdown, cross_table
+    from harness.report.cross_task import cross_markdown, cross_table
 
     header, rows = cross_table(load_records(run))
     assert header == ["trained on", "method", "cnn: rougeL ↑", "guanaco: label_accuracy ↑"]
@@ -98,7 +98,7 @@ def test_cross_table_reads_like_the_issue(run):
 
 
 def test_no_cross_section_no_table(tmp_path):
-    from harness.forgetting import cross_html, cross_markdown, cross_table
+    from harness.report.cross_task import cross_html, cross_markdown, cross_table
 
     write_cell(tmp_path / "r", "cnn", "base", values=BASE_C, metric="rougeL")
     write_cell(tmp_path / "r", "cnn", "lora", values=LORA_C, metric="rougeL")
@@ -107,7 +107,7 @@ def test_no_cross_section_no_table(tmp_path):
 
 
 def test_other_eval_rows_or_no_base_give_a_reason_not_a_number(tmp_path):
-    from harness.forgetting import cross_table
+    from harness.report.cross_task import cross_table
 
     run = tmp_path / "r"
     write_cell(run, "guanaco", "base", values=BASE_G, metric="label_accuracy")
@@ -118,7 +118,7 @@ def test_other_eval_rows_or_no_base_give_a_reason_not_a_number(tmp_path):
 
 
 def test_lower_is_better_gain_points_up_when_the_metric_falls(tmp_path):
-    from harness.forgetting import cross_rows
+    from harness.report.cross_task import cross_rows
 
     run = tmp_path / "r"
     steps_base = [3.0, 4.0, 3.0, 5.0, 4.0, 3.0]
@@ -133,7 +133,7 @@ def test_lower_is_better_gain_points_up_when_the_metric_falls(tmp_path):
 
 
 def test_seeds_pair_by_seed_and_example(tmp_path):
-    from harness.forgetting import cross_rows
+    from harness.report.cross_task import cross_rows
 
     run = tmp_path / "r"
     for seed in (0, 1):
@@ -150,7 +150,7 @@ def test_seeds_pair_by_seed_and_example(tmp_path):
 
 
 def test_gain_plot_and_html_section(run):
-    from harness.forgetting import cross_html, gain_plot
+    from harness.report.cross_task import cross_html, gain_plot
 
     records = load_records(run)
     assert gain_plot("cnn", records).startswith("data:image/png;base64,")
@@ -165,7 +165,7 @@ LM = {"results": {"tiny_mc": {"acc": {"value": 0.5, "stderr": 0.2, "higher_is_be
 
 
 def test_lm_eval_table_shows_stderr_and_change_from_base(tmp_path):
-    from harness.forgetting import lm_eval_markdown, lm_eval_table
+    from harness.report.cross_task import lm_eval_markdown, lm_eval_table
 
     run = tmp_path / "r"
     lora = {**LM, "results": {"tiny_mc": {**LM["results"]["tiny_mc"],
@@ -182,7 +182,7 @@ def test_lm_eval_table_shows_stderr_and_change_from_base(tmp_path):
 
 
 def test_parse_lm_eval_results():
-    from harness.lm_eval_bridge import parse_results
+    from harness.evaluate.lm_eval import parse_results
 
     out = {"results": {"arc_easy": {"alias": "arc_easy", "sample_len": 6, "acc,none": 0.5, "acc_stderr,none": 0.2,
                                     "acc_norm,none": 0.25, "acc_norm_stderr,none": "N/A"},
@@ -197,7 +197,7 @@ def test_parse_lm_eval_results():
 def test_lm_eval_missing_is_one_line_with_the_install_hint(monkeypatch):
     import importlib.util
 
-    from harness.lm_eval_bridge import check_lm_eval
+    from harness.evaluate.lm_eval import check_lm_eval
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "lm_eval" else real(name, *a))
@@ -208,14 +208,14 @@ def test_lm_eval_missing_is_one_line_with_the_install_hint(monkeypatch):
 
 def test_lm_eval_include_must_be_a_folder(tmp_path):
     pytest.importorskip("lm_eval")
-    from harness.lm_eval_bridge import check_lm_eval
+    from harness.evaluate.lm_eval import check_lm_eval
 
     with pytest.raises(ConfigError, match="--lm-eval-include .*missing is not a folder"):
         check_lm_eval(RunConfig(lm_eval=("tiny_mc",), lm_eval_include=str(tmp_path / "missing")))
 
 
 def test_cross_eval_warns_with_one_task_or_no_base(capsys):
-    from harness.cross_eval import check_cross_eval, other_tasks
+    from harness.evaluate.cross_task import check_cross_eval, other_tasks
 
     check_cross_eval(RunConfig(tasks=("cnn",), methods=("base", "lora"), cross_eval=True))
     assert "--cross-eval needs at least two tasks; with only cnn" in capsys.readouterr().err

@@ -2,8 +2,8 @@
 
 import pytest
 
-from harness.errors import ConfigError
-from harness.gate import compare, parse_tol
+from harness.core.errors import ConfigError
+from harness.report.gate import compare, parse_tol
 
 
 def cell(**metrics):

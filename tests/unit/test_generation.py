@@ -2,7 +2,7 @@
 
 import pytest
 
-from harness.generation import GenerationStats, generate
+from harness.cell.generate import GenerationStats, generate
 
 
 def test_batched_equals_single(tiny_model, tokenizer):

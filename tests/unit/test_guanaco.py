@@ -6,9 +6,9 @@ import math
 import pandas as pd
 import pytest
 
-from harness.config import RunConfig
-from harness.errors import DataError
-from harness.tasks import Context, get_task
+from harness.spec.config import RunConfig
+from harness.core.errors import DataError
+from harness.spec.task import Context, get_task
 from tasks.embedded.guanaco_gen import generate
 from tasks.ifeval import check
 
@@ -123,7 +123,7 @@ def test_scores_by_hand():
     assert s["ifeval_prompt_strict"] == [1.0, 0.0, None]  # the unconstrained prompt does not count
     assert s["ifeval_instruction_strict"] == [(2, 2), (1, 2), None]
     assert s["rougeL"][0] == 1.0 and s["rougeL"][1] == 0.0
-    from harness.metrics import summarise
+    from harness.spec.metrics import summarise
 
     out = summarise(s, n_boot=200, seed=0)
     assert out["ifeval_prompt_strict"]["value"] == 0.5 and out["ifeval_prompt_strict"]["n"] == 2
@@ -136,7 +136,7 @@ def test_reference_nll_matches_the_model_loss(tiny_model, tokenizer):
     """completion_nll equals the mean loss transformers computes over the same completion tokens."""
     import torch
 
-    from harness.generation import completion_nll
+    from harness.cell.generate import completion_nll
 
     prompts, completions = ["Question: two plus two?", "Hi"], ["Four, of course.", "Hello there, friend"]
     got = completion_nll(tiny_model, tokenizer, prompts, completions, batch_size=2)

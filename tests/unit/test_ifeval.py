@@ -38,7 +38,7 @@ def test_check_ignores_ifeval_none_kwargs_and_returns_one_result_per_instruction
 
 
 def test_unknown_instruction_lists_the_known_ones():
-    from harness.errors import ConfigError
+    from harness.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="unknown instruction 'punctuation:no_comma'; valid instructions: "):
         check("x", ["punctuation:no_comma"], [{}])

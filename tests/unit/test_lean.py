@@ -4,7 +4,7 @@ log-probabilities, loss and gradients, same token counts; only the work on paddi
 import pytest
 import torch
 
-from harness import lean
+from harness.cell import trl_changes as lean
 
 
 def _rows(lengths, heads=4, kv_heads=2, dim=8, seed=0):

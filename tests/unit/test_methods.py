@@ -2,8 +2,8 @@ import dataclasses
 
 import pytest
 
-from harness.errors import ConfigError
-from harness.methods import METHODS, MethodSpec, lora, resolve_method
+from harness.core.errors import ConfigError
+from harness.spec.methods import METHODS, MethodSpec, lora, resolve_method
 
 
 def test_matrix_methods():

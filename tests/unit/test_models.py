@@ -4,8 +4,8 @@ import zipfile
 
 import pytest
 
-from harness import models
-from harness.errors import ModelError
+from harness.cell import models
+from harness.core.errors import ModelError
 
 
 def test_resolution(tiny_model_dir, tmp_path):
@@ -79,7 +79,7 @@ def test_cpu_dtype_is_float32():
 
 
 def models_spec(name):
-    from harness.methods import resolve_method
+    from harness.spec.methods import resolve_method
 
     return resolve_method(name)
 
@@ -116,8 +116,8 @@ def test_trainer_precision_flags_follow_the_capability(monkeypatch, tiny_model_d
     import torch
     import trl
 
-    from harness import training
-    from harness.config import RunConfig
+    from harness.cell import training
+    from harness.spec.config import RunConfig
 
     seen = []
 

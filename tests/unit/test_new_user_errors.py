@@ -5,11 +5,11 @@ import shutil
 
 import pytest
 
-from harness import models
+from harness.cell import models
 from harness.cli import main
-from harness.config import RunConfig
-from harness.errors import ModelError
-from harness.tasks import get_task
+from harness.spec.config import RunConfig
+from harness.core.errors import ModelError
+from harness.spec.task import get_task
 from tests.conftest import one_error_line, run_cli
 
 CLAIMS = [{"id": i, "claim": f"Real claim number {i}.", "label": ("SUPPORTS", "REFUTES")[i % 2]} for i in range(8)]

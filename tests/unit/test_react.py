@@ -142,7 +142,7 @@ def test_browser_lookup_cursor():
 
 
 def test_docstore_from_jsonl_errors(tmp_path):
-    from harness.errors import DataError
+    from harness.core.errors import DataError
 
     with pytest.raises(DataError, match="does not exist"):
         DocStore.from_jsonl(str(tmp_path / "missing.jsonl"))

@@ -5,14 +5,14 @@ import re
 import numpy as np
 import pytest
 
-from harness.config import RunConfig
-from harness.errors import ConfigError
-from harness.metrics import summarise
-from harness.recommend import paragraphs, parse_budget, recommend
-from harness.records import CellStore
-from harness.report import load_records, markdown, task_tables
-from harness.seeds import collapse, paired_over_seeds, seed_mean_ci
-from harness.stats import paired_bootstrap
+from harness.spec.config import RunConfig
+from harness.core.errors import ConfigError
+from harness.spec.metrics import summarise
+from harness.report.recommend import paragraphs, parse_budget, recommend
+from harness.records.store import CellStore
+from harness.report.tables import load_records, markdown, task_tables
+from harness.report.seeds import collapse, paired_over_seeds, seed_mean_ci
+from harness.core.stats import paired_bootstrap
 
 GIB = 2**30
 N = 40  # eval examples per cell
@@ -200,7 +200,7 @@ def test_recommendation_uses_every_seed(tmp_path):
     records = load_records(tmp_path)
     rec = only(tmp_path)
     assert rec.method == "qlora" and "lora is within its CI (" in rec.text and ", 2 seeds) but needs 4.00x" in rec.text
-    from harness.compare import paired_comparisons
+    from harness.report.compare import paired_comparisons
     (row,) = paired_comparisons(records, n_boot=500)
     assert row["n"] == 2 * N and row["n_seeds"] == 2
 
@@ -230,7 +230,7 @@ def test_report_files_and_the_report_command(tmp_path, capsys):
 def test_one_seed_summary_has_no_seed_column(tmp_path):
     import csv
 
-    from harness.report import write_reports
+    from harness.report.tables import write_reports
 
     cell(tmp_path, "lora", scores(0.7, 1), peak=GIB)
     write_reports(tmp_path, load_records(tmp_path))

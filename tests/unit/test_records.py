@@ -2,8 +2,8 @@
 
 import json
 
-from harness.io import atomic_write_json, read_json
-from harness.records import CellStore, environment, git_state
+from harness.core.files import atomic_write_json, read_json
+from harness.records.store import CellStore, environment, git_state
 
 
 def test_atomic_write_leaves_no_temp_files(tmp_path):

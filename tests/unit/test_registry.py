@@ -1,7 +1,7 @@
 import pytest
 
-from harness.errors import ConfigError
-from harness.registry import Registry
+from harness.core.errors import ConfigError
+from harness.core.registry import Registry
 
 
 def test_decorator_registers_and_duplicates_raise():
@@ -26,9 +26,9 @@ def test_unknown_name_lists_valid_names():
 
 
 def test_builtin_registries_are_filled():
-    from harness.methods import METHODS
-    from harness.metrics import METRICS
-    from harness.tasks import get_task
+    from harness.spec.methods import METHODS
+    from harness.spec.metrics import METRICS
+    from harness.spec.task import get_task
 
     assert get_task("cnn").name == "cnn"
     assert {"base", "full", "lora", "qlora", "qlora4", "qlora8"} <= set(METHODS)

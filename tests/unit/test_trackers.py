@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from harness import tracker_backends, trackers
+from harness.integrations import tracker_backends
+from harness.integrations import trackers
 from harness.cli import main
-from harness.config import RunConfig
-from harness.errors import ConfigError
+from harness.spec.config import RunConfig
+from harness.core.errors import ConfigError
 
 REAL_FIND_SPEC = importlib.util.find_spec
 

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from harness import vllm_backend
-from harness.errors import ConfigError, HarnessError
+from harness.cell import vllm as vllm_backend
+from harness.core.errors import ConfigError, HarnessError
 
 
 def test_cpu_is_refused_in_one_line():
@@ -27,7 +27,7 @@ def test_missing_extra_names_the_install_command(monkeypatch):
 
 
 def test_generate_on_a_cpu_model_is_refused_before_vllm_is_imported(tiny_model, tokenizer):
-    from harness.generation import GenerationStats
+    from harness.cell.generate import GenerationStats
 
     with pytest.raises(ConfigError, match="needs a CUDA GPU"):
         vllm_backend.generate(tiny_model, tokenizer, ["hello"], 4, 2, GenerationStats())

@@ -1,15 +1,15 @@
-"""The weight checks and saving of harness/weights.py on the tiny model, without training, and sub-folder checksums."""
+"""The weight checks and saving of harness/cell/weights.py on the tiny model, without training, and sub-folder checksums."""
 
 import json
 
 import pytest
 import torch
 
-from harness.config import RunConfig
-from harness.errors import AdapterCheckError
-from harness.methods import resolve_method
-from harness.records import CellStore
-from harness.weights import ADAPTER, MODEL, RELATIVE_TOLERANCE, finalize, logits, probe_inputs, save_kind
+from harness.spec.config import RunConfig
+from harness.core.errors import AdapterCheckError
+from harness.spec.methods import resolve_method
+from harness.records.store import CellStore
+from harness.cell.weights import ADAPTER, MODEL, RELATIVE_TOLERANCE, finalize, logits, probe_inputs, save_kind
 
 
 @pytest.mark.parametrize("save, method, expected", [
@@ -26,7 +26,7 @@ def test_save_kind(save, method, expected):
 
 @pytest.fixture
 def probe(tokenizer, ctx):
-    from harness.tasks import get_task
+    from harness.spec.task import get_task
 
     task = get_task("cnn")
     rows = task.load(RunConfig(model="tiny-llama", eval_limit=3, train_limit=4))["eval"]

@@ -1,0 +1,208 @@
+"""One cell as a self-contained job: its ``config.json`` in, its record folder out.
+
+    python -m harness.cell results/RUN/cnn/lora
+
+The runner writes ``config.json`` (the resolved cell settings plus the whole run config) into the cell
+folder and hands the folder to an executor; this module is what runs there, in whatever process, node or
+container the executor chose. It resolves the model and loads the task's data itself, so a cell needs
+nothing from the process that planned it. A failure inside the cell is recorded in ``status.json`` (kind and
+message) and the process still exits 0; a non-zero exit or a signal means the cell could not record its own
+end, and the executor records it instead (harness/execute/executors.py).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+from harness.core.console import console
+from harness.core.errors import classify, one_line
+from harness.records.store import CellStore, environment
+
+
+def load_job(cell_dir: Path):
+    """(RunConfig, Task, MethodSpec, CellStore, config dict) from a cell folder's config.json."""
+    from harness.spec.config import RunConfig
+    from harness.core.files import read_json
+    from harness.spec.methods import MethodSpec
+    from harness.spec.task import get_task
+
+    conf = read_json(cell_dir / "config.json")
+    run = dict(conf["run"])
+    run["tasks"], run["methods"] = tuple(run["tasks"]), tuple(run["methods"])
+    for key in ("seeds", "lm_eval", "report_to"):
+        if run.get(key) is not None:
+            run[key] = tuple(run[key])
+    cfg = RunConfig(**run)
+    store = CellStore(cell_dir.parent.parent, cell_dir.parent.name, cell_dir.name)
+    return cfg, get_task(conf["task"]), MethodSpec(**conf["method"]), store, conf
+
+
+def run_cell(cell_dir: Path, data: dict | None = None) -> dict:
+    """Run the cell in ``cell_dir``; never raises for a failure inside the cell (it is recorded instead).
+
+    ``data`` lets the inline executor pass the rows the runner already loaded.
+    """
+    from harness.cell.measure import free_memory
+    from harness.cell.models import resolve_device, resolve_model
+
+    cfg, task, spec, store, conf = load_job(Path(cell_dir))
+    if cfg.report_to:
+        from harness.integrations.trackers import enter_cell
+
+        enter_cell(cfg, cell_dir)  # the trainer's tracker run becomes this cell's run
+    label = f"{task.name} x {spec.name}"
+    os.environ.setdefault("HARNESS_CELL", label)  # progress lines name the cell (harness/core/console.py)
+    t0 = time.perf_counter()
+    error = None
+    device = "cpu"
+    try:
+        device = resolve_device(cfg.device)
+        env = environment(device)
+        env["executor"] = cfg.executor
+        env["pid"] = os.getpid()
+        store.write_json("env.json", env)
+        if data is None:
+            data = task.load(cfg)
+        store.write_json("data.json", data["fingerprint"])
+        skip = skip_reason(spec, device)
+        if skip:
+            console.print(f"[yellow]skipped: {skip[1]}[/]")
+            return store.finish("skipped", error_kind=skip[0], message=skip[1])
+        execute(cfg, task, spec, store, conf, data, resolve_model(cfg.model).location, device)
+    except KeyboardInterrupt:
+        raise
+    except Exception as e:  # noqa: BLE001  (isolation: any failure is recorded, the matrix goes on)
+        error = (classify(e), one_line(e), getattr(e, "step", None))
+    if error is None:
+        console.print(f"[green]done[/] {label} in {time.perf_counter() - t0:.0f} s")
+        return store.read_json("status.json")
+    free_memory(device)  # after the except block, so the traceback no longer pins the model
+    kind, message, step = error
+    console.print(f"[red]failed[/] {label}: {kind}: {message}")
+    fields = {"error_kind": kind, "message": message}
+    if step is not None:
+        fields["step"] = step
+    return store.finish("failed", **fields)
+
+
+def skip_reason(spec, device: str) -> tuple[str, str] | None:
+    """(error kind, message) when this machine cannot run the method at all, else None."""
+    import importlib.util
+
+    if spec.requires_cuda and device != "cuda":
+        return "needs_cuda", f"method {spec.name} needs a CUDA device and this run is on {device}"
+    if spec.quantized and importlib.util.find_spec("bitsandbytes") is None:
+        return "needs_bitsandbytes", (f"method {spec.name} needs bitsandbytes, which is not installed "
+                                      "(pip install bitsandbytes)")
+    return None
+
+
+def execute(cfg, task, spec, store, conf: dict, data: dict, model_location: str, device: str) -> None:
+    """Train (if the method trains), generate, score; write train.json, predictions, metrics and status."""
+    from harness.cell import training
+    from harness.cell import weights
+    from harness.cell.generate import GenerationStats
+    from harness.cell.measure import PeakMemory, seed_everything
+    from harness.spec.metrics import summarise
+    from harness.cell.models import load_model, load_tokenizer, precision_record
+    from harness.spec.task import Context
+
+    hp = conf["hyperparameters"]
+    seed_everything(cfg.seed)
+    if cfg.generate_backend == "vllm":
+        from harness.cell import generate as generation
+        from harness.cell import vllm as vllm_backend
+
+        vllm_backend.check_available(device)
+        generation.BACKEND["name"] = "vllm"
+    tok = load_tokenizer(model_location)
+    ctx = Context(tok=tok, max_seq_len=cfg.max_seq_len, max_new_tokens=hp["max_new_tokens"],
+                  template=cfg.template, batch_size=cfg.eval_batch_size, cfg=cfg)
+    pairs = [task.train_pair(r, ctx) for r in data["train"]] if spec.trains else []
+    probe = weights.probe_inputs(task, data["eval"], ctx) if spec.trains else []  # the weight checks' prompts
+    stats = GenerationStats()
+    with PeakMemory(device) as mem:
+        t_load = time.perf_counter()
+        if spec.trains and cfg.num_processes > 1:
+            from harness.cell.distributed import train_distributed
+
+            # The job's processes load their own copies; this one loads only the trained weights, after.
+            base_logits = weights.base_logits(model_location, spec, device, probe)
+            model, train_record = train_distributed(cfg, spec, store.dir, model_location, device, merge=False)
+            load_s = time.perf_counter() - t_load - train_record["train_s"]
+            footprint = model.get_memory_footprint()
+        else:
+            model = load_model(model_location, spec, device)
+            load_s = time.perf_counter() - t_load
+            footprint = model.get_memory_footprint()
+            if spec.trains:
+                base_logits = weights.logits(model, probe)
+                model, train_record = training.train(model, tok, spec, pairs, cfg, device, merge=False)
+            else:
+                _, total = training.count_parameters(model)
+                train_record = {"trained": False, "trainable_params": 0, "total_params": total}
+        if spec.trains:  # --save, then the checks that the trained weights are applied (harness/cell/weights.py)
+            model, weight_record = weights.finalize(model, spec, tok, cfg, store, probe, base_logits)
+            train_record.update(weight_record)
+        store.write_json("train.json", train_record)
+        t_eval = time.perf_counter()
+        predictions = task.evaluate(model, data["eval"], ctx, stats)
+        eval_s = time.perf_counter() - t_eval
+    after = evaluate_after(cfg, task, spec, model, tok, store)  # --cross-eval and --lm-eval, outside the peak
+    del model
+    values = task.score(predictions)
+    for i, p in enumerate(predictions):
+        p["scores"] = {name: vals[i] for name, vals in values.items()}
+    store.write_jsonl("predictions.jsonl", predictions)
+    quality = summarise(values, cfg.bootstrap, cfg.seed)
+    total = train_record["total_params"]
+    measurements = {
+        "memory": {**mem.result, "peak_bytes": mem.peak_bytes, "model_footprint_bytes": footprint},
+        "timing": {"load_s": load_s, "train_s": train_record.get("train_s", 0.0), "eval_s": eval_s,
+                   "train_tokens_per_s": train_record.get("train_tokens_per_s"), **stats.to_dict()},
+        "params": {"trainable": train_record["trainable_params"], "total": total,
+                   "trainable_pct": 100.0 * train_record["trainable_params"] / total if total else 0.0},
+        "precision": precision_record(spec, device),
+    }
+    store.write_json("metrics.json", {"task": task.name, "method": spec.name, "seed": cfg.seed,
+                                      "quality": quality, "main_metric": task.main_metric,
+                                      "extra": task.extra_report(predictions), "measurements": measurements,
+                                      **after})
+    store.finish("ok")
+
+
+def evaluate_after(cfg, task, spec, model, tok, store) -> dict:
+    """The final model on the run's other tasks (--cross-eval) and on lm-eval tasks (--lm-eval), in memory.
+
+    Both come after the cell's own evaluation, so its timing and peak memory are those of the task alone.
+    """
+    from harness.evaluate.cross_task import cross_evaluate
+
+    out = {}
+    cross = cross_evaluate(cfg, task, spec, model, tok, store)
+    if cross is not None:
+        out["cross"] = cross
+    if cfg.lm_eval:
+        from harness.evaluate.lm_eval import run_lm_eval  # the optional extra, imported only when asked for
+
+        out["lm_eval"] = run_lm_eval(model, tok, cfg)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if len(argv) != 1 or not (Path(argv[0]) / "config.json").is_file():
+        print("usage: python -m harness.cell CELL_DIR  (a cell folder holding config.json)", file=sys.stderr)
+        return 2
+    from harness.execute.runner import quiet_libraries
+
+    quiet_libraries()
+    run_cell(Path(argv[0]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""Supervised fine-tuning with trl's SFTTrainer, shared by every trained method.
+
+Rows arrive as prompt/completion pairs whose prompt is already rendered with the chat template, so trl
+masks the prompt and the loss covers the completion tokens only. Hyperparameters come from the run config;
+only the learning rate and the weight format are method-specific. A callback shows progress, records the
+loss curve, and stops at the first non-finite loss, naming the step.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+import time
+
+from harness.core.console import console, progress_bar
+from harness.core.errors import NonFiniteLossError
+from harness.cell.trl_changes import apply as apply_lean
+from harness.cell.models import mixed_precision
+
+
+def count_parameters(model) -> tuple[int, int]:
+    """(trainable, total). bitsandbytes packs two 4-bit weights per byte, so Params4bit numel is doubled,
+    as peft's own count does."""
+    trainable = total = 0
+    for p in model.parameters():
+        n = p.numel()
+        if p.__class__.__name__ == "Params4bit":
+            n *= 2 * getattr(getattr(p, "quant_storage", None), "itemsize", 1)
+        total += n
+        trainable += n if p.requires_grad else 0
+    return trainable, total
+
+
+def _callback(total_steps: int, advance, curve: list):
+    from transformers import TrainerCallback
+
+    class Monitor(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kw):
+            loss = (logs or {}).get("loss")
+            if loss is None:
+                return
+            if not math.isfinite(loss):
+                raise NonFiniteLossError(state.global_step, loss)
+            curve.append({"step": state.global_step, "loss": float(loss), "lr": logs.get("learning_rate")})
+            advance(0, loss=f"{loss:.3f}")
+
+        def on_step_end(self, args, state, control, **kw):
+            advance(1)
+
+    return Monitor()
+
+
+def train(model, tok, spec, pairs: list[dict], cfg, device: str, merge: bool = True, save_to: str | None = None,
+          callbacks: tuple = ()):
+    """Train ``model`` on prompt/completion ``pairs``; return (model ready for generation, train record).
+
+    ``merge=False`` returns a LoRA model with its adapter unmerged. ``save_to`` saves the trained weights with
+    the trainer (an adapter for LoRA; under FSDP or DeepSpeed the trainer gathers the shards), before any
+    merge. ``callbacks`` are extra TrainerCallbacks (harness/cell/distributed.py records what each process saw).
+    """
+    from datasets import Dataset
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+    from trl import SFTConfig, SFTTrainer
+
+    from harness.integrations.trackers import trainer_report_to  # stdlib only; tracker packages load in the callbacks
+
+    t_setup = time.perf_counter()  # adapters, tokenizing the rows, the trainer: "setup_s", apart from train_s
+    peft_config = None
+    if spec.finetune == "lora":
+        from peft import LoraConfig, prepare_model_for_kbit_training
+
+        if spec.quantized:
+            # Casts norms to fp32 and enables input gradients so that LoRA can train over frozen k-bit weights.
+            model = prepare_model_for_kbit_training(
+                model, use_gradient_checkpointing=cfg.gradient_checkpointing,
+                gradient_checkpointing_kwargs={"use_reentrant": False})
+        peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                                 target_modules=spec.lora_target_modules, task_type="CAUSAL_LM")
+
+    lr = cfg.lr if cfg.lr is not None else spec.lr
+    precision = mixed_precision(device)
+    workdir = tempfile.mkdtemp(prefix="harness-trainer-")  # nothing is saved there: save_strategy="no"
+    args = SFTConfig(
+        output_dir=workdir, per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum, num_train_epochs=cfg.epochs, learning_rate=lr,
+        lr_scheduler_type="linear", logging_steps=1, logging_nan_inf_filter=False, save_strategy="no",
+        report_to=trainer_report_to(cfg),  # --report-to: loss curves into each cell's tracker run
+        disable_tqdm=True, seed=cfg.seed, data_seed=cfg.seed, max_length=cfg.max_seq_len,
+        completion_only_loss=True, include_num_input_tokens_seen="non_padding",
+        activation_checkpointing=cfg.gradient_checkpointing,
+        # bf16 from compute capability 8.0 up, fp16 below it (T4, V100), none on CPU (harness/cell/models.py)
+        use_cpu=device == "cpu", bf16=precision == "bf16", fp16=precision == "fp16")
+    dataset = Dataset.from_list([{"prompt": p["prompt"], "completion": p["completion"]} for p in pairs])
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tok,
+                         peft_config=peft_config)
+    # Padding-free batches, a compact LM head, selective recomputation: same loss, less time and memory
+    # (harness/cell/trl_changes.py says what each does and why)
+    lean = apply_lean(trainer, cfg, device)
+    for name, why in lean.skipped.items():
+        console.print(f"[yellow]{name.replace('_', '-')} off: {why}[/]", soft_wrap=True)
+    trainable, total = count_parameters(trainer.model)
+    steps = trainer.state.max_steps or _planned_steps(len(trainer.train_dataset), cfg)
+    curve: list[dict] = []
+    for cb in (PrinterCallback, ProgressCallback):
+        trainer.remove_callback(cb)
+    for cb in callbacks:
+        trainer.add_callback(cb)
+    with progress_bar(f"train {spec.name}", steps) as advance:
+        trainer.add_callback(_callback(steps, advance, curve))
+        t0 = time.perf_counter()
+        try:
+            trainer.train()
+        finally:
+            lean.restore()
+            shutil.rmtree(workdir, ignore_errors=True)
+        seconds = time.perf_counter() - t0
+    tokens = int(trainer.state.num_input_tokens_seen)
+    if save_to is not None:
+        trainer.save_model(save_to)
+    model = trainer.model
+    merged = False
+    if merge and spec.finetune == "lora" and not spec.quantized:
+        # Merging leaves no adapter overhead at inference, LoRA's promise. Over 4/8-bit weights a merge would
+        # re-quantize and change the model, so QLoRA adapters stay separate.
+        model = model.merge_and_unload()
+        merged = True
+    record = {
+        "trained": True, "lr": lr, "steps": trainer.state.global_step, "epochs": cfg.epochs,
+        "train_rows": len(trainer.train_dataset), "train_tokens": tokens, "train_s": seconds,
+        "train_tokens_per_s": tokens / seconds if seconds else float("nan"), "setup_s": t0 - t_setup,
+        "trainable_params": trainable, "total_params": total, "loss_curve": curve,
+        "final_loss": curve[-1]["loss"] if curve else None, "adapter_merged": merged,
+        "lean": lean.names, "lean_skipped": lean.skipped,
+    }
+    return model, record
+
+
+def _planned_steps(rows: int, cfg) -> int:
+    return max(1, math.ceil(math.ceil(rows / cfg.batch_size) / cfg.grad_accum * cfg.epochs))

@@ -1,0 +1,357 @@
+"""Pre-flight estimate of a cell's peak memory, from a transformers-style config.json alone.
+
+Pure Python (no torch, no transformers), so `run_matrix.py plan` answers in well under a second. The rules
+count what this harness actually runs, op by op (harness/plan/memory_rules.py has the per-tensor ones;
+benchmarks/memory_check.py measures them on CPU and docs/memory.md has the table):
+
+* trl 1.16 SFTTrainer with a completion-only loss, set up by harness.cell.trl_changes: padding-free batches, an LM head
+  that projects only the trained positions in tiles (the logits are never built for the whole batch), and,
+  on CPU, selective recomputation of each layer.
+* CPU: every tensor float32. CUDA: weights and activations in the compute dtype (bf16 from compute
+  capability 8; fp16 below it, with fp32 master weights for full fine-tuning, harness.cell.models.weight_dtype).
+  LoRA adapters are fp32 (peft autocast_adapter_dtype); over 4/8-bit weights trl casts them to bf16 on CUDA
+  (harness.cell.trl_changes casts them back to fp32 on CPU), and peft's prepare_model_for_kbit_training casts every
+  non-quantized weight (embeddings, norms, lm_head) to fp32, so the residual stream runs in fp32.
+* AdamW: two states per trainable parameter in the parameter's dtype, allocated at the first step and kept;
+  the fused kernel (transformers' default optimizer for torch >= 2.8) needs no temporaries.
+* The peak is the largest of a step's moments: the loss forward, the loss backward, the recompute of the
+  last checkpointed layer, the end of the backward pass, and the optimizer step.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.core.errors import ConfigError
+
+GiB = 2**30
+SHIPPED = Path(__file__).parent / "model_configs"
+
+# bitsandbytes NF4 (QLoRA, arXiv 2305.14314 sec. 3): 4 bits per weight, one absmax per 64-weight block; with
+# double quantization that absmax is 8-bit, with one fp32 absmax per 256 of them, plus a 256-entry fp32 code.
+NF4_BLOCK, DQ_BLOCK = 64, 256
+# bitsandbytes 8-bit optimizers (Dettmers et al. 2021, arXiv 2110.02861): each state is 1 byte per value plus
+# one fp32 absmax per 256-value block (blockwise update kernels); tensors under 4096 values keep 32-bit states
+# (bnb.optim.optimizer.Optimizer8bit, min_8bit_size=4096).
+OPT8_BLOCK, OPT8_MIN_SIZE = 256, 4096
+LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+OPTIMIZERS = ("adamw", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit", "sgd")
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The sizes of a Llama-architecture decoder (Llama 2/3, Mistral, SmolLM2): all the estimate needs."""
+
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    vocab_size: int
+    head_dim: int
+    tie_word_embeddings: bool = False
+    name: str = ""
+
+    def __post_init__(self):
+        for key in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                    "num_key_value_heads", "vocab_size", "head_dim"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ConfigError(f"model config {self.name or ''}: {key} must be a positive integer, got {value!r}")
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ConfigError(f"model config {self.name}: num_attention_heads ({self.num_attention_heads}) must be "
+                              f"a multiple of num_key_value_heads ({self.num_key_value_heads})")
+
+    @classmethod
+    def from_config(cls, cfg: dict, name: str = "") -> Shape:
+        need = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
+        missing = [k for k in need if k not in cfg]
+        if missing:
+            raise ConfigError(f"model config {name or '(dict)'} has no {', '.join(missing)}; pass a Llama-style "
+                              "config.json (hidden_size, intermediate_size, num_hidden_layers, ...)")
+        heads = cfg["num_attention_heads"]
+        return cls(hidden_size=cfg["hidden_size"], intermediate_size=cfg["intermediate_size"],
+                   num_hidden_layers=cfg["num_hidden_layers"], num_attention_heads=heads,
+                   num_key_value_heads=cfg.get("num_key_value_heads") or heads, vocab_size=cfg["vocab_size"],
+                   head_dim=cfg.get("head_dim") or cfg["hidden_size"] // heads,
+                   # LlamaConfig and MistralConfig default to untied embeddings
+                   tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)), name=name)
+
+    @property
+    def q_dim(self) -> int:
+        return self.num_attention_heads * self.head_dim
+
+    @property
+    def kv_dim(self) -> int:
+        return self.num_key_value_heads * self.head_dim
+
+    def linears(self) -> dict[str, tuple[int, int]]:
+        """(out_features, in_features) of each projection in one decoder layer."""
+        h, i, q, kv = self.hidden_size, self.intermediate_size, self.q_dim, self.kv_dim
+        return {"q_proj": (q, h), "k_proj": (kv, h), "v_proj": (kv, h), "o_proj": (h, q),
+                "gate_proj": (i, h), "up_proj": (i, h), "down_proj": (h, i)}
+
+    @property
+    def layer_linear_params(self) -> int:
+        return sum(o * i for o, i in self.linears().values())
+
+    @property
+    def other_params(self) -> int:
+        """Embeddings, lm_head (unless tied), the 2 norms per layer and the final norm: never quantized."""
+        embed = self.vocab_size * self.hidden_size * (1 if self.tie_word_embeddings else 2)
+        return embed + self.hidden_size * (2 * self.num_hidden_layers + 1)
+
+    @property
+    def n_params(self) -> int:
+        return self.num_hidden_layers * self.layer_linear_params + self.other_params
+
+
+def load_shape(path: str | Path, name: str | None = None) -> Shape:
+    p = Path(path)
+    try:
+        cfg = json.loads(p.read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot read model config {p}: {e}; pass a config.json file") from None
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"model config {p} is not a JSON object; pass a transformers config.json")
+    return Shape.from_config(cfg.get("text_config", cfg), name or (p.parent.name if p.name == "config.json"
+                                                                   else p.stem))
+
+
+def shipped_names() -> list[str]:
+    return sorted(p.stem for p in SHIPPED.glob("*.json"))
+
+
+def shipped_shape(name: str) -> Shape | None:
+    """A shipped config by its short name (llama2-7b) or by the hub id it records (meta-llama/Llama-2-7b-hf)."""
+    path = SHIPPED / f"{name}.json"
+    if path.is_file():
+        return load_shape(path, name)
+    for p in SHIPPED.glob("*.json"):
+        cfg = json.loads(p.read_text())
+        if name.lower() in (h.lower() for h in cfg.get("_hub_ids", [])):
+            return load_shape(p, p.stem)
+    return None
+
+
+# --- the estimate -------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Estimate:
+    method: str
+    breakdown: dict  # component -> bytes at the peak moment
+    phase: str  # which moment of the step the peak falls in
+    weight_format: str  # fp32, bf16, nf4+dq, nf4, int8
+    notes: tuple = field(default=())
+
+    @property
+    def total_bytes(self) -> int:
+        return int(sum(self.breakdown.values()))
+
+    def fits(self, budget_bytes: int) -> bool:
+        return self.total_bytes <= budget_bytes
+
+    def describe(self) -> str:
+        parts = [f"{k.replace('_', ' ')} {v / GiB:.2f}" + (f" ({self.weight_format})" if k == "weights" else "")
+                 for k, v in self.breakdown.items() if v >= GiB / 200]
+        return f"est. peak {self.total_bytes / GiB:.1f} GiB ({self.phase}): " + " + ".join(parts)
+
+
+@dataclass(frozen=True)
+class _Bytes:
+    """Bytes per element of each kind of tensor, for one method on one device."""
+
+    weight: int  # non-quantized base weights (and, for full, the trained ones)
+    act: int  # projection outputs, attention, MLP intermediates (the compute dtype)
+    res: int  # residual stream and norm outputs
+    adapter: int  # LoRA A/B, their gradients and AdamW states
+    lora_in: int  # the dropped-out input lora_A keeps
+    dropout_mask: int  # what dropout keeps for backward
+
+
+def _bytes(spec, device: str, compute_bytes: int | None, mixed_precision: str | None = None) -> _Bytes:
+    c = compute_bytes or (4 if device == "cpu" else 2)
+    if spec.finetune == "full" and device == "cuda" and mixed_precision == "fp16":
+        # Below compute capability 8 (T4) the harness trains in fp16 autocast over fp32 master weights, because
+        # torch's GradScaler refuses fp16 gradients (harness.cell.models.weight_dtype); the embeddings, and so the
+        # residual stream, stay fp32.
+        return _Bytes(weight=4, act=c, res=4, adapter=4, lora_in=c, dropout_mask=1)
+    # peft casts x to the adapter dtype before dropout and lora_A. On CPU (no autocast) lora_A keeps that
+    # cast, and dropout (at::_dropout_impl) a noise tensor of the same dtype; on CUDA the Trainer's bf16
+    # autocast makes lora_A keep a compute-dtype copy, and the fused native_dropout keeps a bool mask.
+    if spec.quantized:
+        # peft prepare_model_for_kbit_training: non-quantized params -> fp32; trl: adapters -> bf16, which
+        # harness.cell.trl_changes casts back to fp32 on CPU (no bf16 units there).
+        adapter = 4 if device == "cpu" else 2
+        return _Bytes(weight=4, act=c, res=4, adapter=adapter, lora_in=adapter if device == "cpu" else c,
+                      dropout_mask=adapter if device == "cpu" else 1)
+    adapter = 4  # peft autocast_adapter_dtype=True keeps adapters fp32
+    return _Bytes(weight=c, act=c, res=c, adapter=adapter, lora_in=adapter if device == "cpu" else c,
+                  dropout_mask=adapter if device == "cpu" else 1)
+
+
+def _targets(shape: Shape, lora_target_modules: str) -> dict[str, tuple[int, int]]:
+    if lora_target_modules in ("all-linear", "all_linear"):
+        return shape.linears()
+    names = [t.strip() for t in lora_target_modules.split(",") if t.strip()]
+    bad = [t for t in names if t not in LINEARS]
+    if bad or not names:
+        raise ConfigError(f"LoRA target {bad[0] if bad else lora_target_modules!r} is not a projection of this "
+                          f"model; use all-linear or a comma list of {', '.join(LINEARS)}")
+    return {t: shape.linears()[t] for t in names}
+
+
+def _quantized_weights(shape: Shape, spec) -> tuple[int, int]:
+    """(packed weights, quantization constants) of the decoder layers' projections in bytes."""
+    total = 0
+    consts = 0
+    for out_f, in_f in shape.linears().values():
+        n = out_f * in_f
+        if spec.bits == 8:  # LLM.int8: int8 weights, one fp32 scale (SCB) per output row
+            total += n
+            consts += 4 * out_f
+        else:
+            blocks = math.ceil(n / NF4_BLOCK)
+            total += math.ceil(n / 2)
+            if spec.bnb_4bit_use_double_quant:
+                consts += blocks + 4 * math.ceil(blocks / DQ_BLOCK) + 4 * DQ_BLOCK
+            else:
+                consts += 4 * blocks
+    return total * shape.num_hidden_layers, consts * shape.num_hidden_layers
+
+
+def _optimizer_bytes(numels: list[int], elem: int, optimizer: str) -> int:
+    if optimizer not in OPTIMIZERS:
+        raise ConfigError(f"optimizer {optimizer!r} is not known; choose from {', '.join(OPTIMIZERS)}")
+    if optimizer == "sgd":  # torch SGD without momentum (the Trainer's "sgd") keeps no state
+        return 0
+    if optimizer == "adamw":  # exp_avg and exp_avg_sq, zeros_like(param)
+        return 2 * elem * sum(numels)
+    if optimizer == "paged_adamw_32bit":  # bitsandbytes 32-bit states are fp32 whatever the parameter dtype
+        return 8 * sum(numels)
+    return sum(2 * (n + 4 * math.ceil(n / OPT8_BLOCK)) if n >= OPT8_MIN_SIZE else 8 * n for n in numels)
+
+
+def _weights(shape: Shape, spec, b: _Bytes) -> tuple[dict, str]:
+    """The frozen or trained base weights (and quantization constants), and their format's name."""
+    if spec.quantized:
+        packed, consts = _quantized_weights(shape, spec)
+        fmt = "int8" if spec.bits == 8 else spec.bnb_4bit_quant_type + ("+dq" if spec.bnb_4bit_use_double_quant
+                                                                         else "")
+        return {"weights": packed + shape.other_params * b.weight, "quant_constants": consts}, fmt
+    return {"weights": shape.n_params * b.weight}, {4: "fp32", 2: "bf16"}.get(b.weight, f"{8 * b.weight}-bit")
+
+
+def estimate_generation(shape: Shape, spec, *, batch_size: int, seq_len: int, device: str = "cuda",
+                        compute_bytes: int | None = None, padded: bool = True) -> Estimate:
+    """Batched generation with ``spec``'s weights (a trained cell's evaluation; LoRA adapters are merged into
+    full-precision weights, and over 4/8-bit weights they stay, a few MiB)."""
+    from harness.plan import memory_rules as rules
+
+    b = _bytes(spec, device, compute_bytes)
+    persistent, fmt = _weights(shape, spec, b)
+    return rules.inference(shape, spec, b, persistent, fmt, batch_size, seq_len, padded)
+
+
+def estimate(shape: Shape, spec, *, batch_size: int, seq_len: int, lora_r: int,
+             lora_target_modules: str = "all-linear", gradient_checkpointing: bool, optimizer: str = "adamw",
+             device: str = "cuda", compute_bytes: int | None = None, lora_dropout: float = 0.05,
+             mixed_precision: str | None = None, loss_tokens: int | None = None, grad_accum: int = 1,
+             padded: bool = True) -> Estimate:
+    """Peak memory of one cell of ``spec`` (a MethodSpec) on ``shape``; see the module docstring for the rules.
+
+    ``seq_len`` is the longest row of a training batch; for ``base`` it is prompt plus generated tokens.
+    ``compute_bytes`` overrides the compute dtype's size (2 for bf16/fp16, 4 for fp32) on CUDA;
+    ``mixed_precision="fp16"`` is the harness's mode below compute capability 8 (fp32 master weights for
+    full fine-tuning). ``loss_tokens`` is the number of trained (completion) positions in a batch; by default
+    every position, an upper bound. With ``grad_accum`` > 1 the gradients of the earlier micro-batches stay
+    allocated through the later ones' forward passes. ``padded`` applies to generation only (training batches
+    are padding-free): ``False`` for prompts of equal length, which get no attention mask.
+    """
+    if batch_size <= 0 or seq_len <= 1 or lora_r <= 0:
+        raise ConfigError(f"batch size, sequence length and LoRA rank must be positive, got {batch_size}, "
+                          f"{seq_len}, {lora_r}")
+    if device not in ("cpu", "cuda"):
+        raise ConfigError(f"device must be cpu or cuda, got {device!r}")
+    from harness.plan import memory_rules as rules
+
+    b = _bytes(spec, device, compute_bytes, mixed_precision)
+    persistent, fmt = _weights(shape, spec, b)
+    if not spec.trains:
+        return rules.inference(shape, spec, b, persistent, fmt, batch_size, seq_len, padded)
+
+    L, h = shape.num_hidden_layers, shape.hidden_size
+    targets = _targets(shape, lora_target_modules) if spec.finetune == "lora" else {}
+    if spec.finetune == "full":
+        numels = [o * i for o, i in shape.linears().values()] * L + [shape.vocab_size * h] * (
+            1 if shape.tie_word_embeddings else 2) + [h] * (2 * L + 1)
+        elem = b.weight
+    else:
+        numels = [n for o, i in targets.values() for n in (lora_r * i, o * lora_r)] * L
+        elem = b.adapter
+        persistent["adapters"] = sum(numels) * elem
+    grads = sum(numels) * elem
+    states = _optimizer_bytes(numels, elem, optimizer)
+    return rules.training(shape, spec, b, persistent, fmt, grads=grads, states=states, targets=targets,
+                          batch_size=batch_size, seq_len=seq_len, lora_r=lora_r, gc=gradient_checkpointing,
+                          device=device, dropout=lora_dropout > 0, optimizer=optimizer,
+                          loss_tokens=loss_tokens, grad_accum=grad_accum)
+
+
+# --- for the runner and the plan command --------------------------------------------------------------------
+
+# Memory of each --gpu choice, from NVIDIA's datasheets (T4: 16 GB GDDR6; L4: 24 GB GDDR6; A10G: 24 GB GDDR6,
+# AWS EC2 G5 documentation; A100: 40 GB HBM2 / 80 GB HBM2e; H100 SXM: 80 GB HBM3; H200: 141 GB HBM3e). NVIDIA's
+# "GB" for these capacities is binary (an A100-40GB reports 40960 MiB); the CUDA context itself takes a few
+# hundred MiB of it, and ECC-reserved memory makes a T4 report 15 GiB.
+GPU_MEMORY = {"T4": 16 * GiB, "L4": 24 * GiB, "A10G": 24 * GiB, "A100-40GB": 40 * GiB, "A100-80GB": 80 * GiB,
+              "H100": 80 * GiB, "H200": 141 * GiB}
+
+
+def device_memory(device: str, gpu: str | None = None) -> int | None:
+    """Bytes of memory a cell may use: the --gpu's datasheet capacity, else the visible CUDA device's total;
+    None on CPU (no budget unless --memory-budget names one)."""
+    if gpu is not None:
+        if gpu not in GPU_MEMORY:
+            raise ConfigError(f"--gpu {gpu!r} is not known; choose from {', '.join(GPU_MEMORY)}")
+        return GPU_MEMORY[gpu]
+    if device != "cuda":
+        return None
+    import torch
+
+    return int(torch.cuda.mem_get_info()[1])
+
+
+def shape_for(model_location: str) -> Shape | None:
+    """The shape of a local model folder, a config.json file, or a hub id with a shipped config; else None."""
+    p = Path(model_location).expanduser()
+    if p.is_dir() and (p / "config.json").is_file():
+        return load_shape(p / "config.json", p.name)
+    if p.is_file() and p.suffix == ".json":
+        return load_shape(p)
+    return shipped_shape(model_location) if "/" in model_location and not p.exists() else None
+
+
+def estimate_for_cell(model_location: str, spec, cfg, device: str) -> Estimate | None:
+    """The cell's peak: training (for trained methods) or the evaluation's batched generation, whichever is
+    larger. None when the model's config is not at hand (a hub id without a shipped config)."""
+    shape = shape_for(model_location)
+    if shape is None:
+        return None
+    # Evaluation prompts are cut so that prompt + max_new_tokens fits max_seq_len (harness.spec.task.fit_prompt).
+    gen = estimate_generation(shape, spec, batch_size=cfg.eval_batch_size, seq_len=cfg.max_seq_len, device=device)
+    if not spec.trains:
+        return gen
+    precision = None
+    if device == "cuda":
+        from harness.cell.models import mixed_precision
+
+        precision = mixed_precision(device)
+    train = estimate(shape, spec, batch_size=cfg.batch_size, seq_len=cfg.max_seq_len, lora_r=cfg.lora_r,
+                     lora_target_modules=spec.lora_target_modules, gradient_checkpointing=cfg.gradient_checkpointing,
+                     device=device, lora_dropout=cfg.lora_dropout, mixed_precision=precision,
+                     grad_accum=cfg.grad_accum)
+    return max(train, gen, key=lambda e: e.total_bytes)

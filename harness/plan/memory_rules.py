@@ -1,0 +1,171 @@
+"""What a training step or a generation call keeps alive, tensor by tensor: the rules behind harness.plan.estimate.
+
+Every count below names the op that keeps the tensor (autograd saves an op's inputs only when a gradient
+needs them), so it can be checked against the code it describes. Sizes are bytes per token unless noted.
+Training follows harness.cell.training as harness.cell.trl_changes sets it up:
+
+* padding-free batches: the rows are laid end to end, attention runs per row (no mask, grouped K/V heads
+  kept at their own width), and a batch holds sum(row lengths) tokens, at most batch x seq_len;
+* the LM head projects only the trained (completion) positions, in tiles (trl's kernel);
+* on CPU, each LoRA adapter's dropout is fused into its A projection, which keeps its input (shared by the
+  adapters that read the same tensor) and a one-byte mask.
+
+``benchmarks/memory_check.py`` measures the same path on CPU; docs/memory.md has the comparison.
+"""
+
+from __future__ import annotations
+
+from harness.plan.estimate import Estimate
+
+# The LM head's logits tiles: harness.cell.trl_changes's compact head on CPU (ROW_TILE x VOCAB_TILE through trl's torch
+# fallback); trl's own Triton path on CUDA (trl/kernels/chunked_logprob.py TOKEN_CHUNK_SIZE x
+# _CHUNKED_LOGPROB_CHUNK_SIZE), which folds each tile in place.
+CPU_TILE, CUDA_TILE = (1024, 8192), (4096, 32768)
+# Live fp32 tiles besides the matmul buffer in trl's torch fallback (_forward_tile, _backward_tile): forward
+# z, exp(z - max) and one temporary; backward y, z, log_p, p, grad and two temporaries, plus a 1-byte mask.
+LOSS_FWD_TEMPS, LOSS_BWD_TEMPS = 3, 7
+# Which tensor each projection reads: q/k/v share the first norm's output, gate/up the second's.
+INPUTS = {"q_proj": "norm1", "k_proj": "norm1", "v_proj": "norm1", "o_proj": "attention",
+          "gate_proj": "norm2", "up_proj": "norm2", "down_proj": "product"}
+
+
+def _norm(h: int, b, input_grad: bool, weight_trained: bool) -> int:
+    """LlamaRMSNorm: x.to(fp32) is kept by pow() and the rsqrt mul (4 bytes, plus the fp32 rsqrt); the
+    normalised x is kept by the weight mul only when the weight trains."""
+    if not input_grad:
+        return 0
+    return 4 * h + 4 + (b.res * h if weight_trained else 0)
+
+
+def _attention(shape, b) -> int:
+    """SDPA keeps q (after RoPE), k and v (grouped heads at their own width: enable_gqa, no mask), its output
+    and the fp32 logsumexp per head."""
+    return b.act * (2 * shape.q_dim + 2 * shape.kv_dim) + 4 * shape.num_attention_heads
+
+
+def layer_saved(shape, spec, b, targets: dict, r: int, input_grad: bool, dropout: bool, rows: int = 1,
+                fused: bool = False) -> int:
+    """Bytes per token one decoder layer keeps for backward when nothing is recomputed."""
+    h, i = shape.hidden_size, shape.intermediate_size
+    full = spec.finetune == "full"
+    saved = _norm(h, b, input_grad, full) + _norm(h, b, True, full) + _attention(shape, b)
+    # With several rows, the per-row attention outputs are concatenated and made contiguous for o_proj: a copy
+    # that o_proj keeps when it needs its input (harness.cell.trl_changes.varlen_attention; one row is a view).
+    o_input = shape.q_dim * b.act if rows > 1 else 0
+    if full:
+        # q/k/v share one input, gate/up another; down_proj keeps act(gate) * up; the MLP keeps gate (for
+        # SiLU's backward), act(gate) and up (for the product's backward).
+        return saved + 2 * b.act * h + o_input + 4 * b.act * i
+    saved += 3 * b.act * i  # gate, act(gate), up; the frozen down_proj keeps nothing
+    if fused:
+        # harness.cell.trl_changes.fuse_lora_dropout: lora_A keeps its input x itself and a bool mask; adapters (and
+        # bitsandbytes' 8-bit matmul, which holds its input A) reading the same tensor share it.
+        width = {"norm1": h * b.res, "attention": o_input, "norm2": h * b.res, "product": i * b.act}
+        held = {INPUTS[name] for name in targets} | (set(width) if spec.bits == 8 else set())
+        saved += sum(width[x] for x in held)
+        return saved + sum((in_f if dropout else 0) + b.adapter * r for _, in_f in targets.values())
+    for name, (_, in_f) in targets.items():
+        # peft LoRA: lora_A keeps dropout(x), lora_B keeps lora_A's output; dropout keeps its noise or mask
+        # only when x needs a gradient (in layer 0, without checkpointing, q/k/v's x does not).
+        grad_in = input_grad or name not in ("q_proj", "k_proj", "v_proj")
+        saved += b.lora_in * (in_f + r) + (b.dropout_mask * in_f if dropout and grad_in else 0)
+    return saved + _int8_inputs(shape, spec, b, rows)
+
+
+def _int8_inputs(shape, spec, b, rows: int) -> int:
+    """bitsandbytes MatMul8bitLt (CUDA) and MatMul8bitFp (CPU) hold their input A on ctx even with frozen
+    weights, outside autograd's saved tensors, so checkpointing does not free it: the norm outputs feeding
+    q/k/v and gate/up, the product feeding down_proj, and o_proj's input."""
+    if spec.bits != 8:
+        return 0
+    return 2 * b.res * shape.hidden_size + b.act * shape.intermediate_size + (
+        shape.q_dim * b.act if rows > 1 else 0)
+
+
+def _loss_head(shape, spec, b, n: int, device: str) -> dict:
+    """The LM head over n trained positions (trl's ChunkedLogProbFunction, one call per tile of rows)."""
+    h, v = shape.hidden_size, shape.vocab_size
+    tile_rows, tile_cols = CPU_TILE if device == "cpu" else CUDA_TILE
+    rows = min(n, tile_rows)
+    tile = rows * min(v, tile_cols)
+    saved = n * h * b.res + 32 * n  # hidden[mask] (n, h); targets, log-z, entropy, masks and outputs
+    fwd, bwd = tile * b.act, tile * b.act + 2 * n * h * 4  # matmul tile; backward: fp32 grad of the hidden rows
+    if device == "cpu":  # the torch fallback folds whole tiles at once, with fp32 temporaries
+        fwd += tile * 4 * LOSS_FWD_TEMPS
+        bwd += tile * (4 * LOSS_BWD_TEMPS + 1)
+    else:  # hidden and weight chunks cast to the compute dtype when they are stored wider (QLoRA: fp32)
+        casts = (rows * h if b.res != b.act else 0) + (min(v, tile_cols) * h if b.weight != b.act else 0)
+        fwd += casts * b.act
+        bwd += casts * b.act
+    head_grad = 0
+    if spec.finetune == "full":  # each call returns an fp32 weight gradient, added into lm_head.grad
+        head_grad = v * h * 4 * (2 if n > tile_rows else 1) + (v * h * b.weight if b.weight != 4 else 0)
+    return {"saved": saved, "fwd": fwd, "bwd": bwd, "head_grad": head_grad}
+
+
+def training(shape, spec, b, persistent: dict, fmt: str, *, grads: int, states: int, targets: dict,
+             batch_size: int, seq_len: int, lora_r: int, gc: bool, device: str, dropout: bool,
+             optimizer: str, loss_tokens: int | None, grad_accum: int = 1) -> Estimate:
+    L, h, i = shape.num_hidden_layers, shape.hidden_size, shape.intermediate_size
+    tokens = batch_size * seq_len  # padding-free: at most this many
+    n = batch_size * (seq_len - 1) if loss_tokens is None else loss_tokens
+    full = spec.finetune == "full"
+    fused = device == "cpu"  # harness.cell.trl_changes fuses LoRA dropout on CPU
+    # Layer 0's input needs a gradient when the embeddings train, or when the layers are checkpointed (trl and
+    # peft call enable_input_require_grads so that each checkpoint sees an input that needs a gradient).
+    first_grad = full or gc
+    one_layer = layer_saved(shape, spec, b, targets, lora_r, True, dropout, batch_size, fused) * tokens
+    first_layer = layer_saved(shape, spec, b, targets, lora_r, first_grad, dropout, batch_size, fused) * tokens
+    # Checkpointing keeps each layer's input (and what bitsandbytes' 8-bit matmul holds outside autograd).
+    ckpt = (h * b.res + _int8_inputs(shape, spec, b, batch_size)) * tokens
+    layers = L * ckpt if gc else one_layer * (L - 1) + first_layer
+    acts = layers + _norm(h, b, True, full) * tokens + 8 * tokens  # + the final norm, the input ids
+    head = _loss_head(shape, spec, b, n, device)
+    # Backward of one layer: gradients of its input and output (residual width) and of the MLP intermediates.
+    layer_ws = tokens * (2 * h * b.res + 3 * i * b.act)
+    keep = {**persistent, "optimizer": states}
+    # Gradients grow as the backward pass goes down the layers while saved activations shrink, so the pass
+    # peaks at one of its ends: just after the loss (all activations, the head's gradient) or at layer 0 (all
+    # gradients, one layer's activations). A checkpointed layer first recomputes what it saves.
+    # With gradient accumulation, the gradients of the earlier micro-batches stay through the later forwards.
+    early = grads if grad_accum > 1 else 0
+    phases = {
+        "loss forward": {**keep, "gradients": early, "activations": acts + head["saved"], "logits": head["fwd"]},
+        "loss backward": {**keep, "gradients": max(early, head["head_grad"]), "activations": acts + head["saved"],
+                          "logits": head["bwd"]},
+        "backward": {**keep, "gradients": grads, "activations": first_layer + (ckpt if gc else 0),
+                     "workspace": layer_ws},
+        "optimizer step": {**persistent, "gradients": grads, "optimizer": states},
+    }
+    if full and shape.tie_word_embeddings:
+        # The embedding's backward builds a dense (vocab, hidden) gradient before adding it into the one the LM
+        # head already left on the shared weight: the last moment of the backward pass.
+        phases["embedding backward"] = {**keep, "gradients": grads,
+                                        "workspace": shape.vocab_size * h * b.weight}
+    if gc:  # the last layer's recompute, with every other layer's checkpoint still held
+        phases["recompute"] = {**keep, "gradients": max(early, head["head_grad"]), "activations": acts + one_layer,
+                               "workspace": layer_ws}
+    notes = ()
+    if optimizer.startswith("paged"):
+        notes = ("paged optimizer states can spill to CPU memory under pressure; counted here in full",)
+    phase, parts = max(phases.items(), key=lambda kv: sum(kv[1].values()))
+    return Estimate(spec.name, {k: int(v) for k, v in parts.items() if v}, phase, fmt, notes)
+
+
+def inference(shape, spec, b, persistent: dict, fmt: str, batch_size: int, seq_len: int, padded: bool) -> Estimate:
+    """Batched greedy generation (harness.cell.generate): weights, the KV cache of prompt plus new tokens, and
+    the prefill's largest transient, counted over the whole seq_len (an upper bound: the prompt is shorter).
+
+    Generation pads on the left, and a padded batch gets a 4-D mask, with which transformers' SDPA expands
+    grouped K/V heads to every query head (repeat_kv; transformers/integrations/sdpa_attention.py)."""
+    L, h, i, v = shape.num_hidden_layers, shape.hidden_size, shape.intermediate_size, shape.vocab_size
+    tokens = batch_size * seq_len
+    cache = 2 * L * tokens * shape.kv_dim * b.act  # DynamicCache: K and V per layer
+    kv = shape.q_dim if padded else shape.kv_dim
+    attn = tokens * (b.act * (2 * shape.q_dim + 2 * kv) + 2 * h * b.res)
+    mlp = tokens * (3 * i * b.act + 2 * h * b.res)  # act(gate), up and their product, with the residual
+    # generate() asks for the last position's logits only (logits_to_keep=1) and copies them to fp32
+    logits = batch_size * v * (b.act + 4)
+    mask = batch_size * seq_len * seq_len if padded else 0
+    parts = {**persistent, "kv_cache": cache, "workspace": max(attn, mlp) + mask, "logits": logits}
+    return Estimate(spec.name, {k: int(x) for k, x in parts.items() if x}, "generation", fmt)

@@ -1,0 +1,226 @@
+"""Name the method to use for each task, from the measured cells alone (issue 9).
+
+The rule: rule out every method over the ``--budget``; among the rest, find the best main metric; keep the
+methods that are not significantly worse than it (the paired bootstrap of the report: the 95% CI of
+method - best includes 0 or favours the method); of those, pick the lowest peak memory, then the shortest wall
+time (train_s + eval_s). With several seeds a method's figures are means over its seeds, its comparison uses
+every (seed, example) pair, and the budget rules it out when any of its cells is over.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from harness.spec.config import parse_bytes
+from harness.core.errors import ConfigError
+from harness.spec.metrics import get_metric
+from harness.report.seeds import collapse
+
+GIB, MIB = 2**30, 2**20
+TIME_UNITS = {"s": 1, "m": 60, "h": 3600}
+EXAMPLE = "e.g. memory=16GiB,time=2h"
+
+
+@dataclass(frozen=True)
+class Budget:
+    memory_bytes: int | None = None
+    time_s: float | None = None
+    text: str = ""
+
+    def over(self, peak: float | None, wall: float | None) -> str | None:
+        """Why a cell with this peak memory and wall time is over the budget, or None when it fits."""
+        why = []
+        if self.memory_bytes is not None and peak is not None and peak > self.memory_bytes:
+            why.append(f"peak {_size(peak)} > {_size(self.memory_bytes)}")
+        if self.time_s is not None and wall is not None and wall > self.time_s:
+            why.append(f"wall time {_duration(wall)} > {_duration(self.time_s)}")
+        return " and ".join(why) or None
+
+
+def parse_budget(text: str | None) -> Budget | None:
+    """'memory=16GiB,time=2h' -> Budget; either key may be left out. One-line ConfigError when malformed."""
+    if text is None:
+        return None
+    values: dict[str, str] = {}
+    for item in str(text).split(","):
+        key, sep, value = (part.strip() for part in item.partition("="))
+        if not sep or not key or not value:
+            raise ConfigError(f"--budget {text!r} must be KEY=VALUE pairs, {EXAMPLE}")
+        if key not in ("memory", "time"):
+            raise ConfigError(f"--budget key {key!r} is not known; use memory= and/or time=, {EXAMPLE}")
+        if key in values:
+            raise ConfigError(f"--budget names {key} twice; give each of memory= and time= once")
+        values[key] = value
+    memory = parse_bytes(values["memory"], "--budget memory") if "memory" in values else None
+    time_s = None
+    if "time" in values:
+        m = re.fullmatch(r"([0-9]*\.?[0-9]+)\s*([smh])", values["time"].lower())
+        if not m or float(m.group(1)) <= 0:
+            raise ConfigError(f"--budget time {values['time']!r} is not a duration; write e.g. 90s, 30m or 2h")
+        time_s = float(m.group(1)) * TIME_UNITS[m.group(2)]
+    return Budget(memory, time_s, str(text).strip())
+
+
+@dataclass(frozen=True)
+class Option:
+    """One (task, method) as the rule sees it: means over its seeds, and its worst cell for the budget."""
+
+    name: str
+    trains: bool
+    value: float
+    ci: tuple
+    peak: float | None
+    wall: float | None
+    over: str | None
+
+    @classmethod
+    def of(cls, row: dict, budget: Budget | None) -> Option:
+        q = row["metrics"]["quality"][row["metrics"]["main_metric"]]
+        cells = row.get("seed_records") or [row]
+        reasons = [budget.over(_peak(c), _wall(c)) for c in cells] if budget else []
+        return cls(row["method"], row["config"]["method"].get("finetune") != "none", q["value"],
+                   (q["ci_low"], q["ci_high"]), _mean([_peak(c) for c in cells]), _mean([_wall(c) for c in cells]),
+                   next((r for r in reasons if r), None))
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    task: str
+    method: str | None  # None when nothing can be recommended
+    best: str | None
+    ruled_out: tuple = ()
+    text: str = ""
+
+
+def recommend(records: list[dict], budget: str | Budget | None = None, comparisons: list[dict] | None = None
+              ) -> list[Recommendation]:
+    """One recommendation per task of ``records`` (as ``report.load_records`` returns them)."""
+    from harness.report.compare import paired_comparisons
+
+    if not isinstance(budget, Budget):
+        budget = parse_budget(budget)
+    if comparisons is None:
+        n_boot = next((r["config"]["hyperparameters"].get("bootstrap", 1000) for r in records), 1000)
+        comparisons = paired_comparisons(records, n_boot=n_boot)
+    rows = collapse(records)
+    out = []
+    for task in dict.fromkeys(r["task"] for r in records):
+        done = [r for r in rows if r["task"] == task and r.get("metrics")]
+        done = [r for r in done if (r["metrics"]["quality"].get(r["metrics"]["main_metric"]) or {}).get("value")
+                is not None]
+        if not done:
+            out.append(Recommendation(task, None, None, (), f"{task}: nothing to recommend: no method finished "
+                                                           "with a value of the task's main metric."))
+            continue
+        out.append(_decide(task, done[0]["metrics"]["main_metric"], [Option.of(r, budget) for r in done], budget,
+                           [c for c in comparisons if c["task"] == task]))
+    return out
+
+
+def paragraphs(records: list[dict], budget: str | Budget | None = None, comparisons: list[dict] | None = None
+               ) -> dict[str, str]:
+    """{task: paragraph} for the terminal, report.md and report.html."""
+    return {r.task: r.text for r in recommend(records, budget, comparisons)}
+
+
+def _decide(task: str, metric: str, options: list[Option], budget: Budget | None, rows: list[dict]
+            ) -> Recommendation:
+    m = get_metric(metric)
+    ruled = [o for o in options if o.over]
+    fits = [o for o in options if not o.over]
+    why_out = ", ".join(f"{o.name} ({o.over})" for o in ruled)
+    if not fits:
+        return Recommendation(task, None, None, tuple(o.name for o in ruled),
+                              f"{task}: nothing fits the budget ({budget.text}): {why_out}.")
+    best = max(fits, key=lambda o: (m.gain(o.value, 0.0), -_inf(o.peak), -_inf(o.wall)))
+    within, worse, unpaired = [best], [], []
+    for o in fits:
+        if o is best:
+            continue
+        d = _diff(rows, o.name, best.name)
+        if d is None:
+            unpaired.append(o)
+        elif m.gain(d[1], 0.0) < 0 and m.gain(d[2], 0.0) < 0:  # the whole CI says o is worse than best
+            worse.append((o, d))
+        else:
+            within.append(o)
+    pick = min(within, key=lambda o: (_inf(o.peak), _inf(o.wall)))
+    if pick is best:
+        text = f"{task}: recommend {best.name}: the best {metric} ({best.value:.3f} [{_ci(best.ci)}])"
+        dearer = [o for o in within if o is not best]
+        if dearer:
+            text += "; " + "; ".join(f"{o.name} is within its CI ({_d(_diff(rows, o.name, best.name))}) but needs "
+                                     f"{_costs(o, best)}" for o in dearer)
+        if worse:
+            text += "; " + ", ".join(f"{o.name} is significantly worse ({_d(d)})" for o, d in worse)
+        elif not dearer and not unpaired:
+            text += ", the only method" + (" within the budget" if ruled else " measured")
+        text += "."
+    else:
+        text = (f"{task}: recommend {pick.name}: {metric} within the CI of {best.name} "
+                f"({_d(_diff(rows, pick.name, best.name))}) at {_costs(pick, best)}.")
+    if not pick.trains and any(o.trains for o in fits):
+        text += f" The base model wins: no fine-tuned method is significantly better on {metric}."
+    if unpaired:
+        text += (" Not compared with " + best.name + " (different eval data or too few shared examples), so left "
+                 "out: " + ", ".join(o.name for o in unpaired) + ".")
+    if ruled:
+        text += f" Ruled out by the budget ({budget.text}): {why_out}."
+    return Recommendation(task, pick.name, best.name, tuple(o.name for o in ruled), text)
+
+
+def _diff(rows: list[dict], a: str, b: str) -> tuple | None:
+    """(a - b, CI low, CI high, seeds) from the paired comparison rows, whichever way round they were made."""
+    for r in rows:
+        if (r["a"], r["b"]) == (a, b):
+            return r["diff"], r["ci_low"], r["ci_high"], r.get("n_seeds", 1)
+        if (r["a"], r["b"]) == (b, a):
+            return -r["diff"] + 0.0, -r["ci_high"] + 0.0, -r["ci_low"] + 0.0, r.get("n_seeds", 1)  # no -0.000
+    return None
+
+
+def _d(d: tuple) -> str:
+    seeds = f", {d[3]} seeds" if d[3] > 1 else ""
+    return f"{d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}]{seeds}"
+
+
+def _costs(o: Option, ref: Option) -> str:
+    """'0.31x its peak memory and 0.90x its wall time' (ratios to ``ref``), leaving out what was not measured."""
+    parts = []
+    if o.peak and ref.peak:
+        parts.append(f"{o.peak / ref.peak:.2f}x its peak memory")
+    if o.wall is not None and ref.wall:
+        parts.append(f"{o.wall / ref.wall:.2f}x its wall time")
+    return " and ".join(parts) or "no measured cost"
+
+
+def _ci(ci: tuple) -> str:
+    return ", ".join("-" if x is None else f"{x:.3f}" for x in ci)
+
+
+def _peak(rec: dict) -> float | None:
+    return rec["metrics"]["measurements"]["memory"].get("peak_bytes")
+
+
+def _wall(rec: dict) -> float | None:
+    t = rec["metrics"]["measurements"]["timing"]
+    return (t.get("train_s") or 0.0) + (t.get("eval_s") or 0.0)
+
+
+def _mean(xs: list) -> float | None:
+    xs = [x for x in xs if x is not None]
+    return sum(xs) / len(xs) if xs else None
+
+
+def _inf(x: float | None) -> float:
+    return float("inf") if x is None else x
+
+
+def _size(n: float) -> str:
+    """Three significant figures or so, enough to tell a peak from a budget near it."""
+    return f"{n / GIB:.1f} GiB" if n >= 10 * GIB else f"{n / GIB:.2f} GiB" if n >= GIB else f"{n / MIB:,.0f} MiB"
+
+
+def _duration(s: float) -> str:
+    return f"{s / 3600:.1f} h" if s >= 3600 else f"{s / 60:.1f} min" if s >= 60 else f"{s:.0f} s"

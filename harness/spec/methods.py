@@ -1,0 +1,136 @@
+"""The method matrix: base prompting, full fine-tuning, LoRA, and QLoRA in 4 and 8 bits.
+
+A method is a frozen ``MethodSpec``. Variants are partials of one factory, not subclasses (the torchtune
+pattern): ``qlora4 = partial(lora, bits=4)``. ``resolve_method("lora:lr=1e-3")`` applies field overrides
+written on the command line or in YAML, and the spec's ``__post_init__`` rejects impossible combinations.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from functools import partial
+
+from harness.core.errors import ConfigError
+from harness.core.registry import Registry
+
+METHODS = Registry("method")
+
+
+def _f(default, help: str):
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str = _f("base", "the name shown in reports and used as the cell folder")
+    finetune: str = _f("none", "none (prompting only), full (all weights) or lora (adapter only)")
+    load_in_4bit: bool = _f(False, "load frozen base weights in 4 bits with bitsandbytes")
+    load_in_8bit: bool = _f(False, "load frozen base weights in 8 bits with bitsandbytes (LLM.int8)")
+    bnb_4bit_quant_type: str = _f("nf4", "4-bit data type: nf4 (QLoRA's NormalFloat) or fp4")
+    bnb_4bit_use_double_quant: bool = _f(True, "quantize the quantization constants too (QLoRA)")
+    lr: float | None = _f(None, "this method's learning rate; --lr overrides it for every method")
+    lora_target_modules: str = _f("all-linear", "peft target modules: all attention and MLP projections")
+    requires_cuda: bool = _f(False, "the method cannot run without a CUDA device")
+
+    def __post_init__(self):
+        if self.finetune not in ("none", "full", "lora"):
+            raise ConfigError(f"method {self.name}: finetune must be none, full or lora, got {self.finetune!r}")
+        if self.load_in_4bit and self.load_in_8bit:
+            raise ConfigError(f"method {self.name}: 4-bit and 8-bit at once; choose one (qlora4 or qlora8)")
+        if self.quantized and self.finetune != "lora":
+            raise ConfigError(
+                f"method {self.name}: quantization without an adapter; bitsandbytes weights are frozen, so "
+                "quantized training needs LoRA (use qlora4 or qlora8)")
+        if self.bnb_4bit_quant_type not in ("nf4", "fp4"):
+            raise ConfigError(f"method {self.name}: bnb_4bit_quant_type must be nf4 or fp4")
+        if self.lr is not None and (isinstance(self.lr, bool) or not isinstance(self.lr, (int, float))):
+            raise ConfigError(f"method {self.name}: lr must be a number, got {self.lr!r}")
+        if self.finetune != "none" and (self.lr is None or self.lr <= 0):
+            raise ConfigError(f"method {self.name}: a trained method needs a positive lr, got {self.lr}")
+
+    @property
+    def quantized(self) -> bool:
+        return self.load_in_4bit or self.load_in_8bit
+
+    @property
+    def trains(self) -> bool:
+        return self.finetune != "none"
+
+    @property
+    def bits(self) -> int | None:
+        return 4 if self.load_in_4bit else 8 if self.load_in_8bit else None
+
+
+@METHODS.register("base")
+def base(name: str = "base", **overrides) -> MethodSpec:
+    """Zero-shot prompting of the unmodified model: the baseline every fine-tune must beat."""
+    return MethodSpec(name=name, finetune="none", **overrides)
+
+
+@METHODS.register("full")
+def full(name: str = "full", lr: float = 5e-5, **overrides) -> MethodSpec:
+    """All weights trained. 5e-5 is a common full fine-tuning rate for models of this size (Alpaca used 2e-5
+    on 7B; small models tolerate more)."""
+    return MethodSpec(name=name, finetune="full", lr=lr, **overrides)
+
+
+@METHODS.register("lora")
+def lora(name: str = "lora", bits: int | None = None, lr: float = 1e-3, **overrides) -> MethodSpec:
+    """LoRA (Hu et al. 2021) on every attention and MLP projection; ``bits`` puts it over quantized weights.
+
+    1e-3 rather than QLoRA's 2e-4 (Dettmers et al. 2023, for 7B+ models): with a 135M model and a few dozen
+    steps, 2e-4 barely moves the loss (docs/benchmarks.md has the measurement).
+    """
+    if bits not in (None, 4, 8):
+        raise ConfigError(f"method {name}: bits must be 4 or 8, got {bits}")
+    quant = {"load_in_4bit": bits == 4, "load_in_8bit": bits == 8}
+    return MethodSpec(name=name, finetune="lora", lr=lr, **{**quant, **overrides})
+
+
+METHODS.add("qlora4", partial(lora, name="qlora4", bits=4))
+METHODS.add("qlora", partial(lora, name="qlora", bits=4))  # QLoRA as published is NF4 + double quantization
+METHODS.add("qlora8", partial(lora, name="qlora8", bits=8))
+
+SPEC_FIELDS = {f.name for f in dataclasses.fields(MethodSpec)} - {"name"}
+
+
+def resolve_method(text: str) -> MethodSpec:
+    """``NAME`` or ``NAME:key=value[:key=value]`` -> a checked MethodSpec."""
+    base_name, *pairs = text.split(":")
+    factory = METHODS.lookup(base_name.strip())
+    overrides = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        key = key.strip()
+        if not sep or key not in SPEC_FIELDS | {"bits"}:
+            raise ConfigError(f"method {text!r}: {pair!r} is not key=value with a known key; "
+                              f"keys: {', '.join(sorted(SPEC_FIELDS | {'bits'}))}")
+        overrides[key] = _scalar(raw.strip())
+    if "bits" in overrides:
+        bits = overrides.pop("bits")
+        if bits not in (4, 8):
+            raise ConfigError(f"method {text!r}: bits must be 4 or 8, got {bits}")
+        overrides["load_in_4bit"], overrides["load_in_8bit"] = bits == 4, bits == 8
+    name = text if pairs else base_name.strip()
+    try:
+        return factory(name=name, **overrides)
+    except TypeError as e:  # a wrongly typed override, e.g. lr=abc
+        raise ConfigError(f"method {text!r}: {e}") from None
+
+
+def _scalar(raw: str):
+    """'true' -> True, '1e-3' -> 0.001, '8' -> 8, anything else stays a string."""
+    if raw.lower() in ("true", "false"):
+        return raw.lower() == "true"
+    for cast in (int, float):
+        try:
+            return cast(raw)
+        except ValueError:
+            pass
+    return raw
+
+
+def folder_name(spec: MethodSpec) -> str:
+    return re.sub(r"[^A-Za-z0-9._=-]+", "_", spec.name)

@@ -1,0 +1,244 @@
+"""The task registry and the base class every task builds on.
+
+A task knows its schema, its embedded default data, how to render a row into a chat prompt, how to run
+its evaluation (plain batched generation by default), and how to score predictions. Scoring reads only the
+stored predictions, so scores can be recomputed without generating again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from harness.spec import data as data_mod
+from harness.core.console import console
+from harness.core.errors import ConfigError, DataError
+from harness.cell.generate import GenerationStats, generate
+from harness.core.registry import Registry
+
+TASKS = Registry("task")
+
+
+@dataclass
+class Context:
+    """What prompt rendering and evaluation need beyond the row."""
+
+    tok: object
+    max_seq_len: int
+    max_new_tokens: int
+    template: str = "model"  # the model's chat template, or "llama2" for the raw [INST] format
+    batch_size: int = 16
+    cfg: object = None
+
+
+LLAMA2_SYS = "<<SYS>>\n{system}\n<</SYS>>\n\n"
+
+
+def render_prompt(ctx: Context, user: str, system: str | None = None, history: list | None = None) -> str:
+    """A chat prompt that ends where the assistant's answer begins.
+
+    ``history`` holds earlier (user, assistant) turns. With template "llama2" the text follows the Llama-2
+    chat format exactly: ``<s>[INST] <<SYS>>\\n{system}\\n<</SYS>>\\n\\n{user} [/INST]``.
+    """
+    turns = list(history or []) + [(user, None)]
+    if ctx.template == "llama2":
+        out = []
+        for i, (u, a) in enumerate(turns):
+            sys_block = LLAMA2_SYS.format(system=system) if (i == 0 and system) else ""
+            out.append(f"<s>[INST] {sys_block}{u.strip()} [/INST]" + (f" {a.strip()} </s>" if a is not None else ""))
+        return "".join(out)
+    messages = [{"role": "system", "content": system}] if system else []
+    for u, a in turns:
+        messages.append({"role": "user", "content": u})
+        if a is not None:
+            messages.append({"role": "assistant", "content": a})
+    if not getattr(ctx.tok, "chat_template", None):
+        raise ConfigError("the model's tokenizer has no chat template; pass --template llama2")
+    return ctx.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def completion_text(ctx: Context, answer: str) -> str:
+    """The training target after the prompt. trl appends the tokenizer's EOS when it is missing; with the
+    llama2 template a space separates [/INST] from the answer, as in the format."""
+    return f" {answer.strip()}" if ctx.template == "llama2" else answer.strip()
+
+
+def n_tokens(tok, text: str) -> int:
+    return len(tok(text, add_special_tokens=False)["input_ids"])
+
+
+def truncate_tokens(tok, text: str, budget: int) -> str:
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    if len(ids) <= budget:
+        return text
+    return tok.decode(ids[:max(budget, 0)], skip_special_tokens=True)
+
+
+def fit_prompt(ctx: Context, make_prompt, text: str, reserve: int) -> str:
+    """Render ``make_prompt(text)``, truncating ``text`` by tokens so prompt + ``reserve`` fits max_seq_len."""
+    overhead = n_tokens(ctx.tok, make_prompt(""))
+    budget = ctx.max_seq_len - overhead - reserve
+    if budget < 8:
+        raise ConfigError(f"--max-seq-len {ctx.max_seq_len} leaves no room for the input after the prompt "
+                          f"template ({overhead} tokens) and the answer ({reserve}); raise --max-seq-len")
+    return make_prompt(truncate_tokens(ctx.tok, text, budget))
+
+
+class Split(NamedTuple):
+    desc: str
+    rows: list
+    dropped: list
+
+
+class Task:
+    name = ""
+    description = ""
+    columns: tuple = ()  # canonical columns every row must have
+    text_columns: tuple = ()  # columns that must be non-empty text
+    metrics: tuple = ()
+    main_metric = ""
+    train_limit = 48
+    eval_limit = 32
+    max_new_tokens = 64
+    hub_eval_splits = ("validation", "test")
+
+    def options(self, cfg) -> dict:
+        """Task-specific settings that change results (hashed into the cell's config)."""
+        return {}
+
+    # --- data --------------------------------------------------------------------------------------------
+    def embedded(self, split: str) -> list[dict]:
+        raise NotImplementedError
+
+    def normalize(self, rows: list[dict], columns: dict, where: str) -> tuple[list[dict], list[dict]]:
+        """Apply the user's column mapping and check the schema; one clear error per problem.
+
+        Returns (rows, dropped): tasks whose rows may fail to parse list them in ``dropped`` as
+        {"row": index, "reason": ...}, so they are counted and reported rather than silently lost.
+        """
+        rows = self.rename(rows, columns, where)
+        for canonical in self.columns:
+            if canonical not in rows[0]:
+                raise DataError(f"{where} has no column {canonical!r} (found: {', '.join(sorted(rows[0]))}); "
+                                f"map yours with --columns {self.name}:{canonical}=YOUR_COLUMN")
+        self.check_text(rows, where)
+        return rows, []
+
+    def rename(self, rows: list[dict], columns: dict, where: str) -> list[dict]:
+        """Rows with the user's columns renamed to canonical names (``columns`` maps canonical -> yours)."""
+        if not rows:
+            raise DataError(f"{where} is empty; point --data {self.name}=... at a source with rows")
+        missing = [yours for yours in columns.values() if yours not in rows[0]]
+        if missing:
+            raise DataError(f"{where} has no column {missing[0]!r} named in --columns "
+                            f"(found: {', '.join(sorted(rows[0]))})")
+        back = {yours: canonical for canonical, yours in columns.items()}
+        return [{back.get(k, k): v for k, v in row.items()} for row in rows]
+
+    def check_text(self, rows: list[dict], where: str) -> None:
+        for col in self.text_columns:
+            # A number or a list where text belongs is a schema mistake, not an empty value: say which.
+            typed = [i for i, r in enumerate(rows) if r.get(col) is not None and not isinstance(r[col], str)]
+            if typed:
+                value = rows[typed[0]][col]
+                raise DataError(f"{where}: column {col!r} is not text: {len(typed)} row(s) hold "
+                                f"{type(value).__name__} values (first: row {typed[0]}: {str(value)[:40]!r}); "
+                                "give it strings, or map a text column with "
+                                f"--columns {self.name}:{col}=YOUR_COLUMN")
+            bad = [i for i, r in enumerate(rows) if not isinstance(r.get(col), str) or not r[col].strip()]
+            if bad:
+                raise DataError(f"{where}: {len(bad)} row(s) have empty {col!r} (first: row {bad[0]}); "
+                                "remove or fill them")
+
+    def load(self, cfg) -> dict:
+        """{"train": rows, "eval": rows, "fingerprint": {...}} for this task under ``cfg``."""
+        columns = cfg.columns.get(self.name, {})
+        n_eval = cfg.eval_limit or self.eval_limit
+        limits = {"train": cfg.train_limit or self.train_limit, "eval": n_eval}
+        explicit = {role: cfg.data.get(f"{self.name}.{role}") for role in ("train", "eval")}
+        splits: dict[str, Split] = {}
+        if not all(explicit.values()):
+            shared = data_mod.parse_source(cfg.data.get(self.name, "embedded"))
+            if shared.kind == "embedded" or (shared.kind == "hub" and shared.split is None):
+                splits = {role: self._read(shared, role, columns) for role in ("train", "eval")}
+            else:  # one file or one hub split: hold part of it out for evaluation
+                whole = self._read(shared, "train", columns)
+                train, held = data_mod.holdout(whole.rows, n_eval)
+                splits = {"train": Split(f"{whole.desc} (train part)", train, whole.dropped),
+                          "eval": Split(f"{whole.desc} (held-out part)", held, [])}
+        for role, text in explicit.items():
+            if text:
+                splits[role] = self._read(data_mod.parse_source(text), role, columns)
+        out: dict = {"fingerprint": {}}
+        for role, split in splits.items():
+            out[role] = split.rows[:limits[role]]
+            out["fingerprint"][role] = data_mod.fingerprint(split.desc, out[role])
+            if split.dropped:
+                out["fingerprint"][role]["unparsed"] = {"count": len(split.dropped), "examples": split.dropped[:5]}
+        return out
+
+    def _read(self, source, role: str, columns: dict) -> Split:
+        """One split of one source, normalized; rows that do not parse are reported, not silently lost."""
+        if source.kind == "embedded":
+            desc, rows, columns = f"embedded {role}", self.embedded(role), {}
+        elif source.kind == "file":
+            desc, rows = source.describe(), data_mod.read_file(source)
+        elif source.split is not None:
+            desc, rows = source.describe(), data_mod.read_hub(source, source.split)
+        else:
+            desc, rows = self._read_hub_split(source, role)
+        where = f"{self.name} {role} data from {desc}"
+        rows, dropped = self.normalize(rows, columns, where)
+        if dropped:
+            first = dropped[0]
+            console.print(f"[yellow]warning: {where}: {len(dropped)} of {len(rows) + len(dropped)} rows did not "
+                          f"parse and are left out (first: row {first['row']}: {first['reason']})[/]")
+        return Split(desc, rows, dropped)
+
+    def _read_hub_split(self, source, role: str) -> tuple[str, list[dict]]:
+        names = ("train",) if role == "train" else self.hub_eval_splits
+        for i, split in enumerate(names):
+            try:
+                return f"{source.describe()}:{split}", data_mod.read_hub(source, split)
+            except DataError:
+                if i == len(names) - 1:
+                    raise
+
+    # --- prompts -----------------------------------------------------------------------------------------
+    def train_pair(self, row: dict, ctx: Context) -> dict:
+        raise NotImplementedError
+
+    def eval_prompt(self, row: dict, ctx: Context) -> str:
+        raise NotImplementedError
+
+    def reference(self, row: dict) -> str:
+        raise NotImplementedError
+
+    # --- evaluation --------------------------------------------------------------------------------------
+    def evaluate(self, model, rows: list[dict], ctx: Context, stats: GenerationStats) -> list[dict]:
+        """Generate for every eval row; one prediction record per row."""
+        prompts = [self.eval_prompt(r, ctx) for r in rows]
+        outputs = generate(model, ctx.tok, prompts, ctx.max_new_tokens, ctx.batch_size, stats,
+                           label=f"eval {self.name}")
+        return [{"id": r.get("id", i), "prompt": p, "reference": self.reference(r), "output": o}
+                for i, (r, p, o) in enumerate(zip(rows, prompts, outputs))]
+
+    def score(self, predictions: list[dict]) -> dict[str, list]:
+        """Per-example values for each of ``self.metrics``, from stored predictions alone."""
+        raise NotImplementedError
+
+    def extra_report(self, predictions: list[dict]) -> dict:
+        """Task-specific tables for the report (e.g. a confusion table); empty by default."""
+        return {}
+
+
+def register_task(cls):
+    """Class decorator: register one instance of the task under ``cls.name``."""
+    TASKS.add(cls.name, cls())
+    return cls
+
+
+def get_task(name: str) -> Task:
+    import tasks  # noqa: F401  (registers the built-in tasks)
+
+    return TASKS.lookup(name)
