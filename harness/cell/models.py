@@ -198,7 +198,26 @@ def load_model(location: str, spec, device: str):
     model = _hub_guard(lambda: AutoModelForCausalLM.from_pretrained(location, **kwargs), "model", location)
     if quant is None:
         model.to(device)
+    elif device == "cpu" and spec.load_in_4bit:
+        keep_4bit_unpacked(model)
     return model
+
+
+def keep_4bit_unpacked(model) -> None:
+    """Keep bitsandbytes' 4-bit layers on their dequantize-and-matmul path on a CPU.
+
+    On CPUs with AVX512-BF16, bitsandbytes 0.50's Linear4bit repacks its weight at its first forward in eval mode
+    (``_convert_weight_packed_for_cpu``): the absmax is rounded to bfloat16 and later matmuls run in bfloat16
+    through ``gemv_4bit``, which has no autograd kernel, so training after it (a cell takes base logits first)
+    gets no gradient through the frozen base weights; and every ``state_dict()`` (peft's ``save_pretrained``)
+    quantizes the weight again from the rounded absmax, changing the base model in memory. Measured on an AMD
+    EPYC with avx512_bf16: LoRA gradients 23-61% off after one eval forward, and a saved adapter reloaded onto
+    the changed base 0.0014 away from the trained logits."""
+    import bitsandbytes as bnb
+
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
 
 
 # --- the catalogue -----------------------------------------------------------------------------------------

@@ -136,3 +136,28 @@ def test_trainer_precision_flags_follow_the_capability(monkeypatch, tiny_model_d
     with pytest.raises(Stop):
         training.train(None, tokenizer, models_spec("full"), [], RunConfig(), "cpu")
     assert seen == [(False, True, False), (True, False, False), (False, False, True)]
+
+
+def test_4bit_weights_stay_float32_and_differentiable_on_a_cpu(tiny_model_dir):
+    """bitsandbytes repacks 4-bit weights to bfloat16 at the first eval forward on CPUs with AVX512-BF16 (after
+    which no gradient flows through them, and state_dict() re-quantizes them): a cell takes base logits before it
+    trains and saves its adapter after, so its 4-bit layers must stay on the float32 path through both."""
+    import bitsandbytes as bnb
+    import torch
+
+    from harness.spec.methods import resolve_method
+
+    model = models.load_model(str(tiny_model_dir), resolve_method("qlora4"), "cpu")
+    ids = torch.tensor([[5, 17, 99, 4, 250]])
+    model.eval()
+    with torch.no_grad():
+        before = model(input_ids=ids).logits
+    layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert layers and not any(getattr(m.weight.quant_state, "packing_format_for_cpu", False) for m in layers)
+    model.state_dict()
+    with torch.no_grad():
+        torch.testing.assert_close(model(input_ids=ids).logits, before, rtol=0, atol=0)
+    model.train()
+    hidden = model.get_input_embeddings()(ids).detach().requires_grad_()
+    model(inputs_embeds=hidden).logits.sum().backward()
+    assert hidden.grad is not None and hidden.grad.abs().sum() > 0
