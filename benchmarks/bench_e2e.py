@@ -74,20 +74,17 @@ def cell_records(run_dir: Path) -> list[dict]:
 
 def measure_rest(run_dir: Path, cells: list[dict]) -> dict:
     """Data, tokenizer, score and report seconds, measured in this process on the finished run."""
+    from harness.cell.load import load_tokenizer
+    from harness.core.console import console, quiet_libraries
+    from harness.records.load import load_records
+    from harness.report.document import write_reports
     from harness.spec.config import RunConfig
-    from harness.core.console import console
     from harness.spec.metrics import summarise
-    from harness.cell.models import load_tokenizer, resolve_model
-    from harness.report.tables import load_records, write_reports
-    from harness.execute.runner import quiet_libraries
+    from harness.spec.models import resolve_model
     from harness.spec.task import Context, get_task
 
     quiet_libraries()
-    conf = json.loads((run_dir / "run.json").read_text())["config"]
-    for key in ("tasks", "methods", "seeds", "lm_eval", "report_to"):
-        if conf.get(key) is not None:
-            conf[key] = tuple(conf[key])
-    cfg = RunConfig(**conf)
+    cfg = RunConfig.from_dict(json.loads((run_dir / "run.json").read_text())["config"])
     t0 = time.perf_counter()
     tok = load_tokenizer(resolve_model(cfg.model).location)
     tokenizer_s = time.perf_counter() - t0
@@ -114,7 +111,7 @@ def measure_rest(run_dir: Path, cells: list[dict]) -> dict:
         quiet = console.file
         console.file = null
         try:
-            write_reports(run_dir, load_records(run_dir))
+            write_reports(run_dir, load_records(run_dir), console=console)  # printed and written, as in a run
         finally:
             console.file = quiet
     report_s = time.perf_counter() - t0
@@ -193,4 +190,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    from harness.spec.task import load_tasks
+
+    load_tasks()  # the task plugins, as every program of the harness loads them first
     main()

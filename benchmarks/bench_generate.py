@@ -42,9 +42,9 @@ def with_adapter(location: str, method: str, b_std: float, seed: int):
     import torch
     from peft import LoraConfig, get_peft_model
 
+    from harness.cell.load import load_model
     from harness.spec.config import RunConfig
     from harness.spec.methods import resolve_method
-    from harness.cell.models import load_model
 
     spec, cfg = resolve_method(method), RunConfig()
     model = load_model(location, spec, "cpu")
@@ -65,9 +65,9 @@ def naive(model, tok, prompts: list[str], max_new_tokens: int) -> tuple[list[str
     """One ``model.generate`` per prompt: (outputs, generated tokens, seconds)."""
     import torch
 
-    from harness.cell.generate import _eos_ids
+    from harness.cell.generate import eos_ids
 
-    eos = _eos_ids(tok, model)
+    eos = eos_ids(tok, model)
     outputs, tokens, seconds = [], 0, 0.0
     with torch.inference_mode():
         for prompt in prompts:
@@ -84,7 +84,8 @@ def naive(model, tok, prompts: list[str], max_new_tokens: int) -> tuple[list[str
 
 
 def harness_generate(model, tok, prompts: list[str], max_new_tokens: int, batch: int) -> tuple[list[str], int, float]:
-    from harness.cell.generate import GenerationStats, generate
+    from harness.cell.generate import generate
+    from harness.spec.task import GenerationStats
 
     stats = GenerationStats()
     outputs = generate(model, tok, prompts, max_new_tokens, batch, stats, label="generate")
@@ -126,8 +127,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--json", help="also write the results to this file")
     args = p.parse_args(argv)
 
-    from harness.cell.models import load_tokenizer, resolve_model
-    from harness.execute.runner import quiet_libraries
+    from harness.cell.load import load_tokenizer
+    from harness.core.console import quiet_libraries
+    from harness.spec.models import resolve_model
 
     quiet_libraries()
     location = resolve_model(args.model).location
@@ -155,4 +157,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    from harness.spec.task import load_tasks
+
+    load_tasks()  # the task plugins, as every program of the harness loads them first
     main()

@@ -90,11 +90,11 @@ def peak_rss() -> int:
 
 
 def run_harness(args, tok, pairs, location: str) -> dict:
-    from harness.spec.config import RunConfig
+    from harness.cell.load import load_model
     from harness.cell.measure import seed_everything
-    from harness.spec.methods import resolve_method
-    from harness.cell.models import load_model
     from harness.cell.training import train
+    from harness.spec.config import RunConfig
+    from harness.spec.methods import resolve_method
 
     cfg = RunConfig(model=args.model, batch_size=args.batch, max_seq_len=args.max_seq_len, seed=args.seed,
                     gradient_checkpointing=args.gradient_checkpointing)
@@ -157,8 +157,9 @@ def run_trl(args, tok, pairs, location: str) -> dict:
 
 
 def child(args) -> None:
-    from harness.cell.models import load_tokenizer, resolve_model
-    from harness.execute.runner import quiet_libraries
+    from harness.cell.load import load_tokenizer
+    from harness.core.console import quiet_libraries
+    from harness.spec.models import resolve_model
 
     quiet_libraries()
     location = resolve_model(args.model).location
@@ -172,7 +173,8 @@ def child(args) -> None:
 # --- the side-by-side run ------------------------------------------------------------------------------------
 
 def describe_rows(args) -> dict:
-    from harness.cell.models import load_tokenizer, resolve_model
+    from harness.cell.load import load_tokenizer
+    from harness.spec.models import resolve_model
 
     tok = load_tokenizer(resolve_model(args.model).location)
     lengths = [min(args.max_seq_len, len(tok(p["prompt"] + p["completion"], add_special_tokens=False)["input_ids"])
@@ -271,4 +273,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    from harness.spec.task import load_tasks
+
+    load_tasks()  # the task plugins, as every program of the harness loads them first
     main()

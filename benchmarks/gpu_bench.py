@@ -182,7 +182,7 @@ def run_method(method: str, shape: dict, n_params: int, variants: list, args, de
     import torch
 
     from harness.spec.methods import resolve_method
-    from harness.cell.models import compute_dtype
+    from harness.spec.precision import compute_dtype
 
     spec = resolve_method(method)
     compute_bytes = torch.empty(0, dtype=compute_dtype(device)).element_size()
@@ -261,7 +261,7 @@ def dtype_rows(device: str) -> list[dict]:
     import torch
 
     from harness.spec.methods import resolve_method
-    from harness.cell.models import compute_dtype, dtype_name, mixed_precision, weight_dtype
+    from harness.spec.precision import compute_dtype, dtype_name, mixed_precision, weight_dtype
 
     cuda = device == "cuda"
     return [{"method": m, "capability": "{}.{}".format(*torch.cuda.get_device_capability()) if cuda else "-",
@@ -357,8 +357,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from harness.cell.models import compute_dtype, dtype_name
-    from harness.execute.runner import quiet_libraries
+    from harness.core.console import quiet_libraries
+    from harness.spec.precision import compute_dtype, dtype_name
 
     quiet_libraries()
     device = args.device if args.device != "auto" else "cpu" if args.tiny else "cuda"

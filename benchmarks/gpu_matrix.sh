@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole GPU run of issue 11 in one command, on a machine with no network:
+# The whole GPU run in one command, on a machine with no network:
 #   1. install the wheels carried in .whl/ (trl, bitsandbytes, datasets, ...) into a --target folder;
 #   2. print torch, CUDA, the device and the package versions;
 #   3. `run_matrix.py plan` for Llama-2-7B on an H100 (the estimate, no GPU needed);

@@ -17,16 +17,17 @@ sys.path.insert(0, str(ROOT))
 
 
 def run(model_ref: str, lr: float, rows: int, eval_rows: int) -> dict:
-    from harness.spec.config import RunConfig
-    from harness.cell.generate import GenerationStats, generate
+    from harness.cell.generate import generate
+    from harness.cell.load import load_model, load_tokenizer
     from harness.cell.measure import seed_everything
+    from harness.cell.training import train
+    from harness.core.console import quiet_libraries
+    from harness.core.stats import mean
+    from harness.spec.config import RunConfig
     from harness.spec.methods import resolve_method
     from harness.spec.metrics import rouge
-    from harness.cell.models import load_model, load_tokenizer, resolve_model
-    from harness.execute.runner import quiet_libraries
-    from harness.core.stats import mean
-    from harness.spec.task import Context, get_task
-    from harness.cell.training import train
+    from harness.spec.models import resolve_model
+    from harness.spec.task import Context, GenerationStats, get_task
 
     quiet_libraries()
     cfg = RunConfig(model=model_ref, lr=lr)
@@ -61,4 +62,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    from harness.spec.task import load_tasks
+
+    load_tasks()  # the task plugins, as every program of the harness loads them first
     main()

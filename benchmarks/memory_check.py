@@ -132,15 +132,18 @@ def measure(model_ref: str, method: str, seq_len: int, gc: bool, steps: int, bat
     """One configuration in this process: the measured peak and the estimate for the shapes actually run."""
     import torch
 
-    from harness.spec.config import RunConfig
-    from harness.plan.estimate import estimate, load_shape
-    from harness.cell.generate import GenerationStats, generate
+    from harness.cell.generate import generate
+    from harness.cell.load import load_model, load_tokenizer
     from harness.cell.measure import seed_everything
-    from harness.spec.methods import resolve_method
-    from harness.cell.models import load_model, load_tokenizer, mixed_precision, resolve_model
-    from harness.execute.runner import quiet_libraries
-    from harness.spec.task import Context, get_task
     from harness.cell.training import train
+    from harness.core.console import quiet_libraries
+    from harness.plan.estimate import estimate
+    from harness.plan.shape import load_shape
+    from harness.spec.config import RunConfig
+    from harness.spec.methods import resolve_method
+    from harness.spec.models import resolve_model
+    from harness.spec.precision import mixed_precision
+    from harness.spec.task import Context, GenerationStats, get_task
 
     quiet_libraries()
     loc = resolve_model(model_ref).location
@@ -231,7 +234,8 @@ LLAMA_65B = {"hidden_size": 8192, "intermediate_size": 22016, "num_hidden_layers
 
 def published() -> list[dict]:
     """The estimate for each published figure, with the source's settings, on CUDA in bf16."""
-    from harness.plan.estimate import Shape, estimate, shipped_shape
+    from harness.plan.estimate import estimate
+    from harness.plan.shape import Shape, shipped_shape
     from harness.spec.methods import resolve_method
 
     rows = []
@@ -322,4 +326,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from harness.spec.task import load_tasks
+
+    load_tasks()  # the task plugins, as every program of the harness loads them first
     sys.exit(main())

@@ -34,14 +34,15 @@ def measure(model_ref: str, method: str, gc: bool, steps: int, batch: int, devic
     """Train ``steps`` steps on the embedded cnn rows, then generate for 16 prompts; one process, one method."""
     import time
 
-    from harness.spec.config import RunConfig
-    from harness.cell.generate import GenerationStats, generate
+    from harness.cell.generate import generate
+    from harness.cell.load import load_model, load_tokenizer
     from harness.cell.measure import PeakMemory, seed_everything
-    from harness.spec.methods import resolve_method
-    from harness.cell.models import load_model, load_tokenizer, resolve_model
-    from harness.execute.runner import quiet_libraries
-    from harness.spec.task import Context, get_task
     from harness.cell.training import train
+    from harness.core.console import quiet_libraries
+    from harness.spec.config import RunConfig
+    from harness.spec.methods import resolve_method
+    from harness.spec.models import resolve_model
+    from harness.spec.task import Context, GenerationStats, get_task
 
     quiet_libraries()
     cfg = RunConfig(model=model_ref, batch_size=batch, gradient_checkpointing=gc, epochs=1.0)
@@ -114,4 +115,7 @@ def _env() -> dict:
 
 
 if __name__ == "__main__":
+    from harness.spec.task import load_tasks
+
+    load_tasks()  # the task plugins, as every program of the harness loads them first
     main()

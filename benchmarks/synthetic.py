@@ -86,13 +86,16 @@ def build_model(spec, shape: dict, device: str):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from harness.cell.models import compute_dtype, weight_dtype
+    from harness.cell.load import keep_4bit_unpacked
+    from harness.spec.precision import compute_dtype, weight_dtype
 
     torch.manual_seed(0)
     with torch.device(device):
         model = AutoModelForCausalLM.from_config(llama_config(shape), dtype=weight_dtype(spec, device))
     if spec.quantized:
         quantize_in_memory(model, spec, compute_dtype(device))
+        if device == "cpu" and spec.load_in_4bit:
+            keep_4bit_unpacked(model)  # as harness.cell.load.load_model does on a CPU
         gc.collect()
         if device == "cuda":
             torch.cuda.empty_cache()

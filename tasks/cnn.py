@@ -7,7 +7,8 @@ teaches the format, and ROUGE against the reference highlights measures the gain
 from __future__ import annotations
 
 from harness.spec.metrics import ROUGE_TYPES, rouge
-from harness.spec.task import Context, Task, completion_text, fit_prompt, n_tokens, register_task, render_prompt
+from harness.spec.prompts import completion_text, fit_prompt, n_tokens, render_prompt
+from harness.spec.task import Context, Task, register_task
 from tasks.embedded import cnn_gen
 
 SYSTEM = ("Write the highlights of this news article in the style of CNN/DailyMail: three short lines, "

@@ -11,9 +11,9 @@ from __future__ import annotations
 from functools import lru_cache
 
 from harness.core.errors import ConfigError, DataError
-from harness.cell.generate import GenerationStats, generate
 from harness.spec.metrics import register_metric
-from harness.spec.task import Context, Task, completion_text, fit_prompt, n_tokens, register_task, render_prompt
+from harness.spec.prompts import completion_text, fit_prompt, n_tokens, render_prompt
+from harness.spec.task import Context, GenerationStats, Task, register_task
 from tasks import react
 from tasks.docstore import Browser, DocStore
 from tasks.embedded import fever_gen
@@ -154,8 +154,8 @@ class Fever(Task):
         lead = completion_text(ctx, "x")[:-1]
 
         def step(contexts: list[str], n: int) -> list[str]:
-            return generate(model, ctx.tok, contexts, STEP_TOKENS, ctx.batch_size, stats,
-                            stop_strings=STEP_STOPS, label=f"react step {n}")
+            return ctx.generate(model, contexts, stats, max_new_tokens=STEP_TOKENS, stop_strings=STEP_STOPS,
+                                label=f"react step {n}")
 
         def fits(context: str) -> bool:
             return n_tokens(ctx.tok, context) + STEP_TOKENS <= ctx.max_seq_len

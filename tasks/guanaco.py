@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 
 from harness.core.errors import DataError
-from harness.cell.generate import GenerationStats, completion_nll, generate
 from harness.spec.metrics import register_metric, rouge
-from harness.spec.task import Context, Task, completion_text, fit_prompt, n_tokens, register_task, render_prompt
+from harness.spec.prompts import completion_text, fit_prompt, n_tokens, render_prompt
+from harness.spec.task import Context, GenerationStats, Task, register_task
 from tasks import ifeval
 from tasks.chat_format import ParseError, parse_llama2
 from tasks.embedded import guanaco_gen
@@ -119,10 +119,9 @@ class Guanaco(Task):
 
     def evaluate(self, model, rows, ctx, stats: GenerationStats) -> list[dict]:
         prompts = [self.eval_prompt(r, ctx) for r in rows]
-        outputs = generate(model, ctx.tok, prompts, ctx.max_new_tokens, ctx.batch_size, stats,
-                           label="eval guanaco")
-        nll = completion_nll(model, ctx.tok, prompts, [completion_text(ctx, r["response"]) for r in rows],
-                             batch_size=max(1, ctx.batch_size // 4), label="perplexity guanaco")
+        outputs = ctx.generate(model, prompts, stats, label="eval guanaco")
+        nll = ctx.completion_nll(model, prompts, [completion_text(ctx, r["response"]) for r in rows],
+                                 batch_size=max(1, ctx.batch_size // 4), label="perplexity guanaco")
         return [{"id": r["id"], "prompt": p, "reference": r["response"], "output": o, "ref_nll": n[0],
                  "ref_tokens": n[1], "instruction_id_list": r["instruction_id_list"], "kwargs": r["kwargs"]}
                 for r, p, o, n in zip(rows, prompts, outputs, nll)]

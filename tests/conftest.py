@@ -20,29 +20,29 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the Hub; fail 
 
 @pytest.fixture(scope="session")
 def tokenizer_dir() -> Path:
-    from harness.cell.models import smollm2_tokenizer_dir
+    from harness.spec.models import smollm2_tokenizer_dir
 
     return smollm2_tokenizer_dir()
 
 
 @pytest.fixture(scope="session")
 def tokenizer(tokenizer_dir):
-    from harness.cell.models import load_tokenizer
+    from harness.cell.load import load_tokenizer
 
     return load_tokenizer(str(tokenizer_dir))
 
 
 @pytest.fixture(scope="session")
 def tiny_model_dir() -> Path:
-    from harness.cell.models import tiny_llama
+    from harness.spec.models import tiny_llama
 
     return tiny_llama()
 
 
 @pytest.fixture
 def tiny_model(tiny_model_dir):
+    from harness.cell.load import load_model
     from harness.spec.methods import resolve_method
-    from harness.cell.models import load_model
 
     return load_model(str(tiny_model_dir), resolve_method("base"), "cpu")
 

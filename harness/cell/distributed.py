@@ -22,14 +22,22 @@ import subprocess
 import sys
 from pathlib import Path
 
+from harness.cell.load import load_model, load_tokenizer
+from harness.cell.measure import PeakMemory, seed_everything
+from harness.cell.training import train
+from harness.core.console import console, quiet_libraries
 from harness.core.errors import HarnessError
 from harness.core.files import atomic_write_json, read_json
+from harness.spec.cell import CellSpec
+from harness.spec.models import resolve_model
+from harness.spec.precision import mixed_precision, resolve_device
+from harness.spec.task import Context, get_task, load_tasks
 
 OUT = ".trained"  # inside the cell folder; hidden, so outside status.json's checksums
 
 
-class DistributedError(HarnessError):
-    kind = "distributed"
+class DistributedError(HarnessError, kind="distributed"):
+    """The multi-process training job failed; its last line says why."""
 
 
 def launch_command(cfg, cell_dir: Path, device: str) -> tuple[list[str], dict]:
@@ -38,8 +46,6 @@ def launch_command(cfg, cell_dir: Path, device: str) -> tuple[list[str], dict]:
     if device == "cpu":
         return ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", n, *job],
                 {"ACCELERATE_USE_CPU": "true"})
-    from harness.cell.models import mixed_precision
-
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", n, "--num_machines", "1",
            "--mixed_precision", mixed_precision(device), "--dynamo_backend", "no"]
     if cfg.fsdp:
@@ -58,8 +64,6 @@ def train_distributed(cfg, spec, cell_dir: Path, model_location: str, device: st
     """Run the training job on cfg.num_processes processes; return (trained model on this process, record).
 
     ``merge=False`` returns a LoRA model with its adapter unmerged, as training.train does."""
-    from harness.core.console import console
-
     out = Path(cell_dir) / OUT
     cmd, extra_env = launch_command(cfg, Path(cell_dir), device)
     console.print(f"[dim]training on {cfg.num_processes} processes: {' '.join(cmd[1:4])} ...[/]")
@@ -84,8 +88,6 @@ def train_distributed(cfg, spec, cell_dir: Path, model_location: str, device: st
 
 def load_trained(spec, out: Path, model_location: str, device: str, merge: bool = True):
     """The trained weights the job saved, ready for generation on the main process."""
-    from harness.cell.models import load_model
-
     if spec.finetune == "lora":
         from peft import PeftModel
 
@@ -101,8 +103,9 @@ def _row_hash(ids, pad_id) -> str:
 def _recorder(rows: set, pad_id: int):
     """A callback that hashes every training row this process sees, from the model's own inputs.
 
-    Rows arrive padded ([batch, length]) or packed end to end in one row (padding-free batches, harness/cell/trl_changes.py),
-    where each row's position_ids start again at 0: both are split back into rows before hashing.
+    Rows arrive padded ([batch, length]) or packed end to end in one row (padding-free batches,
+    harness/cell/padding_free.py), where each row's position_ids start again at 0: both are split back into rows
+    before hashing.
     """
     from transformers import TrainerCallback
 
@@ -130,15 +133,10 @@ def main(argv: list[str]) -> int:
     """One process of the training job: ``python -m harness.cell.distributed CELL_DIR`` under a launcher."""
     import torch
 
-    from harness.cell.job import load_job
-    from harness.cell.measure import PeakMemory, seed_everything
-    from harness.cell.models import load_model, load_tokenizer, resolve_device, resolve_model
-    from harness.execute.runner import quiet_libraries
-    from harness.spec.task import Context
-    from harness.cell.training import train
-
     cell_dir = Path(argv[0])
-    cfg, task, spec, _, conf = load_job(cell_dir)
+    load_tasks()
+    cell = CellSpec.read(cell_dir)
+    cfg, task, spec = cell.run, get_task(cell.task), cell.method
     rank, local = int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0))
     device = resolve_device(cfg.device)
     if device == "cuda":
@@ -147,7 +145,7 @@ def main(argv: list[str]) -> int:
     seed_everything(cfg.seed)
     location = resolve_model(cfg.model).location
     tok = load_tokenizer(location)
-    ctx = Context(tok=tok, max_seq_len=cfg.max_seq_len, max_new_tokens=conf["hyperparameters"]["max_new_tokens"],
+    ctx = Context(tok=tok, max_seq_len=cfg.max_seq_len, max_new_tokens=cell.hyperparameters["max_new_tokens"],
                   template=cfg.template, batch_size=cfg.eval_batch_size, cfg=cfg)
     pairs = [task.train_pair(r, ctx) for r in task.load(cfg)["train"]]
     out = cell_dir / OUT
@@ -155,7 +153,7 @@ def main(argv: list[str]) -> int:
     with PeakMemory(device) as mem:
         model = load_model(location, spec, device)
         _, record = train(model, tok, spec, pairs, cfg, device, merge=False, save_to=str(out),
-                          callbacks=(_recorder(rows, tok.pad_token_id),))
+                          callbacks=(_recorder(rows, tok.pad_token_id),), cell_dir=cell_dir)
     backend = torch.distributed.get_backend() if torch.distributed.is_initialized() else None
     atomic_write_json(out / f"rank{rank}.json", {"rows": sorted(rows), "peak_bytes": mem.peak_bytes,
                                                   "backend": backend})

@@ -1,30 +1,17 @@
-"""Batched greedy generation with left padding and a KV cache.
+"""The transformers backend: batched greedy generation with left padding and a KV cache, and completion scoring.
 
 Prompts are sorted by length so that each batch pads little, then results are put back in input order.
 Generated-token counts stop at the first end-of-sequence token, so padding never inflates tokens/s.
+``HFBackend`` serves these to a task through its Context (harness.spec.task.Backend); harness/cell/vllm.py is
+the other backend.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 from harness.core.console import progress_bar
-
-
-@dataclass
-class GenerationStats:
-    new_tokens: int = 0
-    seconds: float = 0.0
-    calls: int = 0
-
-    @property
-    def tokens_per_s(self) -> float:
-        return self.new_tokens / self.seconds if self.seconds else float("nan")
-
-    def to_dict(self) -> dict:
-        return {"generated_tokens": self.new_tokens, "generation_s": self.seconds,
-                "generation_tokens_per_s": self.tokens_per_s}
+from harness.spec.task import GenerationStats
 
 
 def encode_prompts(tok, prompts: list[str]) -> list[list[int]]:
@@ -32,17 +19,8 @@ def encode_prompts(tok, prompts: list[str]) -> list[list[int]]:
     return [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
 
 
-# --generate-backend: a cell is one process, so it sets this once (harness/cell/job.py) and every task's generation
-# (plain, guanaco, the ReAct loop) goes through the same switch.
-BACKEND = {"name": "hf"}
-
-
 def generate(model, tok, prompts: list[str], max_new_tokens: int, batch_size: int, stats: GenerationStats,
              stop_strings: list[str] | None = None, label: str = "generate") -> list[str]:
-    if BACKEND["name"] == "vllm":
-        from harness.cell import vllm as vllm_backend  # an optional extra: imported only when asked for
-
-        return vllm_backend.generate(model, tok, prompts, max_new_tokens, batch_size, stats, stop_strings, label)
     import torch
     from transformers import GenerationConfig
 
@@ -51,9 +29,9 @@ def generate(model, tok, prompts: list[str], max_new_tokens: int, batch_size: in
     device = next(model.parameters()).device
     ids = encode_prompts(tok, prompts)
     order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
-    eos_ids = _eos_ids(tok, model)
+    stop_ids = eos_ids(tok, model)
     config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, use_cache=True,
-                              pad_token_id=tok.pad_token_id, eos_token_id=eos_ids,
+                              pad_token_id=tok.pad_token_id, eos_token_id=stop_ids,
                               stop_strings=stop_strings or None)
     outputs: list[str | None] = [None] * len(prompts)
     model.eval()
@@ -74,14 +52,14 @@ def generate(model, tok, prompts: list[str], max_new_tokens: int, batch_size: in
             stats.calls += 1
             for row, i in enumerate(batch):
                 new = out[row, width:].tolist()
-                cut = next((k + 1 for k, t in enumerate(new) if t in eos_ids), len(new))
+                cut = next((k + 1 for k, t in enumerate(new) if t in stop_ids), len(new))
                 stats.new_tokens += cut
                 outputs[i] = tok.decode(new[:cut], skip_special_tokens=True)
             advance(len(batch), tok_s=f"{stats.tokens_per_s:.1f}")
     return [o.strip() for o in outputs]
 
 
-def _eos_ids(tok, model) -> list[int]:
+def eos_ids(tok, model) -> list[int]:
     ids = {tok.eos_token_id}
     gen_eos = getattr(model.generation_config, "eos_token_id", None)
     ids.update(gen_eos if isinstance(gen_eos, list) else [gen_eos])
@@ -127,3 +105,20 @@ def completion_nll(model, tok, prompts: list[str], completions: list[str], batch
                 out.append((float(nll[row]), int(mask[row].sum())))
             advance(len(batch))
     return out
+
+
+class HFBackend:
+    """``--generate-backend hf`` (the default): transformers' own generate on the cell's model, in this process."""
+
+    name = "hf"
+
+    def generate(self, model, tok, prompts: list[str], max_new_tokens: int, batch_size: int, stats: GenerationStats,
+                 stop_strings: list[str] | None = None, label: str = "generate") -> list[str]:
+        return generate(model, tok, prompts, max_new_tokens, batch_size, stats, stop_strings, label)
+
+    def completion_nll(self, model, tok, prompts: list[str], completions: list[str], batch_size: int,
+                       label: str = "score") -> list[tuple[float, int]]:
+        return completion_nll(model, tok, prompts, completions, batch_size, label)
+
+    def close(self) -> None:
+        pass

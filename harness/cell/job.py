@@ -2,42 +2,41 @@
 
     python -m harness.cell results/RUN/cnn/lora
 
-The runner writes ``config.json`` (the resolved cell settings plus the whole run config) into the cell
-folder and hands the folder to an executor; this module is what runs there, in whatever process, node or
-container the executor chose. It resolves the model and loads the task's data itself, so a cell needs
-nothing from the process that planned it. A failure inside the cell is recorded in ``status.json`` (kind and
-message) and the process still exits 0; a non-zero exit or a signal means the cell could not record its own
-end, and the executor records it instead (harness/execute/executors.py).
+The runner writes ``config.json`` (a harness.spec.cell.CellSpec) into the cell folder and hands the folder to an
+executor; this module is what runs there, in whatever process, node or container the executor chose. It resolves
+the model and loads the task's data itself, so a cell needs nothing from the process that planned it. The recipe,
+``execute``, reads top to bottom: load, train (when the method trains), keep and check the weights, generate,
+score, record. A failure inside the cell is recorded in ``status.json`` (kind and message) and the process still
+exits 0; a non-zero exit or a signal means the cell could not record its own end, and the executor records it
+instead (harness/execute/child.py).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 import time
 from pathlib import Path
 
-from harness.core.console import console
+from harness.cell import measure, training, weights
+from harness.cell.distributed import train_distributed
+from harness.cell.generate import HFBackend
+from harness.cell.load import load_model, load_tokenizer
+from harness.cell.vllm import VLLMBackend, check_available
+from harness.core.console import console, quiet_libraries
 from harness.core.errors import classify, one_line
+from harness.evaluate.cross_task import cross_evaluate
+from harness.evaluate.lm_eval import run_lm_eval
+from harness.integrations.trackers import close_open_runs
 from harness.records.store import CellStore, environment
+from harness.spec.cell import CellSpec
+from harness.spec.metrics import summarise
+from harness.spec.models import resolve_model
+from harness.spec.precision import precision_record, resolve_device
+from harness.spec.task import Context, GenerationStats, get_task, load_tasks
 
-
-def load_job(cell_dir: Path):
-    """(RunConfig, Task, MethodSpec, CellStore, config dict) from a cell folder's config.json."""
-    from harness.spec.config import RunConfig
-    from harness.core.files import read_json
-    from harness.spec.methods import MethodSpec
-    from harness.spec.task import get_task
-
-    conf = read_json(cell_dir / "config.json")
-    run = dict(conf["run"])
-    run["tasks"], run["methods"] = tuple(run["tasks"]), tuple(run["methods"])
-    for key in ("seeds", "lm_eval", "report_to"):
-        if run.get(key) is not None:
-            run[key] = tuple(run[key])
-    cfg = RunConfig(**run)
-    store = CellStore(cell_dir.parent.parent, cell_dir.parent.name, cell_dir.name)
-    return cfg, get_task(conf["task"]), MethodSpec(**conf["method"]), store, conf
+BACKENDS = {"hf": HFBackend, "vllm": VLLMBackend}  # --generate-backend
 
 
 def run_cell(cell_dir: Path, data: dict | None = None) -> dict:
@@ -45,15 +44,12 @@ def run_cell(cell_dir: Path, data: dict | None = None) -> dict:
 
     ``data`` lets the inline executor pass the rows the runner already loaded.
     """
-    from harness.cell.measure import free_memory
-    from harness.cell.models import resolve_device, resolve_model
-
-    cfg, task, spec, store, conf = load_job(Path(cell_dir))
-    if cfg.report_to:
-        from harness.integrations.trackers import enter_cell
-
-        enter_cell(cfg, cell_dir)  # the trainer's tracker run becomes this cell's run
-    label = f"{task.name} x {spec.name}"
+    cell_dir = Path(cell_dir)
+    spec = CellSpec.read(cell_dir)
+    cfg, task, method = spec.run, get_task(spec.task), spec.method
+    store = CellStore(cell_dir.parent.parent, cell_dir.parent.name, cell_dir.name)
+    close_open_runs(cfg)
+    label = f"{task.name} x {method.name}"
     os.environ.setdefault("HARNESS_CELL", label)  # progress lines name the cell (harness/core/console.py)
     t0 = time.perf_counter()
     error = None
@@ -67,11 +63,11 @@ def run_cell(cell_dir: Path, data: dict | None = None) -> dict:
         if data is None:
             data = task.load(cfg)
         store.write_json("data.json", data["fingerprint"])
-        skip = skip_reason(spec, device)
+        skip = skip_reason(method, device)
         if skip:
             console.print(f"[yellow]skipped: {skip[1]}[/]")
             return store.finish("skipped", error_kind=skip[0], message=skip[1])
-        execute(cfg, task, spec, store, conf, data, resolve_model(cfg.model).location, device)
+        execute(spec, task, store, data, resolve_model(cfg.model).location, device)
     except KeyboardInterrupt:
         raise
     except Exception as e:  # noqa: BLE001  (isolation: any failure is recorded, the matrix goes on)
@@ -79,7 +75,7 @@ def run_cell(cell_dir: Path, data: dict | None = None) -> dict:
     if error is None:
         console.print(f"[green]done[/] {label} in {time.perf_counter() - t0:.0f} s")
         return store.read_json("status.json")
-    free_memory(device)  # after the except block, so the traceback no longer pins the model
+    measure.free_memory(device)  # after the except block, so the traceback no longer pins the model
     kind, message, step = error
     console.print(f"[red]failed[/] {label}: {kind}: {message}")
     fields = {"error_kind": kind, "message": message}
@@ -88,70 +84,60 @@ def run_cell(cell_dir: Path, data: dict | None = None) -> dict:
     return store.finish("failed", **fields)
 
 
-def skip_reason(spec, device: str) -> tuple[str, str] | None:
+def skip_reason(method, device: str) -> tuple[str, str] | None:
     """(error kind, message) when this machine cannot run the method at all, else None."""
-    import importlib.util
-
-    if spec.requires_cuda and device != "cuda":
-        return "needs_cuda", f"method {spec.name} needs a CUDA device and this run is on {device}"
-    if spec.quantized and importlib.util.find_spec("bitsandbytes") is None:
-        return "needs_bitsandbytes", (f"method {spec.name} needs bitsandbytes, which is not installed "
+    if method.requires_cuda and device != "cuda":
+        return "needs_cuda", f"method {method.name} needs a CUDA device and this run is on {device}"
+    if method.quantized and importlib.util.find_spec("bitsandbytes") is None:
+        return "needs_bitsandbytes", (f"method {method.name} needs bitsandbytes, which is not installed "
                                       "(pip install bitsandbytes)")
     return None
 
 
-def execute(cfg, task, spec, store, conf: dict, data: dict, model_location: str, device: str) -> None:
+def execute(spec: CellSpec, task, store: CellStore, data: dict, model_location: str, device: str) -> None:
     """Train (if the method trains), generate, score; write train.json, predictions, metrics and status."""
-    from harness.cell import training
-    from harness.cell import weights
-    from harness.cell.generate import GenerationStats
-    from harness.cell.measure import PeakMemory, seed_everything
-    from harness.spec.metrics import summarise
-    from harness.cell.models import load_model, load_tokenizer, precision_record
-    from harness.spec.task import Context
-
-    hp = conf["hyperparameters"]
-    seed_everything(cfg.seed)
+    cfg, method, hp = spec.run, spec.method, spec.hyperparameters
+    measure.seed_everything(cfg.seed)
     if cfg.generate_backend == "vllm":
-        from harness.cell import generate as generation
-        from harness.cell import vllm as vllm_backend
-
-        vllm_backend.check_available(device)
-        generation.BACKEND["name"] = "vllm"
+        check_available(device)
     tok = load_tokenizer(model_location)
+    backend = BACKENDS[cfg.generate_backend]()
     ctx = Context(tok=tok, max_seq_len=cfg.max_seq_len, max_new_tokens=hp["max_new_tokens"],
-                  template=cfg.template, batch_size=cfg.eval_batch_size, cfg=cfg)
-    pairs = [task.train_pair(r, ctx) for r in data["train"]] if spec.trains else []
-    probe = weights.probe_inputs(task, data["eval"], ctx) if spec.trains else []  # the weight checks' prompts
+                  template=cfg.template, batch_size=cfg.eval_batch_size, cfg=cfg, backend=backend)
+    pairs = [task.train_pair(r, ctx) for r in data["train"]] if method.trains else []
+    probe = weights.probe_inputs(task, data["eval"], ctx) if method.trains else []  # the weight checks' prompts
     stats = GenerationStats()
-    with PeakMemory(device) as mem:
-        t_load = time.perf_counter()
-        if spec.trains and cfg.num_processes > 1:
-            from harness.cell.distributed import train_distributed
-
-            # The job's processes load their own copies; this one loads only the trained weights, after.
-            base_logits = weights.base_logits(model_location, spec, device, probe)
-            model, train_record = train_distributed(cfg, spec, store.dir, model_location, device, merge=False)
-            load_s = time.perf_counter() - t_load - train_record["train_s"]
-            footprint = model.get_memory_footprint()
-        else:
-            model = load_model(model_location, spec, device)
-            load_s = time.perf_counter() - t_load
-            footprint = model.get_memory_footprint()
-            if spec.trains:
-                base_logits = weights.logits(model, probe)
-                model, train_record = training.train(model, tok, spec, pairs, cfg, device, merge=False)
+    try:
+        with measure.PeakMemory(device) as mem:
+            t_load = time.perf_counter()
+            if method.trains and cfg.num_processes > 1:
+                # The job's processes load their own copies; this one loads only the trained weights, after.
+                base_logits = weights.base_logits(model_location, method, device, probe)
+                model, train_record = train_distributed(cfg, method, store.dir, model_location, device,
+                                                        merge=False)
+                load_s = time.perf_counter() - t_load - train_record["train_s"]
+                footprint = model.get_memory_footprint()
             else:
-                _, total = training.count_parameters(model)
-                train_record = {"trained": False, "trainable_params": 0, "total_params": total}
-        if spec.trains:  # --save, then the checks that the trained weights are applied (harness/cell/weights.py)
-            model, weight_record = weights.finalize(model, spec, tok, cfg, store, probe, base_logits)
-            train_record.update(weight_record)
-        store.write_json("train.json", train_record)
-        t_eval = time.perf_counter()
-        predictions = task.evaluate(model, data["eval"], ctx, stats)
-        eval_s = time.perf_counter() - t_eval
-    after = evaluate_after(cfg, task, spec, model, tok, store)  # --cross-eval and --lm-eval, outside the peak
+                model = load_model(model_location, method, device)
+                load_s = time.perf_counter() - t_load
+                footprint = model.get_memory_footprint()
+                if method.trains:
+                    base_logits = weights.logits(model, probe)
+                    model, train_record = training.train(model, tok, method, pairs, cfg, device, merge=False,
+                                                         cell_dir=store.dir)
+                else:
+                    _, total = training.count_parameters(model)
+                    train_record = {"trained": False, "trainable_params": 0, "total_params": total}
+            if method.trains:  # --save, then the checks that the trained weights are applied (harness/cell/weights.py)
+                model, weight_record = weights.finalize(model, method, tok, cfg, store, probe, base_logits)
+                train_record.update(weight_record)
+            store.write_json("train.json", train_record)
+            t_eval = time.perf_counter()
+            predictions = task.evaluate(model, data["eval"], ctx, stats)
+            eval_s = time.perf_counter() - t_eval
+        after = evaluate_after(cfg, task, method, model, ctx, store)  # --cross-eval, --lm-eval: outside the peak
+    finally:
+        backend.close()
     del model
     values = task.score(predictions)
     for i, p in enumerate(predictions):
@@ -165,30 +151,26 @@ def execute(cfg, task, spec, store, conf: dict, data: dict, model_location: str,
                    "train_tokens_per_s": train_record.get("train_tokens_per_s"), **stats.to_dict()},
         "params": {"trainable": train_record["trainable_params"], "total": total,
                    "trainable_pct": 100.0 * train_record["trainable_params"] / total if total else 0.0},
-        "precision": precision_record(spec, device),
+        "precision": precision_record(method, device),
     }
-    store.write_json("metrics.json", {"task": task.name, "method": spec.name, "seed": cfg.seed,
+    store.write_json("metrics.json", {"task": task.name, "method": method.name, "seed": cfg.seed,
                                       "quality": quality, "main_metric": task.main_metric,
                                       "extra": task.extra_report(predictions), "measurements": measurements,
                                       **after})
     store.finish("ok")
 
 
-def evaluate_after(cfg, task, spec, model, tok, store) -> dict:
+def evaluate_after(cfg, task, method, model, ctx: Context, store: CellStore) -> dict:
     """The final model on the run's other tasks (--cross-eval) and on lm-eval tasks (--lm-eval), in memory.
 
     Both come after the cell's own evaluation, so its timing and peak memory are those of the task alone.
     """
-    from harness.evaluate.cross_task import cross_evaluate
-
     out = {}
-    cross = cross_evaluate(cfg, task, spec, model, tok, store)
+    cross = cross_evaluate(cfg, task, method, model, ctx, store)
     if cross is not None:
         out["cross"] = cross
     if cfg.lm_eval:
-        from harness.evaluate.lm_eval import run_lm_eval  # the optional extra, imported only when asked for
-
-        out["lm_eval"] = run_lm_eval(model, tok, cfg)
+        out["lm_eval"] = run_lm_eval(model, ctx.tok, cfg)
     return out
 
 
@@ -197,12 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) != 1 or not (Path(argv[0]) / "config.json").is_file():
         print("usage: python -m harness.cell CELL_DIR  (a cell folder holding config.json)", file=sys.stderr)
         return 2
-    from harness.execute.runner import quiet_libraries
-
+    load_tasks()
     quiet_libraries()
     run_cell(Path(argv[0]))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

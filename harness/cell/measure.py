@@ -11,8 +11,6 @@ import random
 import re
 from pathlib import Path
 
-GIB = 2**30
-
 
 def _status_kib(field: str) -> int | None:
     try:

@@ -13,10 +13,11 @@ import shutil
 import tempfile
 import time
 
+from harness.cell.trl_changes import apply as apply_lean
 from harness.core.console import console, progress_bar
 from harness.core.errors import NonFiniteLossError
-from harness.cell.trl_changes import apply as apply_lean
-from harness.cell.models import mixed_precision
+from harness.integrations.trackers import trainer_report_to
+from harness.spec.precision import mixed_precision
 
 
 def count_parameters(model) -> tuple[int, int]:
@@ -52,18 +53,17 @@ def _callback(total_steps: int, advance, curve: list):
 
 
 def train(model, tok, spec, pairs: list[dict], cfg, device: str, merge: bool = True, save_to: str | None = None,
-          callbacks: tuple = ()):
+          callbacks: tuple = (), cell_dir=None):
     """Train ``model`` on prompt/completion ``pairs``; return (model ready for generation, train record).
 
     ``merge=False`` returns a LoRA model with its adapter unmerged. ``save_to`` saves the trained weights with
     the trainer (an adapter for LoRA; under FSDP or DeepSpeed the trainer gathers the shards), before any
     merge. ``callbacks`` are extra TrainerCallbacks (harness/cell/distributed.py records what each process saw).
+    ``cell_dir`` names the cell whose tracker runs (--report-to) the trainer logs to.
     """
     from datasets import Dataset
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
     from trl import SFTConfig, SFTTrainer
-
-    from harness.integrations.trackers import trainer_report_to  # stdlib only; tracker packages load in the callbacks
 
     t_setup = time.perf_counter()  # adapters, tokenizing the rows, the trainer: "setup_s", apart from train_s
     peft_config = None
@@ -85,17 +85,17 @@ def train(model, tok, spec, pairs: list[dict], cfg, device: str, merge: bool = T
         output_dir=workdir, per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum, num_train_epochs=cfg.epochs, learning_rate=lr,
         lr_scheduler_type="linear", logging_steps=1, logging_nan_inf_filter=False, save_strategy="no",
-        report_to=trainer_report_to(cfg),  # --report-to: loss curves into each cell's tracker run
+        report_to=trainer_report_to(cfg, cell_dir),  # --report-to: loss curves into the cell's tracker run
         disable_tqdm=True, seed=cfg.seed, data_seed=cfg.seed, max_length=cfg.max_seq_len,
         completion_only_loss=True, include_num_input_tokens_seen="non_padding",
         activation_checkpointing=cfg.gradient_checkpointing,
-        # bf16 from compute capability 8.0 up, fp16 below it (T4, V100), none on CPU (harness/cell/models.py)
+        # bf16 from compute capability 8.0 up, fp16 below it (T4, V100), none on CPU (harness/spec/precision.py)
         use_cpu=device == "cpu", bf16=precision == "bf16", fp16=precision == "fp16")
     dataset = Dataset.from_list([{"prompt": p["prompt"], "completion": p["completion"]} for p in pairs])
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tok,
                          peft_config=peft_config)
-    # Padding-free batches, a compact LM head, selective recomputation: same loss, less time and memory
-    # (harness/cell/trl_changes.py says what each does and why)
+    # Padding-free batches, a compact LM head, fused LoRA dropout: the same loss with less time and memory
+    # (harness/cell/trl_changes.py says what each does, where it applies, and why)
     lean = apply_lean(trainer, cfg, device)
     for name, why in lean.skipped.items():
         console.print(f"[yellow]{name.replace('_', '-')} off: {why}[/]", soft_wrap=True)

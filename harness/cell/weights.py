@@ -20,10 +20,15 @@ import tempfile
 import time
 from pathlib import Path
 
+from harness.cell.generate import encode_prompts
+from harness.cell.load import load_model
+from harness.cell.measure import free_memory
+from harness.core.console import console
 from harness.core.errors import AdapterCheckError
 from harness.core.files import UMASK
+from harness.spec.methods import ADAPTER, MODEL, save_kind
+from harness.spec.precision import compute_dtype, dtype_name, resolve_device
 
-ADAPTER, MODEL = "adapter", "model"  # folders inside the cell
 PROBE_PROMPTS = 4  # eval prompts the checks run on
 PROBE_TOKENS = 64  # each prompt's last tokens: the forward pass stays cheap on a 7B model
 PROBE_POSITIONS = 16  # logits kept per prompt: 4 x 16 x 49152 floats, 12.6 MB for SmolLM2, at most 3 sets held
@@ -50,8 +55,6 @@ def probe_inputs(task, rows: list[dict], ctx) -> list:
     """The token ids of the first few eval prompts, each cut to its last PROBE_TOKENS tokens."""
     import torch
 
-    from harness.cell.generate import encode_prompts
-
     prompts = [task.eval_prompt(r, ctx) for r in rows[:PROBE_PROMPTS]]
     return [torch.tensor([ids[-PROBE_TOKENS:]]) for ids in encode_prompts(ctx.tok, prompts) if ids]
 
@@ -72,9 +75,6 @@ def logits(model, probe: list) -> list:
 
 def base_logits(model_location: str, spec, device: str, probe: list) -> list:
     """The base model's logits on ``probe``, from a copy loaded for this alone (when training runs elsewhere)."""
-    from harness.cell.measure import free_memory
-    from harness.cell.models import load_model
-
     model = load_model(model_location, spec, device)
     out = logits(model, probe)
     del model
@@ -88,8 +88,6 @@ def max_abs_diff(a: list, b: list) -> float:
 
 def tolerance(reference: list, device: str, kind: str) -> dict:
     """The absolute tolerance of one kind of check: RELATIVE_TOLERANCE x the largest |logit| of ``reference``."""
-    from harness.cell.models import compute_dtype, dtype_name
-
     dtype = dtype_name(compute_dtype(device))
     scale = max(float(x.abs().max()) for x in reference)
     rel = RELATIVE_TOLERANCE[kind][dtype]
@@ -115,36 +113,16 @@ def check(name: str, ours: list, reference: list, tol: dict) -> dict:
             "what": what, **tol}
 
 
-def save_kind(cfg, spec) -> tuple[str | None, str | None]:
-    """(what to keep: "adapter", "model" or None, a note when --save could not be followed as asked)."""
-    lora = spec.finetune == "lora"
-    if cfg.save == "none":
-        return None, None
-    if cfg.save == "auto":
-        return (ADAPTER if lora else None), None
-    if cfg.save == ADAPTER:
-        return (ADAPTER, None) if lora else (None, "full fine-tuning has no adapter; --save model keeps the model")
-    if spec.quantized:
-        # Merging into 4/8-bit weights re-quantizes them and changes the model (harness/cell/training.py), so the
-        # deployable form of a QLoRA model is its adapter plus the base model id.
-        return ADAPTER, "a quantized model is kept as its adapter (merging would re-quantize the base weights)"
-    return MODEL, None
-
-
 def finalize(model, spec, tok, cfg, store, probe_inputs: list, base_logits: list):
     """Save what --save asks for, run the checks; return (model for generation, record for train.json).
 
     ``model`` is the trained model with any LoRA adapter still unmerged; ``base_logits`` are the base model's
     logits on ``probe_inputs``, taken before training. Raises AdapterCheckError when a check fails.
     """
-    from harness.cell.models import resolve_device
-
     t0 = time.perf_counter()
     device = resolve_device(cfg.device)
     kind, note = save_kind(cfg, spec)
     if note:
-        from harness.core.console import console
-
         console.print(f"[yellow]--save {cfg.save}: {note}[/]")
     match = tolerance(base_logits, device, "match")
     differs = tolerance(base_logits, device, "differs_quantized" if spec.quantized else "differs")

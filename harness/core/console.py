@@ -1,4 +1,4 @@
-"""One rich console (on stderr, so stdout stays clean for piping) and progress for long work.
+"""One rich console (on stderr, so stdout stays clean for piping), progress for long work, and the libraries kept quiet.
 
 On a terminal, progress is a bar. Without one (a CI log, a Slurm or Ray log file, a cell's child process
 whose stderr the runner collects), a bar would print nothing until the work ends, so progress becomes a plain
@@ -82,6 +82,20 @@ class PlainProgress:
         info = "".join(f" {k}={v}" for k, v in self.fields.items())
         return (f"{self.prefix}{self.description}: step {self.done}/{self.total} "
                 f"({100 * self.done // self.total}%){info} elapsed {_dur(elapsed)} eta {_dur(eta)}")
+
+
+def quiet_libraries() -> None:
+    """Our own progress lines replace the libraries' per-call bars, and known deprecation chatter is dropped: a
+    process that trains or evaluates calls this once, before its first model."""
+    import warnings
+
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
 def _dur(seconds: float) -> str:

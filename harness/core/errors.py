@@ -6,32 +6,34 @@ Each carries a ``kind`` so that a failed cell records *why* it failed in a form 
 
 
 class HarnessError(Exception):
-    """An error with a one-line message that names the bad thing and the fix."""
+    """An error with a one-line message that names the bad thing and the fix. Each subclass names its ``kind``
+    in its class line: ``class DataError(HarnessError, kind="data")``."""
 
     kind = "error"
 
-
-class ConfigError(HarnessError):
-    kind = "config"
-
-
-class DataError(HarnessError):
-    kind = "data"
+    def __init_subclass__(cls, kind: str = "", **kw):
+        super().__init_subclass__(**kw)
+        cls.kind = kind or cls.kind
 
 
-class ModelError(HarnessError):
-    kind = "model"
+class ConfigError(HarnessError, kind="config"):
+    """A flag, setting or name that cannot work as given (an unknown task, a size that is no size, ...)."""
 
 
-class AdapterCheckError(HarnessError):
-    """A check on the trained weights failed (harness/cell/weights.py): the message names the check and its numbers."""
-
-    kind = "adapter_check"
+class DataError(HarnessError, kind="data"):
+    """Data that cannot be read, or that does not fit the task's schema."""
 
 
-class NonFiniteLossError(HarnessError):
-    kind = "nan_loss"
+class ModelError(HarnessError, kind="model"):
+    """A model that cannot be resolved or loaded (a misspelt hub id, a folder without config.json, ...)."""
 
+
+class AdapterCheckError(HarnessError, kind="adapter_check"):
+    """A check on the trained weights failed (harness/cell/weights.py): the message names the check and its
+    numbers."""
+
+
+class NonFiniteLossError(HarnessError, kind="nan_loss"):
     def __init__(self, step: int, loss: float):
         super().__init__(f"training loss became {loss} at step {step}; lower --lr or check the data")
         self.step = step

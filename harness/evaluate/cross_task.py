@@ -13,14 +13,13 @@ trained model's predictions with it by example id, after checking that the eval 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 from harness.core.console import console
-
-
-def predictions_file(task_name: str) -> str:
-    """The cell-folder file that holds a cross-evaluation's predictions (files there are checksummed)."""
-    return f"predictions.{task_name}.jsonl"
+from harness.records.store import predictions_file
+from harness.spec.metrics import summarise
+from harness.spec.task import GenerationStats, get_task
 
 
 def other_tasks(cfg, own: str) -> list[str]:
@@ -29,27 +28,22 @@ def other_tasks(cfg, own: str) -> list[str]:
 
 def check_cross_eval(cfg) -> None:
     """Warnings before any cell runs: with one task, or without a base method, the table cannot be made."""
-    from harness.spec.methods import resolve_method
-
     if not cfg.cross_eval:
         return
     if len(cfg.tasks) < 2:
         console.print(f"[yellow]warning: --cross-eval needs at least two tasks; with only {cfg.tasks[0]} there "
                       "is no other task to evaluate on, so the run goes on without it[/]")
-    elif not any(resolve_method(m).finetune == "none" for m in cfg.methods):
+    elif not any(m.finetune == "none" for m in cfg.specs):
         console.print("[yellow]warning: --cross-eval measures change against base, and --methods has no base; "
                       "add base to --methods for the cross-task table[/]")
 
 
-def cross_evaluate(cfg, own_task, spec, model, tok, store) -> dict | None:
+def cross_evaluate(cfg, own_task, spec, model, ctx, store) -> dict | None:
     """Evaluate ``model`` on every other task of the run; the "cross" section of metrics.json, or None.
 
-    Only trained cells cross-evaluate: the base cells of the other tasks already hold base's scores there.
+    ``ctx`` is the cell's own Context (its tokenizer and generation backend). Only trained cells cross-evaluate:
+    the base cells of the other tasks already hold base's scores there.
     """
-    from harness.cell.generate import GenerationStats
-    from harness.spec.metrics import summarise
-    from harness.spec.task import Context, get_task
-
     names = other_tasks(cfg, own_task.name)
     if not cfg.cross_eval or not spec.trains or not names:
         return None
@@ -58,11 +52,10 @@ def cross_evaluate(cfg, own_task, spec, model, tok, store) -> dict | None:
         task = get_task(name)
         console.print(f"cross-eval: {own_task.name} x {spec.name} on {name}")
         data = task.load(cfg)
-        ctx = Context(tok=tok, max_seq_len=cfg.max_seq_len, max_new_tokens=cfg.max_new_tokens or task.max_new_tokens,
-                      template=cfg.template, batch_size=cfg.eval_batch_size, cfg=cfg)
+        other = dataclasses.replace(ctx, max_new_tokens=cfg.max_new_tokens or task.max_new_tokens)
         stats = GenerationStats()
         t0 = time.perf_counter()
-        predictions = task.evaluate(model, data["eval"], ctx, stats)
+        predictions = task.evaluate(model, data["eval"], other, stats)
         eval_s = time.perf_counter() - t0
         values = task.score(predictions)
         for i, p in enumerate(predictions):

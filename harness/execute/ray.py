@@ -17,9 +17,14 @@ from pathlib import Path
 
 from harness.core.console import console
 from harness.core.errors import ConfigError
+from harness.core.units import GIB, parse_bytes
+from harness.execute.child import Child, record_death
+from harness.plan.estimate import estimate_for_cell
 from harness.records.store import CellStore
+from harness.spec.models import resolve_model
+from harness.spec.precision import resolve_device
 
-GIB = 2**30
+ROOT = Path(__file__).resolve().parents[2]  # the folder that holds the harness package, for the workers' path
 # Runtime floor of a cell process (Python, torch, transformers, tokenizer), measured here as the peak RSS of
 # the tiny-model base cell: about 0.5 GiB (tests/integration/test_executors.py).
 RUNTIME_BYTES = GIB // 2
@@ -35,25 +40,16 @@ def install_hint() -> str:
 
 def cell_memory_request(cell, cfg, device: str) -> int:
     """Bytes of memory a cell asks Ray for: the harness's own estimate when there is one, else the rule above."""
-    from harness.cell.models import resolve_model
-
     location = resolve_model(cfg.model).location
-    try:
-        from harness.plan.estimate import estimate_for_cell
-
-        est = estimate_for_cell(location, cell.spec, cfg, device)
-        if est is not None:
-            return int(est.total_bytes) + (RUNTIME_BYTES if device == "cpu" else 0)
-    except ImportError:
-        pass
+    est = estimate_for_cell(location, cell.spec.method, cfg, device)
+    if est is not None:
+        return int(est.total_bytes) + (RUNTIME_BYTES if device == "cpu" else 0)
     weights = sum(p.stat().st_size for p in Path(location).glob("*.safetensors")) if Path(location).is_dir() else 0
-    return int(weights * FALLBACK_FACTOR[cell.spec.finetune]) + RUNTIME_BYTES
+    return int(weights * FALLBACK_FACTOR[cell.spec.method.finetune]) + RUNTIME_BYTES
 
 
 def _run_cell_task(cell_dir: str, label: str, env: dict, limit: int | None, limit_text: str | None) -> dict:
     """The Ray task: run the cell as a child process on whichever node Ray chose; report where."""
-    from harness.execute.executors import Child
-
     store = CellStore(Path(cell_dir).parent.parent, Path(cell_dir).parent.name, Path(cell_dir).name)
     probe = Path(cell_dir) / ".write-probe"
     try:
@@ -70,8 +66,6 @@ class RayExecutor:
     def __init__(self, cfg):
         if importlib.util.find_spec("ray") is None:
             raise ConfigError(install_hint())
-        from harness.spec.config import parse_bytes
-
         self.cfg = cfg
         self.limit = parse_bytes(cfg.cell_memory_limit) if cfg.cell_memory_limit else None
 
@@ -79,8 +73,7 @@ class RayExecutor:
         import ray
 
         if not ray.is_initialized():
-            root = str(Path(__file__).resolve().parent.parent)
-            path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+            path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
             kwargs = {"runtime_env": {"env_vars": {"PYTHONPATH": path}}, "log_to_driver": True,
                       "include_dashboard": False}
             if self.cfg.ray_address:
@@ -93,9 +86,6 @@ class RayExecutor:
         return ray
 
     def run(self, cells: list, data: dict | None = None) -> None:
-        from harness.execute.executors import record_death
-        from harness.cell.models import resolve_device
-
         ray = self.connect()
         device = resolve_device(self.cfg.device)
         task = ray.remote(_run_cell_task)

@@ -1,5 +1,5 @@
-"""The trackers behind --report-to, one class each, in a registry filled by a decorator (harness/integrations/trackers.py
-drives them).
+"""The trackers behind --report-to, one class each, in a registry filled by a decorator
+(harness/integrations/trackers.py drives them).
 
 A tracker says which environment variables point transformers' callback at a cell's run (``env``), where its
 runs go (``destination``), and how it logs a cell's params, metrics and artifacts (``log``). The tracker

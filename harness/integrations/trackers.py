@@ -1,12 +1,12 @@
 """Log every cell of a run to the trackers users already run: MLflow, Weights & Biases and TensorBoard.
 
-Imported only with ``--report-to``. Each cell becomes one tracker run named ``TASK/METHOD`` (its folder in
-the run), grouped by the run name: one MLflow experiment per run, one W&B group, one TensorBoard subfolder
-per cell under ``RUN/trackers/tensorboard``. Two things write to that run:
+Used only with ``--report-to``; the tracker packages themselves are imported only there. Each cell becomes one
+tracker run named ``TASK/METHOD`` (its folder in the run), grouped by the run name: one MLflow experiment per run,
+one W&B group, one TensorBoard subfolder per cell under ``RUN/trackers/tensorboard``. Two things write to that run:
 
 * during training, transformers' own callback (``report_to`` in SFTConfig) logs the loss curve. It reads
-  its destination from environment variables, which ``trainer_report_to`` sets for the cell that
-  ``enter_cell`` named, so the trainer's run is the cell's run;
+  its destination from environment variables, which ``trainer_report_to`` sets for the cell it is given, so
+  the trainer's run is the cell's run;
 * after the reports are written, ``log_run`` adds the resolved config (flattened) as params, the quality
   metrics with their CI bounds and the measurements as metrics, and ``report.html`` and
   ``predictions.jsonl`` as artifacts, from the records on disk alone.
@@ -25,15 +25,14 @@ import os
 import sys
 from pathlib import Path
 
+from harness.core.console import console
 from harness.core.errors import ConfigError, HarnessError
 from harness.core.files import atomic_write_json, read_json, sha256_file
 from harness.integrations.tracker_backends import TRACKERS, CellLog, apply_env, mlflow_uri, tracker_dir
 
-_CELL: dict[str, Path] = {}  # the cell this process is running, from enter_cell
 
-
-class TrackerError(HarnessError):
-    kind = "tracker"
+class TrackerError(HarnessError, kind="tracker"):
+    """A tracker refused the run's results (they stay on disk; a rerun logs them)."""
 
 
 def check_trackers(cfg) -> None:
@@ -51,29 +50,27 @@ def check_trackers(cfg) -> None:
                               "pip install mlflow, or unset MLFLOW_TRACKING_URI for a file store in the run folder")
 
 
-def enter_cell(cfg, cell_dir: Path) -> None:
-    """Name the cell this process runs next, so that the trainer's tracker runs are that cell's runs.
+def close_open_runs(cfg) -> None:
+    """Before a cell trains: close a tracker run that an earlier cell's trainer left open in this process.
 
-    With the inline executor one process trains cell after cell: a run the previous cell's trainer left open
-    (W&B's callback never finishes its run; MLflow's stays open when training raised) is closed first, or
-    the callbacks would log this cell into it.
+    With the inline executor one process trains cell after cell: W&B's callback never finishes its run, and
+    MLflow's stays open when training raised; without this the callbacks would log this cell into that run.
     """
     if not cfg.report_to:
         return
-    _CELL["dir"] = Path(cell_dir).resolve()
     if "wandb" in sys.modules and sys.modules["wandb"].run is not None:
         sys.modules["wandb"].run.finish()
     if "mlflow" in sys.modules and sys.modules["mlflow"].active_run() is not None:
         sys.modules["mlflow"].end_run()
 
 
-def trainer_report_to(cfg) -> list[str]:
-    """SFTConfig's ``report_to``: the --report-to trackers, with their destinations set for the current cell."""
+def trainer_report_to(cfg, cell_dir: Path | None = None) -> list[str]:
+    """SFTConfig's ``report_to``: the --report-to trackers, with their destinations set for the cell in
+    ``cell_dir`` (so that the trainer's tracker runs are that cell's runs)."""
     names = list(cfg.report_to or ())
     if names:
         run_dir = Path(cfg.run_dir).resolve()
-        cell = _CELL.get("dir")
-        key = Path(os.path.relpath(cell, run_dir)).as_posix() if cell is not None else None
+        key = Path(os.path.relpath(Path(cell_dir).resolve(), run_dir)).as_posix() if cell_dir is not None else None
         for name in names:
             apply_env(TRACKERS.lookup(name).env(run_dir, key))
         # The callback creates the experiment through mlflow's fluent API, which logs an INFO line about it.
@@ -82,7 +79,7 @@ def trainer_report_to(cfg) -> list[str]:
 
 
 def cell_log(run_dir: Path, rec: dict) -> CellLog:
-    """One record from harness.report.tables.load_records, as params, metrics and artifacts."""
+    """One record from harness.records.load.load_records, as params, metrics and artifacts."""
     cell = Path(rec["dir"])
     status = rec["status"]
     metrics: dict[str, float] = {}
@@ -119,8 +116,6 @@ def _param(v):
 
 def log_run(cfg, run_dir: Path, records: list[dict]) -> None:
     """After the reports are written: log each cell to every --report-to tracker, once per cell state."""
-    from harness.core.console import console
-
     run_dir = Path(run_dir)
     ledger_path = tracker_dir(run_dir) / "logged.json"
     ledger = read_json(ledger_path) if ledger_path.is_file() else {}

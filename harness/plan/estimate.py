@@ -20,15 +20,14 @@ benchmarks/memory_check.py measures them on CPU and docs/memory.md has the table
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from harness.core.errors import ConfigError
-
-GiB = 2**30
-SHIPPED = Path(__file__).parent / "model_configs"
+from harness.core.units import GIB
+from harness.plan import memory_rules as rules
+from harness.plan.shape import LINEARS, Shape, shape_for
+from harness.spec.precision import mixed_precision as precision_of
 
 # bitsandbytes NF4 (QLoRA, arXiv 2305.14314 sec. 3): 4 bits per weight, one absmax per 64-weight block; with
 # double quantization that absmax is 8-bit, with one fp32 absmax per 256 of them, plus a 256-entry fp32 code.
@@ -37,104 +36,7 @@ NF4_BLOCK, DQ_BLOCK = 64, 256
 # one fp32 absmax per 256-value block (blockwise update kernels); tensors under 4096 values keep 32-bit states
 # (bnb.optim.optimizer.Optimizer8bit, min_8bit_size=4096).
 OPT8_BLOCK, OPT8_MIN_SIZE = 256, 4096
-LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 OPTIMIZERS = ("adamw", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit", "sgd")
-
-
-@dataclass(frozen=True)
-class Shape:
-    """The sizes of a Llama-architecture decoder (Llama 2/3, Mistral, SmolLM2): all the estimate needs."""
-
-    hidden_size: int
-    intermediate_size: int
-    num_hidden_layers: int
-    num_attention_heads: int
-    num_key_value_heads: int
-    vocab_size: int
-    head_dim: int
-    tie_word_embeddings: bool = False
-    name: str = ""
-
-    def __post_init__(self):
-        for key in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-                    "num_key_value_heads", "vocab_size", "head_dim"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ConfigError(f"model config {self.name or ''}: {key} must be a positive integer, got {value!r}")
-        if self.num_attention_heads % self.num_key_value_heads:
-            raise ConfigError(f"model config {self.name}: num_attention_heads ({self.num_attention_heads}) must be "
-                              f"a multiple of num_key_value_heads ({self.num_key_value_heads})")
-
-    @classmethod
-    def from_config(cls, cfg: dict, name: str = "") -> Shape:
-        need = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
-        missing = [k for k in need if k not in cfg]
-        if missing:
-            raise ConfigError(f"model config {name or '(dict)'} has no {', '.join(missing)}; pass a Llama-style "
-                              "config.json (hidden_size, intermediate_size, num_hidden_layers, ...)")
-        heads = cfg["num_attention_heads"]
-        return cls(hidden_size=cfg["hidden_size"], intermediate_size=cfg["intermediate_size"],
-                   num_hidden_layers=cfg["num_hidden_layers"], num_attention_heads=heads,
-                   num_key_value_heads=cfg.get("num_key_value_heads") or heads, vocab_size=cfg["vocab_size"],
-                   head_dim=cfg.get("head_dim") or cfg["hidden_size"] // heads,
-                   # LlamaConfig and MistralConfig default to untied embeddings
-                   tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)), name=name)
-
-    @property
-    def q_dim(self) -> int:
-        return self.num_attention_heads * self.head_dim
-
-    @property
-    def kv_dim(self) -> int:
-        return self.num_key_value_heads * self.head_dim
-
-    def linears(self) -> dict[str, tuple[int, int]]:
-        """(out_features, in_features) of each projection in one decoder layer."""
-        h, i, q, kv = self.hidden_size, self.intermediate_size, self.q_dim, self.kv_dim
-        return {"q_proj": (q, h), "k_proj": (kv, h), "v_proj": (kv, h), "o_proj": (h, q),
-                "gate_proj": (i, h), "up_proj": (i, h), "down_proj": (h, i)}
-
-    @property
-    def layer_linear_params(self) -> int:
-        return sum(o * i for o, i in self.linears().values())
-
-    @property
-    def other_params(self) -> int:
-        """Embeddings, lm_head (unless tied), the 2 norms per layer and the final norm: never quantized."""
-        embed = self.vocab_size * self.hidden_size * (1 if self.tie_word_embeddings else 2)
-        return embed + self.hidden_size * (2 * self.num_hidden_layers + 1)
-
-    @property
-    def n_params(self) -> int:
-        return self.num_hidden_layers * self.layer_linear_params + self.other_params
-
-
-def load_shape(path: str | Path, name: str | None = None) -> Shape:
-    p = Path(path)
-    try:
-        cfg = json.loads(p.read_text())
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"cannot read model config {p}: {e}; pass a config.json file") from None
-    if not isinstance(cfg, dict):
-        raise ConfigError(f"model config {p} is not a JSON object; pass a transformers config.json")
-    return Shape.from_config(cfg.get("text_config", cfg), name or (p.parent.name if p.name == "config.json"
-                                                                   else p.stem))
-
-
-def shipped_names() -> list[str]:
-    return sorted(p.stem for p in SHIPPED.glob("*.json"))
-
-
-def shipped_shape(name: str) -> Shape | None:
-    """A shipped config by its short name (llama2-7b) or by the hub id it records (meta-llama/Llama-2-7b-hf)."""
-    path = SHIPPED / f"{name}.json"
-    if path.is_file():
-        return load_shape(path, name)
-    for p in SHIPPED.glob("*.json"):
-        cfg = json.loads(p.read_text())
-        if name.lower() in (h.lower() for h in cfg.get("_hub_ids", [])):
-            return load_shape(p, p.stem)
-    return None
 
 
 # --- the estimate -------------------------------------------------------------------------------------------
@@ -155,9 +57,9 @@ class Estimate:
         return self.total_bytes <= budget_bytes
 
     def describe(self) -> str:
-        parts = [f"{k.replace('_', ' ')} {v / GiB:.2f}" + (f" ({self.weight_format})" if k == "weights" else "")
-                 for k, v in self.breakdown.items() if v >= GiB / 200]
-        return f"est. peak {self.total_bytes / GiB:.1f} GiB ({self.phase}): " + " + ".join(parts)
+        parts = [f"{k.replace('_', ' ')} {v / GIB:.2f}" + (f" ({self.weight_format})" if k == "weights" else "")
+                 for k, v in self.breakdown.items() if v >= GIB / 200]
+        return f"est. peak {self.total_bytes / GIB:.1f} GiB ({self.phase}): " + " + ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -249,11 +151,9 @@ def estimate_generation(shape: Shape, spec, *, batch_size: int, seq_len: int, de
                         compute_bytes: int | None = None, padded: bool = True) -> Estimate:
     """Batched generation with ``spec``'s weights (a trained cell's evaluation; LoRA adapters are merged into
     full-precision weights, and over 4/8-bit weights they stay, a few MiB)."""
-    from harness.plan import memory_rules as rules
-
     b = _bytes(spec, device, compute_bytes)
     persistent, fmt = _weights(shape, spec, b)
-    return rules.inference(shape, spec, b, persistent, fmt, batch_size, seq_len, padded)
+    return Estimate(spec.name, rules.inference(shape, b, persistent, batch_size, seq_len, padded), "generation", fmt)
 
 
 def estimate(shape: Shape, spec, *, batch_size: int, seq_len: int, lora_r: int,
@@ -276,12 +176,11 @@ def estimate(shape: Shape, spec, *, batch_size: int, seq_len: int, lora_r: int,
                           f"{seq_len}, {lora_r}")
     if device not in ("cpu", "cuda"):
         raise ConfigError(f"device must be cpu or cuda, got {device!r}")
-    from harness.plan import memory_rules as rules
-
     b = _bytes(spec, device, compute_bytes, mixed_precision)
     persistent, fmt = _weights(shape, spec, b)
     if not spec.trains:
-        return rules.inference(shape, spec, b, persistent, fmt, batch_size, seq_len, padded)
+        return Estimate(spec.name, rules.inference(shape, b, persistent, batch_size, seq_len, padded), "generation",
+                        fmt)
 
     L, h = shape.num_hidden_layers, shape.hidden_size
     targets = _targets(shape, lora_target_modules) if spec.finetune == "lora" else {}
@@ -295,44 +194,11 @@ def estimate(shape: Shape, spec, *, batch_size: int, seq_len: int, lora_r: int,
         persistent["adapters"] = sum(numels) * elem
     grads = sum(numels) * elem
     states = _optimizer_bytes(numels, elem, optimizer)
-    return rules.training(shape, spec, b, persistent, fmt, grads=grads, states=states, targets=targets,
-                          batch_size=batch_size, seq_len=seq_len, lora_r=lora_r, gc=gradient_checkpointing,
-                          device=device, dropout=lora_dropout > 0, optimizer=optimizer,
-                          loss_tokens=loss_tokens, grad_accum=grad_accum)
-
-
-# --- for the runner and the plan command --------------------------------------------------------------------
-
-# Memory of each --gpu choice, from NVIDIA's datasheets (T4: 16 GB GDDR6; L4: 24 GB GDDR6; A10G: 24 GB GDDR6,
-# AWS EC2 G5 documentation; A100: 40 GB HBM2 / 80 GB HBM2e; H100 SXM: 80 GB HBM3; H200: 141 GB HBM3e). NVIDIA's
-# "GB" for these capacities is binary (an A100-40GB reports 40960 MiB); the CUDA context itself takes a few
-# hundred MiB of it, and ECC-reserved memory makes a T4 report 15 GiB.
-GPU_MEMORY = {"T4": 16 * GiB, "L4": 24 * GiB, "A10G": 24 * GiB, "A100-40GB": 40 * GiB, "A100-80GB": 80 * GiB,
-              "H100": 80 * GiB, "H200": 141 * GiB}
-
-
-def device_memory(device: str, gpu: str | None = None) -> int | None:
-    """Bytes of memory a cell may use: the --gpu's datasheet capacity, else the visible CUDA device's total;
-    None on CPU (no budget unless --memory-budget names one)."""
-    if gpu is not None:
-        if gpu not in GPU_MEMORY:
-            raise ConfigError(f"--gpu {gpu!r} is not known; choose from {', '.join(GPU_MEMORY)}")
-        return GPU_MEMORY[gpu]
-    if device != "cuda":
-        return None
-    import torch
-
-    return int(torch.cuda.mem_get_info()[1])
-
-
-def shape_for(model_location: str) -> Shape | None:
-    """The shape of a local model folder, a config.json file, or a hub id with a shipped config; else None."""
-    p = Path(model_location).expanduser()
-    if p.is_dir() and (p / "config.json").is_file():
-        return load_shape(p / "config.json", p.name)
-    if p.is_file() and p.suffix == ".json":
-        return load_shape(p)
-    return shipped_shape(model_location) if "/" in model_location and not p.exists() else None
+    phase, parts, notes = rules.training(
+        shape, spec, b, persistent, grads=grads, states=states, targets=targets, batch_size=batch_size,
+        seq_len=seq_len, lora_r=lora_r, gc=gradient_checkpointing, device=device, dropout=lora_dropout > 0,
+        optimizer=optimizer, loss_tokens=loss_tokens, grad_accum=grad_accum)
+    return Estimate(spec.name, parts, phase, fmt, notes)
 
 
 def estimate_for_cell(model_location: str, spec, cfg, device: str) -> Estimate | None:
@@ -345,11 +211,7 @@ def estimate_for_cell(model_location: str, spec, cfg, device: str) -> Estimate |
     gen = estimate_generation(shape, spec, batch_size=cfg.eval_batch_size, seq_len=cfg.max_seq_len, device=device)
     if not spec.trains:
         return gen
-    precision = None
-    if device == "cuda":
-        from harness.cell.models import mixed_precision
-
-        precision = mixed_precision(device)
+    precision = precision_of(device) if device == "cuda" else None
     train = estimate(shape, spec, batch_size=cfg.batch_size, seq_len=cfg.max_seq_len, lora_r=cfg.lora_r,
                      lora_target_modules=spec.lora_target_modules, gradient_checkpointing=cfg.gradient_checkpointing,
                      device=device, lora_dropout=cfg.lora_dropout, mixed_precision=precision,

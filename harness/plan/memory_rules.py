@@ -15,8 +15,6 @@ Training follows harness.cell.training as harness.cell.trl_changes sets it up:
 
 from __future__ import annotations
 
-from harness.plan.estimate import Estimate
-
 # The LM head's logits tiles: harness.cell.trl_changes's compact head on CPU (ROW_TILE x VOCAB_TILE through trl's torch
 # fallback); trl's own Triton path on CUDA (trl/kernels/chunked_logprob.py TOKEN_CHUNK_SIZE x
 # _CHUNKED_LOGPROB_CHUNK_SIZE), which folds each tile in place.
@@ -103,9 +101,10 @@ def _loss_head(shape, spec, b, n: int, device: str) -> dict:
     return {"saved": saved, "fwd": fwd, "bwd": bwd, "head_grad": head_grad}
 
 
-def training(shape, spec, b, persistent: dict, fmt: str, *, grads: int, states: int, targets: dict,
+def training(shape, spec, b, persistent: dict, *, grads: int, states: int, targets: dict,
              batch_size: int, seq_len: int, lora_r: int, gc: bool, device: str, dropout: bool,
-             optimizer: str, loss_tokens: int | None, grad_accum: int = 1) -> Estimate:
+             optimizer: str, loss_tokens: int | None, grad_accum: int = 1) -> tuple[str, dict, tuple]:
+    """(the moment of the step at which memory peaks, what is alive then in bytes, notes)."""
     L, h, i = shape.num_hidden_layers, shape.hidden_size, shape.intermediate_size
     tokens = batch_size * seq_len  # padding-free: at most this many
     n = batch_size * (seq_len - 1) if loss_tokens is None else loss_tokens
@@ -149,10 +148,10 @@ def training(shape, spec, b, persistent: dict, fmt: str, *, grads: int, states: 
     if optimizer.startswith("paged"):
         notes = ("paged optimizer states can spill to CPU memory under pressure; counted here in full",)
     phase, parts = max(phases.items(), key=lambda kv: sum(kv[1].values()))
-    return Estimate(spec.name, {k: int(v) for k, v in parts.items() if v}, phase, fmt, notes)
+    return phase, {k: int(v) for k, v in parts.items() if v}, notes
 
 
-def inference(shape, spec, b, persistent: dict, fmt: str, batch_size: int, seq_len: int, padded: bool) -> Estimate:
+def inference(shape, b, persistent: dict, batch_size: int, seq_len: int, padded: bool) -> dict:
     """Batched greedy generation (harness.cell.generate): weights, the KV cache of prompt plus new tokens, and
     the prefill's largest transient, counted over the whole seq_len (an upper bound: the prompt is shorter).
 
@@ -168,4 +167,4 @@ def inference(shape, spec, b, persistent: dict, fmt: str, batch_size: int, seq_l
     logits = batch_size * v * (b.act + 4)
     mask = batch_size * seq_len * seq_len if padded else 0
     parts = {**persistent, "kv_cache": cache, "workspace": max(attn, mlp) + mask, "logits": logits}
-    return Estimate(spec.name, {k: int(x) for k, x in parts.items() if x}, "generation", fmt)
+    return {k: int(x) for k, x in parts.items() if x}

@@ -19,7 +19,7 @@ from harness.core.files import atomic_write_json, atomic_write_jsonl, read_json,
 STATUS = "status.json"
 PACKAGES = ("torch", "transformers", "peft", "trl", "bitsandbytes", "datasets", "evaluate", "rouge-score",
             "accelerate", "numpy", "pandas")
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # the checkout, for git_state
 
 
 def versions() -> dict:
@@ -65,6 +65,11 @@ def environment(device: str) -> dict:
         env["gpu"] = torch.cuda.get_device_name(0)
         env["cuda"] = torch.version.cuda
     return env
+
+
+def predictions_file(task_name: str) -> str:
+    """The cell-folder file that holds a trained model's predictions on another task of the run (--cross-eval)."""
+    return f"predictions.{task_name}.jsonl"
 
 
 class CellStore:

@@ -3,39 +3,30 @@
 For the task's main metric, a paired bootstrap over eval examples (resampling the same examples for both
 methods) gives the difference, its 95% CI, and whether it is significant, so "lora beats qlora" is a
 claim with evidence. Methods are only compared when their eval rows are identical (same content hash). With
-several seeds the values are paired by (seed, example id) and the bootstrap resamples examples (harness/report/seeds.py).
+several seeds the values are paired by (seed, example id) and the bootstrap resamples examples
+(harness/core/stats.py).
 """
 
 from __future__ import annotations
 
 from itertools import combinations
-from pathlib import Path
 
-from harness.core.files import read_json
+from harness.core.stats import paired_over_seeds
+from harness.records.load import eval_hash
+from harness.report.seeds import groups, seed_values
+from harness.report.table import Column, Table, Value
 from harness.spec.metrics import get_metric
-from harness.report.seeds import groups, paired_over_seeds, seed_values
-
-
-def _eval_hash(rec: dict) -> str | None:
-    path = Path(rec["dir"]) / "data.json"
-    return read_json(path).get("eval", {}).get("sha256") if path.is_file() else None
-
-
-_CACHE: dict[tuple, list[dict]] = {}
 
 
 def paired_comparisons(records: list[dict], n_boot: int = 1000, seed: int = 0) -> list[dict]:
     """Every two methods of a task, on the main metric; with several seeds, over all (seed, example) pairs."""
     grouped = groups(records)
-    key = (tuple(r["dir"] for *_, recs in grouped for r in recs), n_boot, seed)
-    if key in _CACHE:  # the report and the recommendation both ask; records on disk do not change
-        return _CACHE[key]
     rows = []
     for task in dict.fromkeys(t for t, *_ in grouped):
         methods = [(m, recs) for t, m, recs in grouped if t == task]
         for (name_a, ra), (name_b, rb) in combinations(methods, 2):
             metric = ra[0]["metrics"]["main_metric"]
-            hashes = {_eval_hash(r) for r in ra + rb}
+            hashes = {eval_hash(r) for r in ra + rb}
             if len(hashes) != 1 or metric not in rb[0]["metrics"]["quality"]:
                 continue
             m = get_metric(metric)
@@ -48,12 +39,12 @@ def paired_comparisons(records: list[dict], n_boot: int = 1000, seed: int = 0) -
                 a_better = m.gain(res["diff"], 0.0) > 0  # diff is A - B
                 verdict = f"{name_a if a_better else name_b} better"
             rows.append({"task": task, "a": name_a, "b": name_b, "metric": metric, **res, "verdict": verdict})
-    _CACHE[key] = rows
     return rows
 
 
-def comparison_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
-    header = ["task", "A vs B", "metric", "A - B", "95% CI", "p", "verdict"]
-    body = [[r["task"], f"{r['a']} vs {r['b']}", r["metric"], f"{r['diff']:+.3f}",
-             f"[{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]", f"{r['p_value']:.3f}", r["verdict"]] for r in rows]
-    return header, body
+def comparison_table(rows: list[dict]) -> Table:
+    columns = tuple(Column(n) for n in ("task", "A vs B", "metric", "A - B", "95% CI", "p", "verdict"))
+    body = tuple((r["task"], f"{r['a']} vs {r['b']}", r["metric"], Value(r["diff"], signed=True),
+                  f"[{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]", Value(r["p_value"]), r["verdict"]) for r in rows)
+    return Table(columns, body, title="paired comparisons (main metric, paired bootstrap over eval examples)",
+                 keys=3)

@@ -13,15 +13,16 @@ Tolerances given on the command line override those stored in the baseline file.
 
 from __future__ import annotations
 
-import argparse
-import math
 import re
-import sys
 from pathlib import Path
 
 from harness.core.errors import ConfigError
-from harness.core.files import atomic_write_json, read_json
+from harness.core.files import atomic_write_json
+from harness.records.load import load_records
+from harness.report.table import Column, Status, Table, Value
 from harness.spec.metrics import get_metric
+
+FAILING = ("REGRESSED", "MISSING")
 
 
 def parse_tol(items: list[str]) -> dict:
@@ -42,8 +43,6 @@ def parse_tol(items: list[str]) -> dict:
 
 
 def current_metrics(run_dir: Path) -> dict:
-    from harness.report.tables import load_records
-
     records = load_records(run_dir)
     if not records:
         raise ConfigError(f"{run_dir} holds no completed cells; pass a run folder such as results/NAME")
@@ -110,77 +109,10 @@ def compare(baseline: dict, cells: dict, abs_tol: float, rel_tol: float, toleran
     return rows
 
 
-def _fmt(x) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "-"
-    return f"{x:+.4f}" if isinstance(x, float) and x < 0 else f"{x:.4f}"
-
-
-def print_table(rows: list[dict]) -> None:
-    from rich.table import Table
-
-    from harness.core.console import console
-
-    table = Table(title="regression gate", title_justify="left")
-    for h in ("cell", "metric", "baseline", "current", "delta", "allowed", "verdict"):
-        table.add_column(h, justify="left" if h in ("cell", "metric", "verdict") else "right")
-    for r in rows:
-        style = "red" if r["verdict"] in ("REGRESSED", "MISSING") else None
-        table.add_row(r["cell"], r["metric"], _fmt(r["baseline"]), _fmt(r["current"]),
-                      "-" if r["delta"] is None else f"{r['delta']:+.4f}", _fmt(r["allowed"]), r["verdict"],
-                      style=style)
-    console.print(table)
-
-
-def main(argv: list[str]) -> int:
-    from harness.cli import Parser
-
-    p = Parser(prog="run_matrix.py gate", description=__doc__.split("\n\n")[0],
-               formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("results_dir", help="the run folder to check, e.g. results/NAME")
-    p.add_argument("--baseline", help="baseline JSON to compare against")
-    p.add_argument("--write-baseline", metavar="FILE", help="write a baseline from the run instead of gating")
-    p.add_argument("--abs-tol", type=float, default=None, help="allowed absolute drop for every metric")
-    p.add_argument("--rel-tol", type=float, default=None, help="allowed drop relative to the baseline value")
-    p.add_argument("--tol", action="append", metavar="METRIC=abs:X|rel:X", help="per-metric tolerance")
-    p.add_argument("--ci-aware", action="store_true",
-                   help="count a drop only when the baseline lies outside the current 95%% CI")
-    p.add_argument("--allow-missing", action="store_true", help="a missing cell or metric does not fail")
-    args = p.parse_args(argv)
-    run_dir = Path(args.results_dir)
-    if not run_dir.is_dir():
-        raise ConfigError(f"results folder {run_dir} does not exist; pass a run folder such as results/NAME")
-    for name in ("abs_tol", "rel_tol"):
-        if getattr(args, name) is not None and getattr(args, name) < 0:
-            raise ConfigError(f"--{name.replace('_', '-')} must be >= 0")
-    per_metric = parse_tol(args.tol)
-    if args.write_baseline:
-        stored = {"default": {"abs": args.abs_tol or 0.0, "rel": args.rel_tol or 0.0}, "per_metric": per_metric}
-        write_baseline(run_dir, Path(args.write_baseline), stored)
-        print(f"wrote baseline {args.write_baseline} from {run_dir}", file=sys.stderr)
-        return 0
-    if not args.baseline:
-        raise ConfigError("gate needs --baseline FILE (or --write-baseline FILE to create one)")
-    if not Path(args.baseline).is_file():
-        raise ConfigError(f"baseline {args.baseline} does not exist; create one with --write-baseline")
-    try:
-        baseline = read_json(args.baseline)
-        stored = baseline.get("tolerances", {})
-        baseline["cells"]
-    except (ValueError, KeyError, AttributeError):
-        raise ConfigError(f"baseline {args.baseline} is not a baseline file; create one with "
-                          "--write-baseline") from None
-    tolerances = {**stored.get("per_metric", {}), **per_metric}
-    abs_tol = args.abs_tol if args.abs_tol is not None else stored.get("default", {}).get("abs", 0.0)
-    rel_tol = args.rel_tol if args.rel_tol is not None else stored.get("default", {}).get("rel", 0.0)
-    rows = compare(baseline, current_metrics(run_dir), abs_tol, rel_tol, tolerances, args.ci_aware,
-                   args.allow_missing)
-    print_table(rows)
-    bad = [r for r in rows if r["verdict"] in ("REGRESSED", "MISSING")]
-    if bad:
-        print(f"gate FAILED: {len(bad)} of {len(rows)} checks failed ("
-              + "; ".join(f"{r['cell']} {r['metric']}: {r['verdict'].lower()}" for r in bad[:5])
-              + (", ..." if len(bad) > 5 else "") + ")", file=sys.stderr)
-        return 1
-    print(f"gate passed: {len(rows)} checks against {args.baseline}", file=sys.stderr)
-    return 0
+def gate_table(rows: list[dict]) -> Table:
+    """The checks as a table; a regressed or missing one is marked."""
+    columns = tuple(Column(h) for h in ("cell", "metric", "baseline", "current", "delta", "allowed", "verdict"))
+    body = tuple((r["cell"], r["metric"], Value(r["baseline"], digits=4), Value(r["current"], digits=4),
+                  Value(r["delta"], digits=4, signed=True), Value(r["allowed"], digits=4),
+                  Status(r["verdict"]) if r["verdict"] in FAILING else r["verdict"]) for r in rows)
+    return Table(columns, body, title="regression gate", keys=2)

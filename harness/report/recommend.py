@@ -1,4 +1,4 @@
-"""Name the method to use for each task, from the measured cells alone (issue 9).
+"""Name the method to use for each task, from the measured cells alone.
 
 The rule: rule out every method over the ``--budget``; among the rest, find the best main metric; keep the
 methods that are not significantly worse than it (the paired bootstrap of the report: the 95% CI of
@@ -9,57 +9,13 @@ every (seed, example) pair, and the budget rules it out when any of its cells is
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
-from harness.spec.config import parse_bytes
-from harness.core.errors import ConfigError
-from harness.spec.metrics import get_metric
+from harness.core.stats import mean_of
+from harness.core.units import Budget, parse_budget
+from harness.report.compare import paired_comparisons
 from harness.report.seeds import collapse
-
-GIB, MIB = 2**30, 2**20
-TIME_UNITS = {"s": 1, "m": 60, "h": 3600}
-EXAMPLE = "e.g. memory=16GiB,time=2h"
-
-
-@dataclass(frozen=True)
-class Budget:
-    memory_bytes: int | None = None
-    time_s: float | None = None
-    text: str = ""
-
-    def over(self, peak: float | None, wall: float | None) -> str | None:
-        """Why a cell with this peak memory and wall time is over the budget, or None when it fits."""
-        why = []
-        if self.memory_bytes is not None and peak is not None and peak > self.memory_bytes:
-            why.append(f"peak {_size(peak)} > {_size(self.memory_bytes)}")
-        if self.time_s is not None and wall is not None and wall > self.time_s:
-            why.append(f"wall time {_duration(wall)} > {_duration(self.time_s)}")
-        return " and ".join(why) or None
-
-
-def parse_budget(text: str | None) -> Budget | None:
-    """'memory=16GiB,time=2h' -> Budget; either key may be left out. One-line ConfigError when malformed."""
-    if text is None:
-        return None
-    values: dict[str, str] = {}
-    for item in str(text).split(","):
-        key, sep, value = (part.strip() for part in item.partition("="))
-        if not sep or not key or not value:
-            raise ConfigError(f"--budget {text!r} must be KEY=VALUE pairs, {EXAMPLE}")
-        if key not in ("memory", "time"):
-            raise ConfigError(f"--budget key {key!r} is not known; use memory= and/or time=, {EXAMPLE}")
-        if key in values:
-            raise ConfigError(f"--budget names {key} twice; give each of memory= and time= once")
-        values[key] = value
-    memory = parse_bytes(values["memory"], "--budget memory") if "memory" in values else None
-    time_s = None
-    if "time" in values:
-        m = re.fullmatch(r"([0-9]*\.?[0-9]+)\s*([smh])", values["time"].lower())
-        if not m or float(m.group(1)) <= 0:
-            raise ConfigError(f"--budget time {values['time']!r} is not a duration; write e.g. 90s, 30m or 2h")
-        time_s = float(m.group(1)) * TIME_UNITS[m.group(2)]
-    return Budget(memory, time_s, str(text).strip())
+from harness.spec.metrics import get_metric
 
 
 @dataclass(frozen=True)
@@ -80,7 +36,7 @@ class Option:
         cells = row.get("seed_records") or [row]
         reasons = [budget.over(_peak(c), _wall(c)) for c in cells] if budget else []
         return cls(row["method"], row["config"]["method"].get("finetune") != "none", q["value"],
-                   (q["ci_low"], q["ci_high"]), _mean([_peak(c) for c in cells]), _mean([_wall(c) for c in cells]),
+                   (q["ci_low"], q["ci_high"]), mean_of([_peak(c) for c in cells]), mean_of([_wall(c) for c in cells]),
                    next((r for r in reasons if r), None))
 
 
@@ -95,9 +51,7 @@ class Recommendation:
 
 def recommend(records: list[dict], budget: str | Budget | None = None, comparisons: list[dict] | None = None
               ) -> list[Recommendation]:
-    """One recommendation per task of ``records`` (as ``report.load_records`` returns them)."""
-    from harness.report.compare import paired_comparisons
-
+    """One recommendation per task of ``records`` (as harness.records.load.load_records returns them)."""
     if not isinstance(budget, Budget):
         budget = parse_budget(budget)
     if comparisons is None:
@@ -208,19 +162,5 @@ def _wall(rec: dict) -> float | None:
     return (t.get("train_s") or 0.0) + (t.get("eval_s") or 0.0)
 
 
-def _mean(xs: list) -> float | None:
-    xs = [x for x in xs if x is not None]
-    return sum(xs) / len(xs) if xs else None
-
-
 def _inf(x: float | None) -> float:
     return float("inf") if x is None else x
-
-
-def _size(n: float) -> str:
-    """Three significant figures or so, enough to tell a peak from a budget near it."""
-    return f"{n / GIB:.1f} GiB" if n >= 10 * GIB else f"{n / GIB:.2f} GiB" if n >= GIB else f"{n / MIB:,.0f} MiB"
-
-
-def _duration(s: float) -> str:
-    return f"{s / 3600:.1f} h" if s >= 3600 else f"{s / 60:.1f} min" if s >= 60 else f"{s:.0f} s"

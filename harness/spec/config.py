@@ -12,14 +12,20 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from harness.core.errors import ConfigError
 from harness.core.files import sha256_json
+from harness.core.units import parse_budget, parse_bytes
+from harness.spec.methods import resolve_method
+
+# The sections of ``--help``, in the order they are shown; each field names its own.
+RUN, TRAIN, EVAL, EXECUTE, REPORT, REPRO = ("what to run", "training", "evaluation", "execution",
+                                            "reports and tracking", "reproducibility")
+GROUPS = (RUN, TRAIN, EVAL, EXECUTE, REPORT, REPRO)
 
 
 def _f(default, help: str, cli: str = "value", **kw):
-    """A config field with its help text and how the CLI parses it (value, list, kv, columns, bool)."""
+    """A config field with its help text, its section of ``--help`` (``group``) and how the CLI parses it
+    (value, list, kv, columns, bool)."""
     if isinstance(default, (dict, list)):
         return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help, "cli": cli, **kw})
     return field(default=default, metadata={"help": help, "cli": cli, **kw})
@@ -27,92 +33,106 @@ def _f(default, help: str, cli: str = "value", **kw):
 
 @dataclass(frozen=True)
 class RunConfig:
-    tasks: tuple = _f(("cnn",), "tasks to run, comma-separated (see `run_matrix.py list`)", cli="list")
+    # --- what to run -------------------------------------------------------------------------------------
+    tasks: tuple = _f(("cnn",), "tasks to run, comma-separated (see `run_matrix.py list`)", cli="list", group=RUN)
     methods: tuple = _f(
         ("base", "lora", "qlora"),
         "methods to compare, comma-separated; NAME:key=value overrides a method field, e.g. lora:lr=1e-3",
-        cli="list",
+        cli="list", group=RUN,
     )
-    model: str = _f("smollm2-135m", "catalogue name, Hugging Face Hub id, or local model folder")
+    model: str = _f("smollm2-135m", "catalogue name, Hugging Face Hub id, or local model folder", group=RUN)
     data: dict = _f(
         {},
         "TASK=SOURCE (repeatable): 'embedded', a hub id[:config[:split]], or a .jsonl/.json/.csv/.parquet "
         "file; TASK.train=SOURCE and TASK.eval=SOURCE set one split",
-        cli="kv",
+        cli="kv", group=RUN,
     )
     columns: dict = _f(
         {},
         "TASK:canonical=yours,... (repeatable): map your column names onto the task's schema, "
         "e.g. cnn:article=story,highlights=summary",
-        cli="columns",
+        cli="columns", group=RUN,
     )
-    train_limit: int | None = _f(None, "training rows per task (default: the task's own default)", type=int)
-    eval_limit: int | None = _f(None, "evaluation rows per task (default: the task's own default)", type=int)
-    epochs: float = _f(1.0, "training epochs", type=float)
-    lr: float | None = _f(None, "learning rate for every trained method (default: each method's own)", type=float)
-    batch_size: int = _f(4, "training batch size per step", type=int)
-    grad_accum: int = _f(1, "gradient accumulation steps", type=int)
-    eval_batch_size: int = _f(16, "generation batch size", type=int)
-    lora_r: int = _f(16, "LoRA rank", type=int)
-    lora_alpha: int = _f(32, "LoRA alpha (scale = alpha / r)", type=int)
-    lora_dropout: float = _f(0.05, "LoRA dropout", type=float)
-    max_seq_len: int = _f(512, "maximum tokens per training sequence and prompt (512 as in QLoRA on a T4)", type=int)
-    max_new_tokens: int | None = _f(None, "generation length cap (default: the task's own)", type=int)
-    gradient_checkpointing: bool = _f(False, "recompute activations to save memory (slower)", cli="bool")
-    seed: int = _f(0, "seed for Python, NumPy, torch and data order", type=int)
-    device: str = _f("auto", "auto, cpu or cuda", choices=("auto", "cpu", "cuda"))
-    bootstrap: int = _f(1000, "bootstrap resamples for confidence intervals", type=int)
+    train_limit: int | None = _f(None, "training rows per task (default: the task's own default)", type=int,
+                                 group=RUN)
+    eval_limit: int | None = _f(None, "evaluation rows per task (default: the task's own default)", type=int,
+                                group=RUN)
+    out: str = _f("results", "folder that holds the run folders", group=RUN)
+    run_name: str | None = _f(None, "run folder name; rerunning with the same name resumes (default: derived "
+                                    "from the model and a hash of the config)", group=RUN)
+    # --- training ----------------------------------------------------------------------------------------
+    epochs: float = _f(1.0, "training epochs", type=float, group=TRAIN)
+    lr: float | None = _f(None, "learning rate for every trained method (default: each method's own)", type=float,
+                          group=TRAIN)
+    batch_size: int = _f(4, "training batch size per step", type=int, group=TRAIN)
+    grad_accum: int = _f(1, "gradient accumulation steps", type=int, group=TRAIN)
+    max_seq_len: int = _f(512, "maximum tokens per training sequence and prompt (512 as in QLoRA on a T4)",
+                          type=int, group=TRAIN)
+    lora_r: int = _f(16, "LoRA rank", type=int, group=TRAIN)
+    lora_alpha: int = _f(32, "LoRA alpha (scale = alpha / r)", type=int, group=TRAIN)
+    lora_dropout: float = _f(0.05, "LoRA dropout", type=float, group=TRAIN)
+    gradient_checkpointing: bool = _f(False, "recompute activations to save memory (slower)", cli="bool",
+                                      group=TRAIN)
+    save: str = _f("auto", "keep trained weights in the cell folder: adapter, model, none, or auto (adapters "
+                           "for LoRA methods, nothing for full)", choices=("auto", "adapter", "model", "none"),
+                   group=TRAIN)
+    # --- evaluation --------------------------------------------------------------------------------------
+    eval_batch_size: int = _f(16, "generation batch size", type=int, group=EVAL)
+    max_new_tokens: int | None = _f(None, "generation length cap (default: the task's own)", type=int, group=EVAL)
     template: str = _f("model", "chat format: the model's own template, or llama2 for raw Llama-2 [INST] text",
-                       choices=("model", "llama2"))
+                       choices=("model", "llama2"), group=EVAL)
+    generate_backend: str = _f("hf", "generation backend for evaluation: hf (transformers) or vllm (GPU, "
+                                     "needs the vllm extra)", choices=("hf", "vllm"), group=EVAL)
+    bootstrap: int = _f(1000, "bootstrap resamples for confidence intervals", type=int, group=EVAL)
     fever_mode: str = _f("react", "fever evaluation: react (tool-using loop) or closed (label only)",
-                         choices=("react", "closed"))
+                         choices=("react", "closed"), group=EVAL)
     react_max_steps: int = _f(5, "maximum Thought/Action steps in the ReAct loop (the gold ones take 2-3)",
-                              type=int)
+                              type=int, group=EVAL)
     docstore: str | None = _f(None, "fever document store: a JSONL of {title, text} pages, or 'embedded' (the "
-                                    "default for the embedded claims; needed by name with your own claims)")
-    seeds: tuple | None = _f(None, "run every cell once per seed, comma-separated, e.g. 0,1,2 (default: --seed "
-                                   "alone)", cli="list")
-    # --- how cells are launched (issue 8); none of these change results, so none is in the run name ---
-    executor: str = _f("process", "how each cell runs: process (a fresh child process per cell), inline (in this "
-                                  "process, for debugging) or ray (a Ray task per cell)",
-                       choices=("process", "inline", "ray"))
-    parallel: int = _f(1, "cells run at once (process executor); with several GPUs each cell gets its own",
-                       type=int)
-    cell_memory_limit: str | None = _f(None, "cap each cell's memory, e.g. 8GiB; a cell over it fails as oom "
-                                             "(process and ray executors)")
-    ray_address: str | None = _f(None, "Ray cluster to submit cells to, e.g. ray://head:10001 (default: a local "
-                                       "Ray instance)")
-    num_processes: int = _f(1, "train each cell with N processes under accelerate launch (data-parallel)",
-                            type=int)
-    fsdp: bool = _f(False, "shard the model with FSDP across --num-processes (full fine-tuning of large models)",
-                    cli="bool")
-    deepspeed: str | None = _f(None, "DeepSpeed config JSON for training across --num-processes (ZeRO)")
-    # --- plan and decide (issue 9) ---
-    gpu: str | None = _f(None, "plan for this GPU's memory instead of the device found",
-                         choices=("T4", "L4", "A10G", "A100-40GB", "A100-80GB", "H100", "H200"))
-    memory_budget: str | None = _f(None, "skip a cell whose estimated peak memory exceeds this, e.g. 16GiB "
-                                         "(default: the device's memory on CUDA)")
-    force: bool = _f(False, "run cells even when the memory estimate says they do not fit", cli="bool")
-    budget: str | None = _f(None, "rule cells out of the recommendation, e.g. memory=16GiB,time=2h")
-    # --- what fine-tuning costs and leaves (issue 10) ---
+                                    "default for the embedded claims; needed by name with your own claims)",
+                              group=EVAL)
     cross_eval: bool = _f(False, "evaluate every trained model on every task of the run, not only its own",
-                          cli="bool")
+                          cli="bool", group=EVAL)
     lm_eval: tuple | None = _f(None, "lm-evaluation-harness tasks to run on each cell's final model, "
                                      "comma-separated, e.g. hellaswag,arc_easy (needs the lm-eval extra)",
-                               cli="list")
-    lm_eval_limit: int | None = _f(None, "examples per lm-eval task (default: all)", type=int)
-    save: str = _f("auto", "keep trained weights in the cell folder: adapter, model, none, or auto (adapters "
-                           "for LoRA methods, nothing for full)", choices=("auto", "adapter", "model", "none"))
-    report_to: tuple | None = _f(None, "trackers to log each cell to: mlflow, wandb, tensorboard, "
-                                       "comma-separated", cli="list")
+                               cli="list", group=EVAL)
+    lm_eval_limit: int | None = _f(None, "examples per lm-eval task (default: all)", type=int, group=EVAL)
     lm_eval_include: str | None = _f(None, "folder of custom lm-eval task YAMLs, searched before lm-eval's own "
-                                           "tasks (for --lm-eval)")
-    # --- speed (issue 11) ---
-    generate_backend: str = _f("hf", "generation backend for evaluation: hf (transformers) or vllm (GPU, "
-                                     "needs the vllm extra)", choices=("hf", "vllm"))
-    out: str = _f("results", "folder that holds the run folders")
-    run_name: str | None = _f(None, "run folder name; rerunning with the same name resumes (default: derived "
-                                    "from the model and a hash of the config)")
+                                           "tasks (for --lm-eval)", group=EVAL)
+    # --- execution: how and where cells run; none of these changes a result, so none is in the run name ----
+    device: str = _f("auto", "auto, cpu or cuda", choices=("auto", "cpu", "cuda"), group=EXECUTE)
+    executor: str = _f("process", "how each cell runs: process (a fresh child process per cell), inline (in this "
+                                  "process, for debugging) or ray (a Ray task per cell)",
+                       choices=("process", "inline", "ray"), group=EXECUTE)
+    parallel: int = _f(1, "cells run at once (process executor); with several GPUs each cell gets its own",
+                       type=int, group=EXECUTE)
+    cell_memory_limit: str | None = _f(None, "cap each cell's memory, e.g. 8GiB; a cell over it fails as oom "
+                                             "(process and ray executors)", group=EXECUTE)
+    memory_budget: str | None = _f(None, "skip a cell whose estimated peak memory exceeds this, e.g. 16GiB "
+                                         "(default: the device's memory on CUDA)", group=EXECUTE)
+    gpu: str | None = _f(None, "plan for this GPU's memory instead of the device found",
+                         choices=("T4", "L4", "A10G", "A100-40GB", "A100-80GB", "H100", "H200"), group=EXECUTE)
+    force: bool = _f(False, "run cells even when the memory estimate says they do not fit", cli="bool",
+                     group=EXECUTE)
+    ray_address: str | None = _f(None, "Ray cluster to submit cells to, e.g. ray://head:10001 (default: a local "
+                                       "Ray instance)", group=EXECUTE)
+    num_processes: int = _f(1, "train each cell with N processes under accelerate launch (data-parallel)",
+                            type=int, group=EXECUTE)
+    fsdp: bool = _f(False, "shard the model with FSDP across --num-processes (full fine-tuning of large models)",
+                    cli="bool", group=EXECUTE)
+    deepspeed: str | None = _f(None, "DeepSpeed config JSON for training across --num-processes (ZeRO)",
+                               group=EXECUTE)
+    # --- reports and tracking ----------------------------------------------------------------------------
+    budget: str | None = _f(None, "rule cells out of the recommendation, e.g. memory=16GiB,time=2h",
+                            group=REPORT)
+    report_to: tuple | None = _f(None, "trackers to log each cell to: mlflow, wandb, tensorboard, "
+                                       "comma-separated", cli="list", group=REPORT)
+    # --- reproducibility ---------------------------------------------------------------------------------
+    seed: int = _f(0, "seed for Python, NumPy, torch and data order", type=int, group=REPRO)
+    seeds: tuple | None = _f(None, "run every cell once per seed, comma-separated, e.g. 0,1,2 (default: --seed "
+                                   "alone)", cli="list", group=REPRO)
+    # The methods, resolved once from ``methods`` (harness.spec.methods); not a flag, not in to_dict().
+    specs: tuple = field(default=(), init=False, repr=False, compare=False, metadata={"cli": None})
 
     def __post_init__(self):
         for name in ("train_limit", "eval_limit", "max_new_tokens"):
@@ -136,7 +156,13 @@ class RunConfig:
             raise ConfigError("--tasks is empty; name at least one task")
         if not self.methods:
             raise ConfigError("--methods is empty; name at least one method")
-        for f in dataclasses.fields(self):
+        specs = tuple(resolve_method(text) for text in self.methods)
+        for items, what in ((self.tasks, "task"), ([s.name for s in specs], "method")):
+            dup = sorted({x for x in items if list(items).count(x) > 1})
+            if dup:
+                raise ConfigError(f"{what} {dup[0]!r} is listed twice; name each {what} once")
+        object.__setattr__(self, "specs", specs)
+        for f in FLAGS:
             choices = f.metadata.get("choices")
             if choices and getattr(self, f.name) is not None and getattr(self, f.name) not in choices:
                 raise ConfigError(f"--{_flag(f.name)} must be one of {', '.join(choices)}, "
@@ -151,10 +177,7 @@ class RunConfig:
             parse_bytes(self.cell_memory_limit, "--cell-memory-limit")
         if self.memory_budget is not None:
             parse_bytes(self.memory_budget, "--memory-budget")
-        if self.budget is not None:
-            from harness.report.recommend import parse_budget  # imported here: recommend imports this module
-
-            parse_budget(self.budget)  # a malformed budget fails before any cell runs, not after the matrix
+        parse_budget(self.budget)  # a malformed budget fails before any cell runs, not after the matrix
         if self.fsdp and self.deepspeed:
             raise ConfigError("--fsdp and --deepspeed are two ways to shard; choose one")
         if (self.fsdp or self.deepspeed) and self.num_processes < 2:
@@ -180,9 +203,13 @@ class RunConfig:
             raise ConfigError(f"--run-name {self.run_name!r} may hold only letters, digits, '.', '_' and '-'")
 
     def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["tasks"], d["methods"] = list(self.tasks), list(self.methods)
-        return d
+        d = {f.name: getattr(self, f.name) for f in FLAGS}
+        return {k: list(v) if isinstance(v, tuple) else dict(v) if isinstance(v, dict) else v for k, v in d.items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RunConfig:
+        """The config ``to_dict`` wrote (a cell's config.json keeps it under "run")."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
     def default_run_name(self) -> str:
         """A name that is the same for the same settings, so that rerunning a command resumes it.
@@ -204,138 +231,15 @@ class RunConfig:
         return self.seeds or (self.seed,)
 
 
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
+
+
+FLAGS = tuple(f for f in dataclasses.fields(RunConfig) if f.init)  # the settings, each a flag and a YAML key
+FIELDS = {f.name: f for f in FLAGS}
+
 # Settings that change how or where cells run, or what is logged or decided afterwards, but not a cell's
 # results: they stay out of the run name, so switching executor or budget resumes the same run.
 EXECUTION_ONLY = ("executor", "parallel", "cell_memory_limit", "ray_address", "gpu", "memory_budget", "force",
                   "budget", "report_to")
 TRACKERS = ("mlflow", "wandb", "tensorboard")
-UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 10**3, "kib": 2**10, "m": 2**20, "mb": 10**6, "mib": 2**20,
-         "g": 2**30, "gb": 10**9, "gib": 2**30, "t": 2**40, "tb": 10**12, "tib": 2**40}
-
-
-def parse_bytes(text: str, what: str = "size") -> int:
-    """'8GiB' -> 8589934592, '16GB' -> 16e9, '512M' -> 512 MiB; one-line error otherwise."""
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", str(text))
-    unit = m.group(2).lower() if m else None
-    if not m or unit not in UNITS or float(m.group(1)) <= 0:
-        raise ConfigError(f"{what} {text!r} is not a size; write e.g. 8GiB, 16GB or 512MiB")
-    return int(float(m.group(1)) * UNITS[unit])
-
-
-def _flag(name: str) -> str:
-    return name.replace("_", "-")
-
-
-FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
-
-
-def _as_tuple(key: str, value) -> tuple:
-    if isinstance(value, str):
-        items = [v.strip() for v in value.split(",")]
-    elif isinstance(value, (list, tuple)):
-        items = [v.strip() if isinstance(v, str) else v for v in value]
-    else:
-        raise ConfigError(f"{key} must be a list or a comma-separated string, got {value!r}")
-    return tuple(v for v in items if v != "")
-
-
-def coerce(key: str, value, origin: str):
-    """Bring a YAML or CLI value to the field's type, with a one-line error naming the key and origin."""
-    f = FIELDS[key]
-    kind = f.metadata["cli"]
-    if value is None:
-        return None
-    if kind == "list":
-        return _as_tuple(key, value)
-    if kind in ("kv", "columns"):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key} in {origin} must be a mapping, got {value!r}")
-        return dict(value)
-    if kind == "bool":
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{key} in {origin} must be true or false, got {value!r}")
-    typ = f.metadata.get("type")
-    if typ is not None:
-        if isinstance(value, bool) or (typ is int and isinstance(value, float) and not value.is_integer()):
-            raise ConfigError(f"{key} in {origin} must be {typ.__name__}, got {value!r}")
-        try:
-            return typ(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{key} in {origin} must be {typ.__name__}, got {value!r}") from None
-    return str(value)
-
-
-def parse_data_flags(items: list[str]) -> dict:
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise ConfigError(f"--data {item!r} must be TASK=SOURCE, e.g. cnn=embedded or cnn=data/cnn.jsonl")
-        task, source = item.split("=", 1)
-        if not task.strip() or not source.strip():
-            raise ConfigError(f"--data {item!r} must be TASK=SOURCE with both parts non-empty")
-        out[task.strip()] = source.strip()
-    return out
-
-
-def parse_columns_flags(items: list[str]) -> dict:
-    out: dict[str, dict[str, str]] = {}
-    for item in items:
-        task, sep, rest = item.partition(":")
-        pairs = [p for p in rest.split(",") if p.strip()]
-        if not sep or not pairs or any("=" not in p for p in pairs):
-            raise ConfigError(f"--columns {item!r} must be TASK:canonical=yours[,...], "
-                              "e.g. cnn:article=story,highlights=summary")
-        out.setdefault(task.strip(), {}).update(
-            {k.strip(): v.strip() for k, v in (p.split("=", 1) for p in pairs)})
-    return out
-
-
-def load_yaml(path: str) -> dict:
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file {path} does not exist; pass an existing YAML file to --config")
-    try:
-        raw = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"config file {path} is not valid YAML{where}; fix its syntax") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of keys to values")
-    unknown = sorted(set(raw) - set(FIELDS))
-    if unknown:
-        raise ConfigError(f"unknown key {unknown[0]!r} in {path}; valid keys: {', '.join(FIELDS)}")
-    return raw
-
-
-def resolve(cli: dict, config_file: str | None = None) -> RunConfig:
-    """Code defaults, then the YAML file, then the CLI flags that were actually given."""
-    values: dict = {}
-    if config_file:
-        for key, value in load_yaml(config_file).items():
-            # Methods in YAML may be mappings ({name: lora, lr: 1e-3}); keep them as written for the method parser.
-            if key == "methods" and isinstance(value, list):
-                values[key] = tuple(_method_entry(v, config_file) for v in value)
-            else:
-                values[key] = coerce(key, value, config_file)
-    for key, value in cli.items():
-        if key in ("data", "columns") and key in values:
-            values[key] = {**values[key], **value}  # a flag for one task keeps the file's other tasks
-        else:
-            values[key] = coerce(key, value, "the command line")
-    return RunConfig(**values)
-
-
-def _method_entry(entry, origin: str) -> str:
-    """A YAML method entry, as the same NAME:key=value string the CLI takes."""
-    if isinstance(entry, str):
-        return entry
-    if isinstance(entry, dict) and "name" in entry:
-        rest = {k: v for k, v in entry.items() if k != "name"}
-        return ":".join([str(entry["name"])] + [f"{k}={_yaml_scalar(v)}" for k, v in rest.items()])
-    raise ConfigError(f"methods in {origin}: each entry must be a name or a mapping with 'name', got {entry!r}")
-
-
-def _yaml_scalar(v) -> str:
-    return "true" if v is True else "false" if v is False else str(v)

@@ -134,3 +134,23 @@ def _scalar(raw: str):
 
 def folder_name(spec: MethodSpec) -> str:
     return re.sub(r"[^A-Za-z0-9._=-]+", "_", spec.name)
+
+
+ADAPTER, MODEL = "adapter", "model"  # the folders a cell keeps trained weights in
+
+
+def save_kind(cfg, spec: MethodSpec) -> tuple[str | None, str | None]:
+    """What a cell of ``spec`` keeps under ``--save`` (``ADAPTER``, ``MODEL`` or None), and a note when --save could
+    not be followed as asked."""
+    lora = spec.finetune == "lora"
+    if cfg.save == "none":
+        return None, None
+    if cfg.save == "auto":
+        return (ADAPTER if lora else None), None
+    if cfg.save == ADAPTER:
+        return (ADAPTER, None) if lora else (None, "full fine-tuning has no adapter; --save model keeps the model")
+    if spec.quantized:
+        # Merging into 4/8-bit weights re-quantizes them and changes the model (harness/cell/training.py), so the
+        # deployable form of a QLoRA model is its adapter plus the base model id.
+        return ADAPTER, "a quantized model is kept as its adapter (merging would re-quantize the base weights)"
+    return MODEL, None

@@ -1,22 +1,55 @@
-"""The task registry and the base class every task builds on.
+"""What a task plugin builds on: the Task base class, the Context it renders and evaluates with, and the registry.
 
-A task knows its schema, its embedded default data, how to render a row into a chat prompt, how to run
-its evaluation (plain batched generation by default), and how to score predictions. Scoring reads only the
-stored predictions, so scores can be recomputed without generating again.
+A task knows its schema, its embedded default data, how to render a row into a chat prompt (harness.spec.prompts),
+how to run its evaluation (plain batched generation through the Context's backend by default), and how to score
+predictions. Scoring reads only the stored predictions, so scores can be recomputed without generating again.
+Task packages (the built-in ``tasks``, or a user's own) import this layer and harness.spec.metrics, nothing else
+of the harness, and are found through an entry point (``load_tasks``).
 """
 
 from __future__ import annotations
 
+import importlib.metadata
+import sys
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
-from harness.spec import data as data_mod
 from harness.core.console import console
-from harness.core.errors import ConfigError, DataError
-from harness.cell.generate import GenerationStats, generate
+from harness.core.errors import DataError
 from harness.core.registry import Registry
+from harness.spec import data as data_mod
 
 TASKS = Registry("task")
+
+
+@dataclass
+class GenerationStats:
+    """What a cell's generation did: tokens generated (up to each end-of-sequence), seconds, calls."""
+
+    new_tokens: int = 0
+    seconds: float = 0.0
+    calls: int = 0
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.new_tokens / self.seconds if self.seconds else float("nan")
+
+    def to_dict(self) -> dict:
+        return {"generated_tokens": self.new_tokens, "generation_s": self.seconds,
+                "generation_tokens_per_s": self.tokens_per_s}
+
+
+class Backend(Protocol):
+    """How a task's prompts are answered and scored: batched greedy generation, and the log-likelihood of given
+    completions. The cell chooses one (``--generate-backend``) and hands it to the task on the Context."""
+
+    def generate(self, model, tok, prompts: list[str], max_new_tokens: int, batch_size: int, stats: GenerationStats,
+                 stop_strings: list[str] | None = None, label: str = "generate") -> list[str]: ...
+
+    def completion_nll(self, model, tok, prompts: list[str], completions: list[str], batch_size: int,
+                       label: str = "score") -> list[tuple[float, int]]: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass
@@ -29,59 +62,23 @@ class Context:
     template: str = "model"  # the model's chat template, or "llama2" for the raw [INST] format
     batch_size: int = 16
     cfg: object = None
+    backend: Backend | None = None  # set by the cell for evaluation; rendering prompts needs none
 
+    def generate(self, model, prompts: list[str], stats: GenerationStats, max_new_tokens: int | None = None,
+                 stop_strings: list[str] | None = None, label: str = "generate") -> list[str]:
+        """Greedy answers to ``prompts`` through the cell's backend."""
+        return self._backend().generate(model, self.tok, prompts, max_new_tokens or self.max_new_tokens,
+                                        self.batch_size, stats, stop_strings, label)
 
-LLAMA2_SYS = "<<SYS>>\n{system}\n<</SYS>>\n\n"
+    def completion_nll(self, model, prompts: list[str], completions: list[str], batch_size: int,
+                       label: str = "score") -> list[tuple[float, int]]:
+        """(summed negative log-likelihood, token count) of each completion after its prompt."""
+        return self._backend().completion_nll(model, self.tok, prompts, completions, batch_size, label)
 
-
-def render_prompt(ctx: Context, user: str, system: str | None = None, history: list | None = None) -> str:
-    """A chat prompt that ends where the assistant's answer begins.
-
-    ``history`` holds earlier (user, assistant) turns. With template "llama2" the text follows the Llama-2
-    chat format exactly: ``<s>[INST] <<SYS>>\\n{system}\\n<</SYS>>\\n\\n{user} [/INST]``.
-    """
-    turns = list(history or []) + [(user, None)]
-    if ctx.template == "llama2":
-        out = []
-        for i, (u, a) in enumerate(turns):
-            sys_block = LLAMA2_SYS.format(system=system) if (i == 0 and system) else ""
-            out.append(f"<s>[INST] {sys_block}{u.strip()} [/INST]" + (f" {a.strip()} </s>" if a is not None else ""))
-        return "".join(out)
-    messages = [{"role": "system", "content": system}] if system else []
-    for u, a in turns:
-        messages.append({"role": "user", "content": u})
-        if a is not None:
-            messages.append({"role": "assistant", "content": a})
-    if not getattr(ctx.tok, "chat_template", None):
-        raise ConfigError("the model's tokenizer has no chat template; pass --template llama2")
-    return ctx.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-
-
-def completion_text(ctx: Context, answer: str) -> str:
-    """The training target after the prompt. trl appends the tokenizer's EOS when it is missing; with the
-    llama2 template a space separates [/INST] from the answer, as in the format."""
-    return f" {answer.strip()}" if ctx.template == "llama2" else answer.strip()
-
-
-def n_tokens(tok, text: str) -> int:
-    return len(tok(text, add_special_tokens=False)["input_ids"])
-
-
-def truncate_tokens(tok, text: str, budget: int) -> str:
-    ids = tok(text, add_special_tokens=False)["input_ids"]
-    if len(ids) <= budget:
-        return text
-    return tok.decode(ids[:max(budget, 0)], skip_special_tokens=True)
-
-
-def fit_prompt(ctx: Context, make_prompt, text: str, reserve: int) -> str:
-    """Render ``make_prompt(text)``, truncating ``text`` by tokens so prompt + ``reserve`` fits max_seq_len."""
-    overhead = n_tokens(ctx.tok, make_prompt(""))
-    budget = ctx.max_seq_len - overhead - reserve
-    if budget < 8:
-        raise ConfigError(f"--max-seq-len {ctx.max_seq_len} leaves no room for the input after the prompt "
-                          f"template ({overhead} tokens) and the answer ({reserve}); raise --max-seq-len")
-    return make_prompt(truncate_tokens(ctx.tok, text, budget))
+    def _backend(self) -> Backend:
+        if self.backend is None:
+            raise RuntimeError("this Context has no generation backend; a cell sets one before evaluating")
+        return self.backend
 
 
 class Split(NamedTuple):
@@ -218,8 +215,7 @@ class Task:
     def evaluate(self, model, rows: list[dict], ctx: Context, stats: GenerationStats) -> list[dict]:
         """Generate for every eval row; one prediction record per row."""
         prompts = [self.eval_prompt(r, ctx) for r in rows]
-        outputs = generate(model, ctx.tok, prompts, ctx.max_new_tokens, ctx.batch_size, stats,
-                           label=f"eval {self.name}")
+        outputs = ctx.generate(model, prompts, stats, label=f"eval {self.name}")
         return [{"id": r.get("id", i), "prompt": p, "reference": self.reference(r), "output": o}
                 for i, (r, p, o) in enumerate(zip(rows, prompts, outputs))]
 
@@ -239,6 +235,16 @@ def register_task(cls):
 
 
 def get_task(name: str) -> Task:
-    import tasks  # noqa: F401  (registers the built-in tasks)
-
     return TASKS.lookup(name)
+
+
+PLUGINS = "llm_finetune_harness.tasks"  # the entry-point group through which task packages register
+
+
+def load_tasks() -> None:
+    """Import every task package that declares itself under the ``PLUGINS`` entry-point group (the built-in
+    ``tasks`` package does, in pyproject.toml); each registers its tasks and metrics as it is imported. The
+    programs call this once at their start: the CLI, a cell's process, a training job's process."""
+    for entry in importlib.metadata.entry_points(group=PLUGINS):
+        if entry.value not in sys.modules:
+            entry.load()

@@ -87,9 +87,9 @@ def harness_run(folder, method: str, cfg, tok, pairs) -> dict:
     """The harness's own training path, as a cell runs it."""
     import torch
 
-    from harness.spec.methods import resolve_method
-    from harness.cell.models import load_model
+    from harness.cell.load import load_model
     from harness.cell.training import train
+    from harness.spec.methods import resolve_method
 
     spec = resolve_method(method)
     trace: dict = {}
@@ -108,8 +108,8 @@ def trl_run(folder, method: str, cfg, tok, pairs) -> dict:
     from peft import LoraConfig, prepare_model_for_kbit_training
     from trl import SFTConfig, SFTTrainer
 
+    from harness.cell.load import load_model
     from harness.spec.methods import resolve_method
-    from harness.cell.models import load_model
 
     spec = resolve_method(method)
     model = load_model(str(folder), spec, "cpu")

@@ -61,8 +61,8 @@ def test_in_memory_quantization_matches_from_pretrained(tmp_path, method):
     import torch
     from transformers import AutoModelForCausalLM
 
+    from harness.cell.load import load_model
     from harness.spec.methods import resolve_method
-    from harness.cell.models import load_model
 
     spec = resolve_method(method)
     torch.manual_seed(0)

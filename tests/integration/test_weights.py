@@ -25,7 +25,7 @@ def status(cell: Path) -> dict:
 
 def probe(tokenizer_dir):
     """Fixed prompts, tokenised, for comparing logits across loads."""
-    from harness.cell.models import load_tokenizer
+    from harness.cell.load import load_tokenizer
 
     tok = load_tokenizer(str(tokenizer_dir))
     texts = ["The city council voted on Tuesday to", "Summarize: rain fell across the valley all week."]
@@ -95,7 +95,8 @@ def test_lora_export_reloads_with_the_evaluated_logits_and_predictions(run_a, tm
     from peft import AutoPeftModelForCausalLM
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from harness.cell.generate import GenerationStats, generate
+    from harness.cell.generate import generate
+    from harness.spec.task import GenerationStats
 
     out = tmp_path / "lora-export"
     assert main(["export", str(run_a["run"]), "cnn", "lora", str(out)]) == 0

@@ -85,3 +85,31 @@ def test_list(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert "cnn" in out and "qlora8" in out and "smollm2-135m" in out and "rougeL" in out
+
+
+def test_help_is_in_sections_with_the_first_run_flags_first(capsys):
+    from harness.spec.config import GROUPS
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    heads = [line[:-1] for line in out.splitlines() if line.endswith(":") and not line.startswith(" ")]
+    assert [h for h in heads if h in GROUPS] == list(GROUPS)
+    first = out.split("what to run:")[1].split("training:")[0]
+    for flag in ("--tasks", "--methods", "--model", "--data", "--train-limit", "--eval-limit", "--out", "--config"):
+        assert flag in first
+
+
+def test_plan_and_run_share_their_flags(capsys):
+    """The flags plan has in common with a run are the run's own: the same help text, the same default."""
+    from harness.cli.plan import SHARED, parser
+    from harness.cli.run import run_parser
+
+    run = {a.dest: a for a in run_parser()._actions}
+    plan = {a.dest: a for a in parser()._actions}
+    assert set(SHARED) <= set(plan) and len(SHARED) >= 10
+    for name in SHARED:
+        assert plan[name].option_strings[0] == run[name].option_strings[0], name
+        assert plan[name].choices == run[name].choices and plan[name].nargs == run[name].nargs, name
+        if name not in ("model", "device", "out"):  # what these mean to plan is said in its own words
+            assert plan[name].help == run[name].help, name

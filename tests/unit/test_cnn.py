@@ -1,7 +1,8 @@
 """The cnn task: embedded data, chat templating and token-budget truncation."""
 
 from harness.spec.config import RunConfig
-from harness.spec.task import Context, get_task, n_tokens
+from harness.spec.prompts import n_tokens
+from harness.spec.task import Context, get_task
 from tasks.embedded.cnn_gen import generate
 
 CNN = get_task("cnn")

@@ -1,8 +1,9 @@
 import pytest
 
 from harness.cli import parse_run_args
-from harness.spec.config import RunConfig, resolve
 from harness.core.errors import ConfigError
+from harness.spec.config import RunConfig
+from harness.spec.resolve import resolve
 
 
 def test_defaults():

@@ -5,9 +5,9 @@ import json
 import pandas as pd
 import pytest
 
+from harness.core.errors import DataError
 from harness.spec.config import RunConfig
 from harness.spec.data import holdout, parse_source
-from harness.core.errors import DataError
 from harness.spec.task import get_task
 from tasks.embedded.cnn_gen import generate
 

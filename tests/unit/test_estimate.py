@@ -4,22 +4,16 @@ import json
 
 import pytest
 
-from harness.plan import memory_rules as rules
 from harness.cli import main
-from harness.spec.config import RunConfig
-from harness.core.errors import ConfigError
-from harness.plan.estimate import (
-    GiB,
-    Shape,
-    _bytes,
-    device_memory,
-    estimate,
-    estimate_for_cell,
-    shipped_names,
-    shipped_shape,
-)
-from harness.spec.methods import resolve_method
 from harness.cli.plan import largest_batch
+from harness.core.errors import ConfigError
+from harness.core.units import GIB as GiB
+from harness.plan import memory_rules as rules
+from harness.plan.budget import device_memory
+from harness.plan.estimate import _bytes, estimate, estimate_for_cell
+from harness.plan.shape import Shape, shipped_names, shipped_shape
+from harness.spec.config import RunConfig
+from harness.spec.methods import resolve_method
 
 TINY = Shape(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
              num_key_value_heads=2, vocab_size=49152, head_dim=16, tie_word_embeddings=True, name="tiny")

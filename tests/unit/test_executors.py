@@ -5,15 +5,17 @@ import json
 import signal
 import subprocess
 import sys
-import tomllib
 
 import pytest
+import tomllib
 
-from harness.spec.config import RunConfig, parse_bytes
 from harness.core.console import PlainProgress
 from harness.core.errors import ConfigError
-from harness.execute.executors import EXECUTORS, record_death
+from harness.core.units import parse_bytes
+from harness.execute.child import record_death
+from harness.execute.executors import EXECUTORS
 from harness.records.store import CellStore
+from harness.spec.config import RunConfig
 from tests.conftest import ROOT
 
 

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from harness.spec.config import RunConfig
 from harness.core.errors import DataError
+from harness.spec.config import RunConfig
 from harness.spec.task import Context, get_task
 from tasks import react
 from tasks.docstore import Browser

@@ -6,11 +6,11 @@ import random
 
 import pytest
 
-from harness.spec.config import RunConfig
 from harness.core.errors import ConfigError
-from harness.records.store import CellStore
-from harness.report.tables import load_records
 from harness.core.stats import paired_bootstrap
+from harness.records.load import load_records
+from harness.records.store import CellStore
+from harness.spec.config import RunConfig
 
 N_BOOT = 200
 
@@ -165,7 +165,7 @@ LM = {"results": {"tiny_mc": {"acc": {"value": 0.5, "stderr": 0.2, "higher_is_be
 
 
 def test_lm_eval_table_shows_stderr_and_change_from_base(tmp_path):
-    from harness.report.cross_task import lm_eval_markdown, lm_eval_table
+    from harness.report.lm_eval import lm_eval_markdown, lm_eval_table
 
     run = tmp_path / "r"
     lora = {**LM, "results": {"tiny_mc": {**LM["results"]["tiny_mc"],

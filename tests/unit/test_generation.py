@@ -2,7 +2,8 @@
 
 import pytest
 
-from harness.cell.generate import GenerationStats, generate
+from harness.cell.generate import generate
+from harness.spec.task import GenerationStats
 
 
 def test_batched_equals_single(tiny_model, tokenizer):

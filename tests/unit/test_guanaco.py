@@ -6,8 +6,8 @@ import math
 import pandas as pd
 import pytest
 
-from harness.spec.config import RunConfig
 from harness.core.errors import DataError
+from harness.spec.config import RunConfig
 from harness.spec.task import Context, get_task
 from tasks.embedded.guanaco_gen import generate
 from tasks.ifeval import check

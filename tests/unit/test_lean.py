@@ -4,7 +4,7 @@ log-probabilities, loss and gradients, same token counts; only the work on paddi
 import pytest
 import torch
 
-from harness.cell import trl_changes as lean
+from harness.cell import lm_head, lora_dropout, padding_free, trl_changes
 
 
 def _rows(lengths, heads=4, kv_heads=2, dim=8, seed=0):
@@ -22,7 +22,7 @@ def test_varlen_attention_equals_causal_sdpa_per_row():
     rows = _rows(lengths)
     q, k, v = (torch.cat([r[i] for r in rows], dim=2) for i in range(3))
     bounds = torch.tensor([0, 5, 14, 15, 18], dtype=torch.int32)
-    packed, _ = lean.varlen_attention(_Attn().eval(), q, k, v, None, cu_seq_lens_q=bounds)
+    packed, _ = padding_free.varlen_attention(_Attn().eval(), q, k, v, None, cu_seq_lens_q=bounds)
     expected = torch.cat([torch.nn.functional.scaled_dot_product_attention(
         rq, rk.repeat_interleave(2, 1), rv.repeat_interleave(2, 1), is_causal=True) for rq, rk, rv in rows], dim=2)
     assert packed.shape == (1, sum(lengths), 4, 8)
@@ -35,7 +35,7 @@ def test_varlen_attention_without_row_bounds_is_sdpa():
     q, k, v = (torch.cat(t, dim=0) for t in zip(*_rows([6, 6])))
     mask = torch.ones(2, 1, 6, 6, dtype=torch.bool).tril()
     mask[1, :, :, :2] = False  # left padding in the second row
-    ours, _ = lean.varlen_attention(_Attn().eval(), q, k, v, mask)
+    ours, _ = padding_free.varlen_attention(_Attn().eval(), q, k, v, mask)
     theirs, _ = sdpa_attention_forward(_Attn().eval(), q, k, v, mask)
     torch.testing.assert_close(ours, theirs)
 
@@ -61,7 +61,7 @@ def test_compact_head_equals_trls_head_in_loss_metrics_and_gradients():
         model = _tiny_lm()
         add_fused_lm_head(model, outputs=("log_probs", "entropy", "is_top1"))
         if compact:
-            assert lean.compact_lm_head(model)
+            assert lm_head.compact_lm_head(model)
         out = model(input_ids=ids, labels=labels, fused_lm_head=True, num_items_in_batch=7)
         out.loss.backward()
         results.append((out, model.model.embed_tokens.weight.grad.clone()))
@@ -79,14 +79,14 @@ def test_compact_head_leaves_plain_calls_alone():
     ids = torch.randint(0, 300, (1, 6))
     before = model(input_ids=ids).logits
     add_fused_lm_head(model)
-    lean.compact_lm_head(model)
+    lm_head.compact_lm_head(model)
     torch.testing.assert_close(model(input_ids=ids).logits, before)
 
 
 def test_compact_head_declines_scaled_logits():
     model = _tiny_lm()
     model.config.final_logit_softcapping = 30.0
-    assert not lean.compact_lm_head(model)
+    assert not lm_head.compact_lm_head(model)
 
 
 def _lora_model(dropout=0.05):
@@ -101,10 +101,10 @@ def test_fused_dropout_equals_dropout_then_linear_with_the_same_mask():
     head = torch.nn.Linear(64, 4, bias=False)
     x = torch.randn(2, 7, 64, requires_grad=True)
     torch.manual_seed(3)
-    out = lean._dropout_linear_function().apply(x, head.weight, 0.9)
+    out = lora_dropout._dropout_linear_function().apply(x, head.weight, 0.9)
     out.pow(2).sum().backward()
     torch.manual_seed(3)
-    mask = lean._keep_mask(x.shape, 0.9)  # the same draw from torch's generator gives the same mask
+    mask = lora_dropout._keep_mask(x.shape, 0.9)  # the same draw from torch's generator gives the same mask
     x2 = x.detach().clone().requires_grad_()
     ref = torch.nn.functional.linear(x2 * mask / 0.9, head.weight)
     ref.pow(2).sum().backward()
@@ -115,7 +115,7 @@ def test_fused_dropout_equals_dropout_then_linear_with_the_same_mask():
 
 def test_fused_dropout_keeps_with_probability_one_minus_p():
     torch.manual_seed(0)
-    mask = lean._keep_mask((1000, 1000), 0.95)
+    mask = lora_dropout._keep_mask((1000, 1000), 0.95)
     assert mask.dtype == torch.bool and abs(mask.float().mean().item() - 0.95) < 1e-3
 
 
@@ -125,7 +125,7 @@ def test_fused_dropout_trains_the_same_adapter_and_undoes_cleanly():
     ids = torch.randint(0, 300, (2, 9))
     model.eval()
     before = model(input_ids=ids).logits
-    undo = lean.fuse_lora_dropout(model)
+    undo = lora_dropout.fuse_lora_dropout(model)
     assert undo is not None
     assert all(type(d) is torch.nn.Identity for m in model.modules() if hasattr(m, "lora_dropout")
                for d in m.lora_dropout.values())
@@ -138,7 +138,7 @@ def test_fused_dropout_trains_the_same_adapter_and_undoes_cleanly():
     assert all(type(d) is torch.nn.Dropout for m in model.modules() if hasattr(m, "lora_dropout")
                for d in m.lora_dropout.values())
     assert {n for n, _ in model.named_parameters()} == names
-    assert lean.fuse_lora_dropout(_lora_model(dropout=0.0)) is None  # nothing to fuse
+    assert lora_dropout.fuse_lora_dropout(_lora_model(dropout=0.0)) is None  # nothing to fuse
 
 
 def test_allocator_tuning_reports_success_on_glibc():
@@ -146,7 +146,7 @@ def test_allocator_tuning_reports_success_on_glibc():
 
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         pytest.skip("mallopt is glibc's")
-    assert lean.tune_allocator() is True
+    assert trl_changes.tune_allocator() is True
 
 
 def _config_model(config):
@@ -162,14 +162,14 @@ def _config_model(config):
 def test_per_row_attention_steps_aside_for_what_it_cannot_compute():
     from transformers import Gemma2Config, LlamaConfig, MistralConfig, Qwen2Config
 
-    assert lean.varlen_blockers(_config_model(LlamaConfig()), 512) == []
-    assert lean.varlen_blockers(_config_model(Qwen2Config()), 512) == []  # no use_sliding_window: no window
-    assert lean.varlen_blockers(_config_model(MistralConfig(sliding_window=4096)), 512) == []  # never masks
-    (window,) = lean.varlen_blockers(_config_model(MistralConfig(sliding_window=8)), 512)
+    assert padding_free.varlen_blockers(_config_model(LlamaConfig()), 512) == []
+    assert padding_free.varlen_blockers(_config_model(Qwen2Config()), 512) == []  # no use_sliding_window: no window
+    assert padding_free.varlen_blockers(_config_model(MistralConfig(sliding_window=4096)), 512) == []  # never masks
+    (window,) = padding_free.varlen_blockers(_config_model(MistralConfig(sliding_window=8)), 512)
     assert "sliding window of 8 tokens" in window
-    assert "sliding window" in lean.varlen_blockers(_config_model(Qwen2Config(use_sliding_window=True,
+    assert "sliding window" in padding_free.varlen_blockers(_config_model(Qwen2Config(use_sliding_window=True,
                                                                               sliding_window=64)), 512)[0]
-    reasons = lean.varlen_blockers(_config_model(Gemma2Config(sliding_window=64)), 512)
+    reasons = padding_free.varlen_blockers(_config_model(Gemma2Config(sliding_window=64)), 512)
     assert any("soft-capping" in r for r in reasons) and any("sliding window" in r for r in reasons)
 
 
@@ -177,10 +177,10 @@ def test_per_row_attention_refuses_a_window_it_would_ignore():
     rows = _rows([12, 5])
     q, k, v = (torch.cat([r[i] for r in rows], dim=2) for i in range(3))
     bounds = torch.tensor([0, 12, 17], dtype=torch.int32)
-    with pytest.raises(lean.PerRowAttentionError, match="sliding window"):
-        lean.varlen_attention(_Attn().eval(), q, k, v, None, cu_seq_lens_q=bounds, sliding_window=8)
-    with pytest.raises(lean.PerRowAttentionError, match="soft-capping"):
-        lean.varlen_attention(_Attn().eval(), q, k, v, None, cu_seq_lens_q=bounds, softcap=50.0)
-    plain, _ = lean.varlen_attention(_Attn().eval(), q, k, v, None, cu_seq_lens_q=bounds)
-    wide, _ = lean.varlen_attention(_Attn().eval(), q, k, v, None, cu_seq_lens_q=bounds, sliding_window=12)
+    with pytest.raises(padding_free.PerRowAttentionError, match="sliding window"):
+        padding_free.varlen_attention(_Attn().eval(), q, k, v, None, cu_seq_lens_q=bounds, sliding_window=8)
+    with pytest.raises(padding_free.PerRowAttentionError, match="soft-capping"):
+        padding_free.varlen_attention(_Attn().eval(), q, k, v, None, cu_seq_lens_q=bounds, softcap=50.0)
+    plain, _ = padding_free.varlen_attention(_Attn().eval(), q, k, v, None, cu_seq_lens_q=bounds)
+    wide, _ = padding_free.varlen_attention(_Attn().eval(), q, k, v, None, cu_seq_lens_q=bounds, sliding_window=12)
     torch.testing.assert_close(wide, plain)  # a window as long as the longest row masks nothing

@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from harness.spec.metrics import METRICS, get_metric, rouge, summarise
 from harness.core.stats import bootstrap_ci, macro_f1, mean, paired_bootstrap, perplexity
+from harness.spec.metrics import METRICS, get_metric, rouge, summarise
 
 
 def test_rouge_hand_checked():

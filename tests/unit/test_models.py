@@ -4,8 +4,10 @@ import zipfile
 
 import pytest
 
-from harness.cell import models
+from harness.cell import load
 from harness.core.errors import ModelError
+from harness.spec import models
+from harness.spec import precision as numerics
 
 
 def test_resolution(tiny_model_dir, tmp_path):
@@ -22,7 +24,7 @@ def test_resolution(tiny_model_dir, tmp_path):
 def test_hub_model_offline_is_one_clear_line(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelError) as e:
-        models.load_tokenizer("meta-llama/Llama-2-7b-chat-hf")
+        load.load_tokenizer("meta-llama/Llama-2-7b-chat-hf")
     assert "from the Hugging Face Hub" in str(e.value) and "\n" not in str(e.value)
 
 
@@ -72,9 +74,9 @@ def test_smollm2_fetch_offline_error(monkeypatch, tmp_path):
 def test_cpu_dtype_is_float32():
     import torch
 
-    assert models.compute_dtype("cpu") == torch.float32
-    assert models.mixed_precision("cpu") == "no"
-    assert models.precision_record(models_spec("full"), "cpu") == {
+    assert numerics.compute_dtype("cpu") == torch.float32
+    assert numerics.mixed_precision("cpu") == "no"
+    assert numerics.precision_record(models_spec("full"), "cpu") == {
         "weight_dtype": "float32", "compute_dtype": "float32", "mixed_precision": "no"}
 
 
@@ -98,16 +100,16 @@ def test_cuda_dtype_follows_compute_capability(monkeypatch, capability, gpu, pre
 
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)  # what emulation reports
-    assert models.mixed_precision("cuda") == precision
-    assert models.dtype_name(models.compute_dtype("cuda")) == dtype
-    record = models.precision_record(models_spec("qlora4"), "cuda")
+    assert numerics.mixed_precision("cuda") == precision
+    assert numerics.dtype_name(numerics.compute_dtype("cuda")) == dtype
+    record = numerics.precision_record(models_spec("qlora4"), "cuda")
     assert record == {"weight_dtype": dtype, "compute_dtype": dtype, "mixed_precision": precision,
                       "cuda_capability": f"{capability[0]}.{capability[1]}"}
     # 4-bit weights compute in the same dtype as the rest (the QLoRA-on-T4 recipe uses float16 there)
-    quant = models.quantization_config(models_spec("qlora4"), "cuda")
+    quant = load.quantization_config(models_spec("qlora4"), "cuda")
     assert quant.bnb_4bit_compute_dtype == getattr(torch, dtype)
     # full fine-tuning under fp16 AMP keeps float32 master weights: GradScaler refuses fp16 gradients
-    full = models.precision_record(models_spec("full"), "cuda")
+    full = numerics.precision_record(models_spec("full"), "cuda")
     assert full["weight_dtype"] == ("float32" if precision == "fp16" else "bfloat16")
 
 
@@ -147,7 +149,7 @@ def test_4bit_weights_stay_float32_and_differentiable_on_a_cpu(tiny_model_dir):
 
     from harness.spec.methods import resolve_method
 
-    model = models.load_model(str(tiny_model_dir), resolve_method("qlora4"), "cpu")
+    model = load.load_model(str(tiny_model_dir), resolve_method("qlora4"), "cpu")
     ids = torch.tensor([[5, 17, 99, 4, 250]])
     model.eval()
     with torch.no_grad():

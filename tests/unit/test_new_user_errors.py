@@ -1,14 +1,15 @@
-"""Mistakes a new user makes (issue 10, part 4): each is one line naming the fix, before any cell runs."""
+"""Mistakes a new user makes: each is one line naming the fix, before any cell runs."""
 
 import json
 import shutil
 
 import pytest
 
-from harness.cell import models
+from harness.cell import load
 from harness.cli import main
-from harness.spec.config import RunConfig
 from harness.core.errors import ModelError
+from harness.spec import models
+from harness.spec.config import RunConfig
 from harness.spec.task import get_task
 from tests.conftest import one_error_line, run_cli
 
@@ -77,7 +78,7 @@ def test_a_number_where_text_belongs_is_not_called_empty(tmp_path, capsys):
 def test_missing_hub_model_fails_once_up_front(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelError) as e:
-        models.check_loadable(models.resolve_model("owner/missing"))
+        load.check_loadable(models.resolve_model("owner/missing"))
     assert str(e.value) == ("cannot load config 'owner/missing' from the Hugging Face Hub (offline, gated or "
                             "misspelt?); download it on a connected machine and pass the local folder to --model")
 
@@ -85,14 +86,14 @@ def test_missing_hub_model_fails_once_up_front(monkeypatch):
 def test_local_folder_with_a_broken_config_or_no_tokenizer(tiny_model_dir, tmp_path):
     folder = tmp_path / "model"
     shutil.copytree(tiny_model_dir, folder)
-    models.check_loadable(models.resolve_model(str(folder)))  # the intact copy resolves
+    load.check_loadable(models.resolve_model(str(folder)))  # the intact copy resolves
     (folder / "tokenizer.json").unlink()
     with pytest.raises(ModelError, match=r"has no tokenizer files \(tokenizer.json"):
-        models.check_loadable(models.resolve_model(str(folder)))
+        load.check_loadable(models.resolve_model(str(folder)))
     (folder / "config.json").write_text('{"model_type": "llama",')
     with pytest.raises(ModelError) as e:
-        models.check_loadable(models.resolve_model(str(folder)))
+        load.check_loadable(models.resolve_model(str(folder)))
     assert str(e.value).startswith(f"cannot load config from {folder}: ") and "not a valid JSON file" in str(e.value)
     (folder / "config.json").write_text("{}")
     with pytest.raises(ModelError, match="Should have a `model_type` key"):
-        models.check_loadable(models.resolve_model(str(folder)))
+        load.check_loadable(models.resolve_model(str(folder)))

@@ -5,14 +5,17 @@ import re
 import numpy as np
 import pytest
 
-from harness.spec.config import RunConfig
 from harness.core.errors import ConfigError
-from harness.spec.metrics import summarise
-from harness.report.recommend import paragraphs, parse_budget, recommend
+from harness.core.stats import paired_bootstrap, paired_over_seeds
+from harness.core.units import parse_budget
+from harness.records.load import load_records
 from harness.records.store import CellStore
-from harness.report.tables import load_records, markdown, task_tables
-from harness.report.seeds import collapse, paired_over_seeds, seed_mean_ci
-from harness.core.stats import paired_bootstrap
+from harness.report.document import markdown
+from harness.report.recommend import paragraphs, recommend
+from harness.report.seeds import collapse, seed_mean_ci
+from harness.report.tables import task_tables
+from harness.spec.config import RunConfig
+from harness.spec.metrics import summarise
 
 GIB = 2**30
 N = 40  # eval examples per cell
@@ -230,7 +233,7 @@ def test_report_files_and_the_report_command(tmp_path, capsys):
 def test_one_seed_summary_has_no_seed_column(tmp_path):
     import csv
 
-    from harness.report.tables import write_reports
+    from harness.report.document import write_reports
 
     cell(tmp_path, "lora", scores(0.7, 1), peak=GIB)
     write_reports(tmp_path, load_records(tmp_path))

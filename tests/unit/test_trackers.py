@@ -7,11 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.integrations import tracker_backends
-from harness.integrations import trackers
 from harness.cli import main
-from harness.spec.config import RunConfig
 from harness.core.errors import ConfigError
+from harness.integrations import tracker_backends, trackers
+from harness.spec.config import RunConfig
 
 REAL_FIND_SPEC = importlib.util.find_spec
 
@@ -24,7 +23,6 @@ def env(monkeypatch):
                 "TENSORBOARD_LOGGING_DIR", "WANDB_RUN_ID", "MLFLOW_ALLOW_FILE_STORE"):
         os.environ.pop(key, None)
     monkeypatch.setattr(tracker_backends, "_OURS", {})
-    monkeypatch.setattr(trackers, "_CELL", {})
     return os.environ
 
 
@@ -51,8 +49,7 @@ def test_a_database_store_without_sqlalchemy_is_refused_up_front(monkeypatch, en
 def test_trainer_callbacks_point_at_the_cell_run(env, tmp_path):
     cfg = RunConfig(report_to=("mlflow", "wandb", "tensorboard"), out=str(tmp_path), run_name="r1")
     run_dir = (tmp_path / "r1").resolve()
-    trackers.enter_cell(cfg, tmp_path / "r1" / "cnn" / "lora")
-    assert trackers.trainer_report_to(cfg) == ["mlflow", "wandb", "tensorboard"]
+    assert trackers.trainer_report_to(cfg, tmp_path / "r1" / "cnn" / "lora") == ["mlflow", "wandb", "tensorboard"]
     assert env["MLFLOW_TRACKING_URI"] == (run_dir / "trackers" / "mlruns").as_uri()
     assert env["MLFLOW_ALLOW_FILE_STORE"] == "true"  # mlflow-skinny's file store refuses to open otherwise
     assert env["MLFLOW_EXPERIMENT_NAME"] == "r1"
@@ -63,8 +60,7 @@ def test_trainer_callbacks_point_at_the_cell_run(env, tmp_path):
 
     # the next cell and the next run in the same process (inline executor) replace what was set for this one
     cfg2 = RunConfig(report_to=("mlflow", "tensorboard"), out=str(tmp_path), run_name="r2")
-    trackers.enter_cell(cfg2, tmp_path / "r2" / "guanaco" / "base")
-    trackers.trainer_report_to(cfg2)
+    trackers.trainer_report_to(cfg2, tmp_path / "r2" / "guanaco" / "base")
     assert env["MLFLOW_EXPERIMENT_NAME"] == "r2" and "r2" in env["MLFLOW_TRACKING_URI"]
     assert Path(env["TENSORBOARD_LOGGING_DIR"]).parts[-2:] == ("guanaco", "base")
 

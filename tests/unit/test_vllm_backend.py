@@ -27,10 +27,10 @@ def test_missing_extra_names_the_install_command(monkeypatch):
 
 
 def test_generate_on_a_cpu_model_is_refused_before_vllm_is_imported(tiny_model, tokenizer):
-    from harness.cell.generate import GenerationStats
+    from harness.spec.task import GenerationStats
 
     with pytest.raises(ConfigError, match="needs a CUDA GPU"):
-        vllm_backend.generate(tiny_model, tokenizer, ["hello"], 4, 2, GenerationStats())
+        vllm_backend.VLLMBackend().generate(tiny_model, tokenizer, ["hello"], 4, 2, GenerationStats())
     assert "vllm" not in sys.modules
 
 

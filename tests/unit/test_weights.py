@@ -1,15 +1,16 @@
-"""The weight checks and saving of harness/cell/weights.py on the tiny model, without training, and sub-folder checksums."""
+"""The weight checks and saving of harness/cell/weights.py on the tiny model, without training, and sub-folder
+checksums."""
 
 import json
 
 import pytest
 import torch
 
-from harness.spec.config import RunConfig
+from harness.cell.weights import RELATIVE_TOLERANCE, finalize, logits, probe_inputs
 from harness.core.errors import AdapterCheckError
-from harness.spec.methods import resolve_method
 from harness.records.store import CellStore
-from harness.cell.weights import ADAPTER, MODEL, RELATIVE_TOLERANCE, finalize, logits, probe_inputs, save_kind
+from harness.spec.config import RunConfig
+from harness.spec.methods import ADAPTER, MODEL, resolve_method, save_kind
 
 
 @pytest.mark.parametrize("save, method, expected", [

@@ -17,6 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.core.errors import ConfigError
+from harness.spec.metrics import summarise
 
 HERE = Path(__file__).resolve().parent
 NAMES = ("harness_rouge", "harness_ifeval", "harness_fever")
@@ -32,11 +33,25 @@ def path(name: str) -> str:
 def summary(values: dict[str, list], bootstrap: int, seed: int) -> dict[str, float | None]:
     """Per-example values -> {metric: value, metric_ci_low: ..., metric_ci_high: ...}, aggregated exactly as
     a cell's metrics.json (harness.spec.metrics.summarise)."""
-    from harness.spec.metrics import summarise
-
     if bootstrap <= 0:
         raise ValueError(f"bootstrap must be a positive number of resamples, got {bootstrap}")
     out: dict[str, float | None] = {}
     for name, q in summarise(values, bootstrap, seed).items():
         out.update({name: q["value"], f"{name}_ci_low": q["ci_low"], f"{name}_ci_high": q["ci_high"]})
     return out
+
+
+# The arguments every module here takes after its own (appended to each module's argument description).
+BOOTSTRAP_ARGS = """    bootstrap: bootstrap resamples for the CI (default 1000, as --bootstrap).
+    seed: bootstrap seed (default 0, as --seed).
+"""
+
+
+def info(description: str, arguments: str, citation: str, **features: str):
+    """The module's ``evaluate.MetricInfo``: ``features`` maps each input that passes through evaluate's Arrow
+    buffer to its type (the others reach ``_compute`` as plain Python objects)."""
+    import datasets
+    import evaluate
+
+    return evaluate.MetricInfo(description=description, citation=citation, inputs_description=arguments,
+                               features=datasets.Features({k: datasets.Value(v) for k, v in features.items()}))

@@ -2,10 +2,9 @@
 the usual spellings (SUPPORTS / REFUTES / NOT ENOUGH INFO, SUPPORTED, NEI, ...) are normalised first; a
 prediction that is no label counts as wrong, and as the class NONE for macro-F1. Each with a 95% bootstrap CI."""
 
-import datasets
 import evaluate
 
-from harness.integrations.evaluate_metrics import summary
+from harness.integrations.evaluate_metrics import BOOTSTRAP_ARGS, info, summary
 from harness.spec.task import get_task
 from tasks.react import normalize_label
 
@@ -14,9 +13,7 @@ _KWARGS_DESCRIPTION = """
 Args:
     predictions: list of predicted labels (str); text that is no label counts as no answer.
     references: list of gold labels (str), one per prediction.
-    bootstrap: bootstrap resamples for the CI (default 1000, as --bootstrap).
-    seed: bootstrap seed (default 0, as --seed).
-Returns:
+""" + BOOTSTRAP_ARGS + """Returns:
     label_accuracy and macro_f1, each with _ci_low and _ci_high.
 """
 _CITATION = "Thorne, J. et al. (2018). FEVER: a Large-scale Dataset for Fact Extraction and VERification."
@@ -25,10 +22,7 @@ _CITATION = "Thorne, J. et al. (2018). FEVER: a Large-scale Dataset for Fact Ext
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class HarnessFever(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION, citation=_CITATION, inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features({"predictions": datasets.Value("string"),
-                                        "references": datasets.Value("string")}))
+        return info(_DESCRIPTION, _KWARGS_DESCRIPTION, _CITATION, predictions="string", references="string")
 
     def _compute(self, predictions, references, bootstrap=1000, seed=0):
         gold = [normalize_label(r) for r in references]

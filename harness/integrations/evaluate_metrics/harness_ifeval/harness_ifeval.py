@@ -2,10 +2,9 @@
 prompt-level share of responses that pass every instruction, and the instruction-level share of all checks
 passed, each with a 95% bootstrap CI. Instruction ids and kwargs use IFEval's own schema."""
 
-import datasets
 import evaluate
 
-from harness.integrations.evaluate_metrics import summary
+from harness.integrations.evaluate_metrics import BOOTSTRAP_ARGS, info, summary
 from tasks import ifeval
 
 _DESCRIPTION = __doc__
@@ -16,9 +15,7 @@ Args:
         an empty list leaves the response out of both metrics.
     kwargs: one list of keyword dicts per response, aligned with its ids, e.g. [{"keywords": ["rain"]}]
         (IFEval's None-valued keys are ignored). Default: no arguments for any instruction.
-    bootstrap: bootstrap resamples for the CI (default 1000, as --bootstrap).
-    seed: bootstrap seed (default 0, as --seed).
-Returns:
+""" + BOOTSTRAP_ARGS + """Returns:
     ifeval_prompt_strict and ifeval_instruction_strict, each with _ci_low and _ci_high.
 """
 _CITATION = "Zhou, J. et al. (2023). Instruction-Following Evaluation for Large Language Models. arXiv:2311.07911"
@@ -29,9 +26,7 @@ class HarnessIfeval(evaluate.Metric):
     def _info(self):
         # The instruction lists and their kwargs (dicts whose keys differ per instruction) go to _compute as
         # plain Python objects; only the responses pass through evaluate's Arrow buffer.
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION, citation=_CITATION, inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features({"predictions": datasets.Value("string")}))
+        return info(_DESCRIPTION, _KWARGS_DESCRIPTION, _CITATION, predictions="string")
 
     def _compute(self, predictions, instruction_id_list, kwargs=None, bootstrap=1000, seed=0):
         if kwargs is None:

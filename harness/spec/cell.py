@@ -1,0 +1,96 @@
+"""A cell of the matrix, typed: one task x one method x one seed, with every setting that decides its results.
+
+The runner writes it into the cell folder as ``config.json`` and the cell's own process reads it back
+(``CellSpec.read``), so both sides hold the same frozen object. ``hyperparameters`` are the resolved settings that
+decide the cell's results; together with the task, the method, the model and the data they are hashed
+(``config_hash``), and a rerun resumes a cell only when the hash matches. The whole run config rides along
+under ``run`` for everything that does not change results (the executor, the trackers, the budget).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.core.files import atomic_write_json, read_json, sha256_json
+from harness.spec.config import RunConfig
+from harness.spec.methods import MethodSpec, folder_name, save_kind
+
+CONFIG = "config.json"
+
+
+@dataclass(frozen=True)
+class CellSpec:
+    task: str
+    method: MethodSpec
+    model: str
+    data: dict  # this task's --data sources
+    columns: dict  # this task's --columns mapping
+    hyperparameters: dict
+    run: RunConfig  # the run's config, with this cell's seed
+
+    @classmethod
+    def create(cls, cfg: RunConfig, task, method: MethodSpec) -> CellSpec:
+        """The cell of ``task`` (a registered Task) x ``method`` under ``cfg`` (whose ``seed`` is the cell's)."""
+        hp = {
+            "lr": (cfg.lr if cfg.lr is not None else method.lr) if method.trains else None,
+            "epochs": cfg.epochs, "batch_size": cfg.batch_size, "grad_accum": cfg.grad_accum,
+            "train_limit": cfg.train_limit or task.train_limit, "eval_limit": cfg.eval_limit or task.eval_limit,
+            "max_seq_len": cfg.max_seq_len, "max_new_tokens": cfg.max_new_tokens or task.max_new_tokens,
+            "eval_batch_size": cfg.eval_batch_size, "gradient_checkpointing": cfg.gradient_checkpointing,
+            "seed": cfg.seed, "bootstrap": cfg.bootstrap, "template": cfg.template,
+        }
+        if method.finetune == "lora":
+            hp.update(lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout)
+        if method.trains and cfg.num_processes > 1:
+            # Data-parallel training changes the global batch and the data order, so it changes results.
+            hp.update(num_processes=cfg.num_processes, fsdp=cfg.fsdp, deepspeed=cfg.deepspeed)
+        hp.update(task.options(cfg))
+        if cfg.cross_eval and method.trains:  # the cell's records then hold more: a new hash
+            hp["cross_eval"] = True
+        if method.trains:  # the weights a cell keeps are part of its record
+            hp["save"] = save_kind(cfg, method)[0]
+        if cfg.lm_eval:
+            hp.update(lm_eval=list(cfg.lm_eval), lm_eval_limit=cfg.lm_eval_limit,
+                      lm_eval_include=cfg.lm_eval_include)
+        data = {k: v for k, v in cfg.data.items() if k.split(".")[0] == task.name}
+        return cls(task.name, method, cfg.model, data, cfg.columns.get(task.name, {}), hp, cfg)
+
+    def _hashed(self) -> dict:
+        return {"task": self.task, "method": dataclasses.asdict(self.method), "model": self.model,
+                "data": self.data, "columns": self.columns, "hyperparameters": self.hyperparameters}
+
+    @property
+    def config_hash(self) -> str:
+        return sha256_json(self._hashed())
+
+    @property
+    def seed(self) -> int:
+        return self.run.seed
+
+    @property
+    def folder(self) -> str:
+        """The cell's folder under its task: the method's name, with the seed when the run has several."""
+        return folder_name(self.method) + (f"-seed{self.seed}" if len(self.run.seed_list) > 1 else "")
+
+    @property
+    def label(self) -> str:
+        seeds = self.run.seeds or ()
+        return f"{self.task} x {self.method.name}" + (f" seed {self.seed}" if len(seeds) > 1 else "")
+
+    def to_json(self) -> dict:
+        return {**self._hashed(), "config_hash": self.config_hash, "run": self.run.to_dict()}
+
+    @classmethod
+    def from_json(cls, d: dict) -> CellSpec:
+        return cls(d["task"], MethodSpec(**d["method"]), d["model"], d["data"], d["columns"], d["hyperparameters"],
+                   RunConfig.from_dict(d["run"]))
+
+    def write(self, cell_dir: Path) -> None:
+        atomic_write_json(Path(cell_dir) / CONFIG, self.to_json())
+
+    @classmethod
+    def read(cls, cell_dir: Path) -> CellSpec:
+        return cls.from_json(read_json(Path(cell_dir) / CONFIG))
+
