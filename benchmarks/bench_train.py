@@ -104,7 +104,7 @@ def run_harness(args, tok, pairs, location: str) -> dict:
     _, record = train(model, tok, spec, pairs, cfg, args.device)
     curve = record["loss_curve"]
     return {"tokens": record["train_tokens"], "train_s": record["train_s"], "steps": record["steps"],
-            "first_loss": curve[0]["loss"], "final_loss": curve[-1]["loss"], "lean": record.get("lean", [])}
+            "first_loss": curve[0]["loss"], "final_loss": curve[-1]["loss"], "trl_changes": record["trl_changes"]}
 
 
 def run_trl(args, tok, pairs, location: str) -> dict:

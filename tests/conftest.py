@@ -17,6 +17,10 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HARNESS_PROGRESS", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the Hub; fail fast instead of retrying
 
+from harness.spec.task import load_tasks  # noqa: E402  (after the path and the environment above)
+
+load_tasks()  # the task plugins, as every program of the harness loads them first
+
 
 @pytest.fixture(scope="session")
 def tokenizer_dir() -> Path:

@@ -15,16 +15,26 @@ import types
 ROW_TILE, VOCAB_TILE = 1024, 8192  # LM-head tiles: 1024 x 8192 float32 logits = 32 MiB, a few of them at a time
 
 
-def _plain_head(model) -> bool:
-    """True when the logits are exactly ``lm_head(hidden)``: no soft-capping, scaling, bias or MoE loss."""
+# Config fields that transform the logits after the head's matmul (Gemma 2's soft-capping; Cohere's, Granite's and
+# others' logit scales), so that the loss is not computed on lm_head(hidden) alone.
+LOGIT_CHANGES = ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier",
+                 "logits_scaling")
+
+
+def head_blockers(model) -> list[str]:
+    """Why the loss is not trl's log-softmax over ``lm_head(hidden)`` alone, or [] when it is."""
     import torch
 
     text = model.config.get_text_config()
-    scaled = any(getattr(text, name, None) is not None for name in (
-        "final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier", "logits_scaling"))
+    out = [f"{name} ({getattr(text, name)})" for name in LOGIT_CHANGES if getattr(text, name, None) is not None]
+    if getattr(text, "output_router_logits", False):
+        out.append("a mixture-of-experts router loss added to the loss (output_router_logits)")
     head = model.get_output_embeddings()
-    return (not scaled and not getattr(text, "output_router_logits", False) and type(head) is torch.nn.Linear
-            and head.bias is None and hasattr(model, "base_model"))
+    if type(head) is not torch.nn.Linear or head.bias is not None:
+        out.append(f"an LM head that is no plain bias-free Linear ({type(head).__name__})")
+    if not hasattr(model, "base_model"):
+        out.append("no base model under the head")
+    return out
 
 
 def compact_lm_head(model) -> bool:
@@ -32,7 +42,7 @@ def compact_lm_head(model) -> bool:
 
     ``model`` is the causal LM under any PEFT wrapper, after SFTTrainer added its own fused head. Returns whether
     the head was replaced."""
-    if not _plain_head(model):
+    if head_blockers(model):
         return False
     inner = model.forward  # trl's wrapper: without fused_lm_head=True it is the model's own forward
     model.forward = types.MethodType(functools.partial(_compact_forward, inner=inner), model)

@@ -2,10 +2,10 @@
 
 trl's own collator (``padding_free=True``) packs the rows with per-row ``position_ids``, so no step computes on
 padding. Attention must then stay inside each row: ``varlen_attention`` (registered as ``harness_varlen``) runs
-SDPA once per row with ``is_causal=True`` (row bounds from the collator's ``cu_seq_lens_q``), which costs
-sum(L_i^2), where one block-diagonal mask over the packed row would cost (sum L_i)^2. Without row bounds (padded
-batches, generation) it is transformers' SDPA attention. ``varlen_blockers`` names what a model's attention does
-that per-row causal SDPA would not.
+SDPA once per row with ``is_causal=True`` (row bounds from the collator's ``cu_seq_lens_q``), within the layer's
+sliding window where it has one, which costs sum(L_i^2), where one block-diagonal mask over the packed row would
+cost (sum L_i)^2. Without row bounds (padded batches, generation) it is transformers' SDPA attention.
+``varlen_blockers`` names what a model's attention does that per-row SDPA would not.
 """
 
 from __future__ import annotations
@@ -14,12 +14,11 @@ import functools
 
 VARLEN = "harness_varlen"
 
-# Attention arguments that change the scores beyond plain causal softmax attention. Per-row SDPA with is_causal
-# cannot apply any of them: a sliding window (Mistral, Phi-3, Gemma 2/3 local layers, Qwen2 with
-# use_sliding_window), soft-capping (Gemma 2), an additive bias (ALiBi, T5-style relative positions) or attention
-# sinks (gpt-oss). Each is passed to the attention function by name in transformers 5's model code.
-SCORE_CHANGES = {"sliding_window": "a sliding window", "softcap": "attention soft-capping",
-                 "position_bias": "an attention bias", "s_aux": "attention sinks"}
+# Attention arguments per-row SDPA cannot apply: soft-capping (Gemma 2), an additive bias (ALiBi, T5-style relative
+# positions) or attention sinks (gpt-oss). Each is passed to the attention function by name in transformers 5's
+# model code. A sliding window (Mistral, Phi-3, Gemma 2/3 local layers, Qwen2 with use_sliding_window) is applied
+# per row: ``sliding_window``.
+SCORE_CHANGES = {"softcap": "attention soft-capping", "position_bias": "an attention bias", "s_aux": "attention sinks"}
 
 
 class PerRowAttentionError(RuntimeError):
@@ -28,18 +27,13 @@ class PerRowAttentionError(RuntimeError):
 
 
 def varlen_blockers(model, max_len: int) -> list[str]:
-    """Why per-row causal SDPA would compute another attention than ``model``'s own, or [] when it computes the same.
+    """Why per-row SDPA would compute another attention than ``model``'s own, or [] when it computes the same.
 
-    Read from the config before training: a sliding window shorter than the longest row (``max_len``; a window at
-    least that long never masks anything), attention soft-capping, an additive attention bias (ALiBi) or attention
-    sinks. Biases on the q/k/v projections (Qwen2) are part of the projections and change nothing here."""
+    Read from the config before training: chunked attention shorter than the longest row (``max_len``), attention
+    soft-capping, an additive attention bias (ALiBi) or attention sinks. A sliding window is applied per row, and
+    biases on the q/k/v projections (Qwen2) are part of the projections: neither blocks."""
     text = model.config.get_text_config()
     out = []
-    window = getattr(text, "sliding_window", None)
-    types = getattr(text, "layer_types", None)
-    windowed = types is None or any(t in ("sliding_attention", "chunked_attention") for t in types)
-    if isinstance(window, int) and windowed and window < max_len:
-        out.append(f"a sliding window of {window} tokens, shorter than the longest row ({max_len} tokens)")
     chunk = getattr(text, "attention_chunk_size", None)
     if isinstance(chunk, int) and chunk < max_len:
         out.append(f"chunked attention of {chunk} tokens, shorter than the longest row ({max_len} tokens)")
@@ -52,14 +46,25 @@ def varlen_blockers(model, max_len: int) -> list[str]:
     return out
 
 
+def window_mask(length: int, window: int, device):
+    """Causal attention over the last ``window`` positions, transformers' sliding-window convention
+    (masking_utils.sliding_window_overlay: key j is seen from query i when i - window < j <= i)."""
+    import torch
+
+    i = torch.arange(length, device=device)
+    offset = i[:, None] - i[None, :]
+    return (offset >= 0) & (offset < window)
+
+
 def varlen_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, is_causal=None,
                      **kwargs):
     """SDPA per packed row: ``query`` is [1, heads, sum(L_i), dim] and ``cu_seq_lens_q`` holds the row bounds.
 
-    Without row bounds (a padded batch, generation) it is exactly transformers' SDPA attention. With them, an
-    argument that changes the scores (``SCORE_CHANGES``) raises ``PerRowAttentionError``: ``varlen_blockers`` keeps
-    such models off this path, so reaching it means a model the check does not know, and a wrong attention would
-    otherwise go unnoticed."""
+    Each row is causal; a row longer than the layer's ``sliding_window`` attends within the window
+    (``window_mask``). Without row bounds (a padded batch, generation) it is exactly transformers' SDPA
+    attention. With them, an argument that changes the scores otherwise (``SCORE_CHANGES``) raises
+    ``PerRowAttentionError``: ``varlen_blockers`` keeps such models off this path, so reaching it means a model the
+    check does not know, and a wrong attention would otherwise go unnoticed."""
     import torch
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
@@ -67,18 +72,27 @@ def varlen_attention(module, query, key, value, attention_mask, dropout=0.0, sca
     if bounds is None or query.shape[0] != 1:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       is_causal=is_causal, **kwargs)
-    cuts = bounds.tolist()
-    longest = max(e - s for s, e in zip(cuts[:-1], cuts[1:]))
     for name, what in SCORE_CHANGES.items():
-        given = kwargs.get(name)
-        if given is not None and not (name == "sliding_window" and given >= longest):
+        if kwargs.get(name) is not None:
             raise PerRowAttentionError(
-                f"per-row attention got {what} ({name}={given}) from {type(module).__name__}, which it cannot "
-                "apply; this model needs padded batches (varlen_blockers does not know it yet)")
+                f"per-row attention got {what} ({name}={kwargs[name]}) from {type(module).__name__}, which it "
+                "cannot apply; this model needs padded batches (varlen_blockers does not know it yet)")
+    window = kwargs.get("sliding_window")
+    cuts = bounds.tolist()
     gqa = key.shape[1] != query.shape[1]
-    parts = [torch.nn.functional.scaled_dot_product_attention(
-        query[:, :, s:e], key[:, :, s:e], value[:, :, s:e], dropout_p=dropout if module.training else 0.0,
-        scale=scaling, is_causal=True, enable_gqa=gqa) for s, e in zip(cuts[:-1], cuts[1:]) if e > s]
+    p = dropout if module.training else 0.0
+    parts = []
+    for s, e in zip(cuts[:-1], cuts[1:]):
+        if e <= s:
+            continue
+        q, k, v = query[:, :, s:e], key[:, :, s:e], value[:, :, s:e]
+        if window is not None and e - s > window:
+            mask = window_mask(e - s, window, query.device)
+            parts.append(torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p,
+                                                                          scale=scaling, enable_gqa=gqa))
+        else:
+            parts.append(torch.nn.functional.scaled_dot_product_attention(q, k, v, dropout_p=p, scale=scaling,
+                                                                          is_causal=True, enable_gqa=gqa))
     out = parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)
     return out.transpose(1, 2).contiguous(), None
 

@@ -13,7 +13,7 @@ import shutil
 import tempfile
 import time
 
-from harness.cell.trl_changes import apply as apply_lean
+from harness.cell.trl_changes import apply as apply_changes
 from harness.core.console import console, progress_bar
 from harness.core.errors import NonFiniteLossError
 from harness.integrations.trackers import trainer_report_to
@@ -66,7 +66,7 @@ def train(model, tok, spec, pairs: list[dict], cfg, device: str, merge: bool = T
     from trl import SFTConfig, SFTTrainer
 
     t_setup = time.perf_counter()  # adapters, tokenizing the rows, the trainer: "setup_s", apart from train_s
-    peft_config = None
+    peft_config, notes = None, {}
     if spec.finetune == "lora":
         from peft import LoraConfig, prepare_model_for_kbit_training
 
@@ -75,7 +75,15 @@ def train(model, tok, spec, pairs: list[dict], cfg, device: str, merge: bool = T
             model = prepare_model_for_kbit_training(
                 model, use_gradient_checkpointing=cfg.gradient_checkpointing,
                 gradient_checkpointing_kwargs={"use_reentrant": False})
-        peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+        dropout = cfg.lora_dropout
+        if dropout and spec.lora_target_modules == "all-linear" and fused_experts(model):
+            # transformers 5 keeps a mixture of experts' weights as 3-D parameters, which peft's all-linear adapts
+            # through lora.ParamWrapper, and ParamWrapper refuses any dropout (peft/tuners/lora/layer.py).
+            dropout = 0.0
+            notes["lora_dropout"] = (f"0 instead of {cfg.lora_dropout}: the model's experts are fused 3-D weights, "
+                                     "which peft adapts with ParamWrapper, and ParamWrapper has no dropout")
+            console.print(f"[yellow]lora dropout {notes['lora_dropout']}[/]", soft_wrap=True)
+        peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=dropout,
                                  target_modules=spec.lora_target_modules, task_type="CAUSAL_LM")
 
     lr = cfg.lr if cfg.lr is not None else spec.lr
@@ -92,12 +100,13 @@ def train(model, tok, spec, pairs: list[dict], cfg, device: str, merge: bool = T
         # bf16 from compute capability 8.0 up, fp16 below it (T4, V100), none on CPU (harness/spec/precision.py)
         use_cpu=device == "cpu", bf16=precision == "bf16", fp16=precision == "fp16")
     dataset = Dataset.from_list([{"prompt": p["prompt"], "completion": p["completion"]} for p in pairs])
+    router_logits = getattr(model.config.get_text_config(), "output_router_logits", None)  # trl sets it, below
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tok,
                          peft_config=peft_config)
     # Padding-free batches, a compact LM head, fused LoRA dropout: the same loss with less time and memory
     # (harness/cell/trl_changes.py says what each does, where it applies, and why)
-    lean = apply_lean(trainer, cfg, device)
-    for name, why in lean.skipped.items():
+    changes = apply_changes(trainer, cfg, device)
+    for name, why in changes.left_out.items():
         console.print(f"[yellow]{name.replace('_', '-')} off: {why}[/]", soft_wrap=True)
     trainable, total = count_parameters(trainer.model)
     steps = trainer.state.max_steps or _planned_steps(len(trainer.train_dataset), cfg)
@@ -112,8 +121,12 @@ def train(model, tok, spec, pairs: list[dict], cfg, device: str, merge: bool = T
         try:
             trainer.train()
         finally:
-            lean.restore()
+            changes.restore()
             shutil.rmtree(workdir, ignore_errors=True)
+            if router_logits is not None:
+                # trl turns a mixture of experts' router loss on in the model's config for training; generate() with
+                # it on computes the loss on every decoding step and fails on its cache (transformers 5.24).
+                model.config.get_text_config().output_router_logits = router_logits
         seconds = time.perf_counter() - t0
     tokens = int(trainer.state.num_input_tokens_seen)
     if save_to is not None:
@@ -131,9 +144,14 @@ def train(model, tok, spec, pairs: list[dict], cfg, device: str, merge: bool = T
         "train_tokens_per_s": tokens / seconds if seconds else float("nan"), "setup_s": t0 - t_setup,
         "trainable_params": trainable, "total_params": total, "loss_curve": curve,
         "final_loss": curve[-1]["loss"] if curve else None, "adapter_merged": merged,
-        "lean": lean.names, "lean_skipped": lean.skipped,
+        "trl_changes": changes.record(), **notes,
     }
     return model, record
+
+
+def fused_experts(model) -> bool:
+    """The model keeps weights as 3-D parameters (a mixture of experts' fused expert weights in transformers 5)."""
+    return any(p.dim() == 3 for p in model.parameters())
 
 
 def _planned_steps(rows: int, cfg) -> int:

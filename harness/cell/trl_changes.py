@@ -2,14 +2,18 @@
 
 Each change computes the loss on the same targets, in the same batches and order, with the same weights, and
 leaves out work or memory; tests/integration/test_conformance.py holds each against plain peft + trl on padded
-batches, and docs/benchmarks.md has the measurements. ``apply`` makes them on a constructed trainer and records
-which it made (train.json ``lean``) and which it left as trl has them, with the reason (``lean_skipped``):
+batches, on every model family it covers, and docs/benchmarks.md has the measurements. ``apply`` makes each change
+where its conditions hold, on a constructed trainer, and records which it made and which it left as trl has them,
+with the reason (train.json ``trl_changes``); the report lists the ones left out.
 
-- **Padding-free batches** (harness/cell/padding_free.py), where the model's attention is plain causal attention.
-- **A compact LM head** (harness/cell/lm_head.py), where trl's own head would score every position (off CUDA).
-- **Fused LoRA dropout** (harness/cell/lora_dropout.py, CPU).
-- **Float32 adapters over 4/8-bit weights** (CPU): trl's bfloat16 cast is 10x slower on CPUs without bfloat16 units.
-- **The allocator** (CPU): see ``tune_allocator``.
+- **Padding-free batches** (harness/cell/padding_free.py): needs trl's padded language-modeling collator, a model
+  on SDPA attention, and an attention that per-row SDPA computes (causal, with or without a sliding window; no
+  soft-capping, additive bias or sinks).
+- **A compact LM head** (harness/cell/lm_head.py): needs a device where trl's own head scores every position (off
+  CUDA) and a loss over ``lm_head(hidden)`` alone (no logit soft-capping or scale, no MoE router loss).
+- **Fused LoRA dropout** (harness/cell/lora_dropout.py): needs a CPU and LoRA adapters with dropout.
+- **Float32 adapters over 4/8-bit weights**: needs a CPU; trl's bfloat16 cast is 10x slower there.
+- **The allocator**: needs a CPU and glibc; see ``tune_allocator``.
 
 Recomputing activations (torch's selective checkpointing, keeping matmul and attention outputs) was measured
 too and left out: it cut little memory beyond the above and cost about 45% more CPU time per step.
@@ -21,7 +25,7 @@ import ctypes
 import ctypes.util
 from dataclasses import dataclass, field
 
-from harness.cell.lm_head import compact_lm_head
+from harness.cell.lm_head import compact_lm_head, head_blockers
 from harness.cell.lora_dropout import fuse_lora_dropout
 from harness.cell.padding_free import count_packed_tokens, use_varlen, varlen_blockers
 
@@ -41,12 +45,24 @@ def tune_allocator(mmap_threshold: int = 1 << 20) -> bool:
 
 @dataclass
 class Applied:
-    """What ``apply`` changed (recorded in train.json as ``lean``), what it left as trl has it and why
-    (``lean_skipped``), and how to undo the changes before generation."""
+    """Which changes ``apply`` made and which it left as trl has them, with the reason (train.json
+    ``trl_changes``), and how to undo the changes before generation. A change is ``left_out`` when it would apply on
+    this device for this method but the model does not meet its conditions (the report says so), and
+    ``not_applicable`` when the device or the method has no use for it."""
 
-    names: list = field(default_factory=list)
-    skipped: dict = field(default_factory=dict)
+    applied: list = field(default_factory=list)
+    left_out: dict = field(default_factory=dict)
+    not_applicable: dict = field(default_factory=dict)
     undo: list = field(default_factory=list)
+
+    def made(self, name: str, undo=None) -> None:
+        self.applied.append(name)
+        if undo is not None:
+            self.undo.append(undo)
+
+    def record(self) -> dict:
+        return {"applied": list(self.applied), "left_out": dict(self.left_out),
+                "not_applicable": dict(self.not_applicable)}
 
     def restore(self) -> None:
         while self.undo:
@@ -54,7 +70,8 @@ class Applied:
 
 
 def apply(trainer, cfg, device: str) -> Applied:
-    """Apply the lean changes to a constructed SFTTrainer, before ``trainer.train()``."""
+    """Apply each change whose conditions hold to a constructed SFTTrainer, before ``trainer.train()``; record the
+    reason for each that does not (``Applied``)."""
     import torch
     from trl.kernels.chunked_logprob import _use_triton
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
@@ -62,38 +79,68 @@ def apply(trainer, cfg, device: str) -> Applied:
     done = Applied()
     model = trainer.model
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    collator = trainer.data_collator
+    lora = any(".lora_A." in n for n, _ in model.named_parameters())
+    kbit = getattr(base, "is_loaded_in_4bit", False) or getattr(base, "is_loaded_in_8bit", False)
+
+    # Padding-free batches with per-row attention.
+    collator, attention = trainer.data_collator, getattr(base.config, "_attn_implementation", None)
     blockers = varlen_blockers(base, cfg.max_seq_len)
-    if blockers:
-        done.skipped["padding_free"] = ("the model's attention has " + " and ".join(blockers)
-                                        + ", which per-row attention would ignore; trained on trl's padded batches")
-    elif isinstance(collator, DataCollatorForLanguageModeling) and not collator.padding_free:
-        previous = use_varlen(base)
-        if previous is not None:
-            trainer.data_collator = DataCollatorForLanguageModeling(
-                pad_token_id=collator.pad_token_id, padding_free=True, pad_to_multiple_of=collator.pad_to_multiple_of)
-            count_packed_tokens(trainer)
-            done.names.append("padding_free")
-            done.undo.append(lambda: setattr(base.config, "_attn_implementation", previous))
-    if not _use_triton(torch.device(device)) and "forward" in vars(base):
+    if type(collator) is not DataCollatorForLanguageModeling or collator.padding_free:
+        done.not_applicable["padding_free"] = "trl chose another collator than its padded language-modeling one"
+    elif attention != "sdpa":
+        done.left_out["padding_free"] = (f"the model runs on {attention} attention, and per-row attention stands in "
+                                        "for SDPA only; trained on trl's padded batches")
+    elif blockers:
+        done.left_out["padding_free"] = ("the model's attention has " + " and ".join(blockers)
+                                        + ", which per-row attention cannot apply; trained on trl's padded batches")
+    else:
+        use_varlen(base)
+        trainer.data_collator = DataCollatorForLanguageModeling(
+            pad_token_id=collator.pad_token_id, padding_free=True, pad_to_multiple_of=collator.pad_to_multiple_of)
+        count_packed_tokens(trainer)
+        done.made("padding_free", lambda: setattr(base.config, "_attn_implementation", attention))
+
+    # The LM head over trained positions only.
+    head = head_blockers(base)
+    if _use_triton(torch.device(device)):
+        done.not_applicable["compact_lm_head"] = f"on {device}, trl's own Triton head scores only the trained positions"
+    elif "forward" not in vars(base):
+        done.left_out["compact_lm_head"] = "trl did not put its chunked head on this model"
+    elif head:
+        done.left_out["compact_lm_head"] = ("the loss is not over lm_head(hidden) alone: " + ", ".join(head)
+                                           + "; trl's own head scores it")
+    else:
         trl_forward = vars(base)["forward"]  # trl's fused head; restored as plain trl leaves it
-        if compact_lm_head(base):
-            done.names.append("compact_lm_head")
-            done.undo.append(lambda: setattr(base, "forward", trl_forward))
-    if device == "cpu":
-        undo = fuse_lora_dropout(model)
-        if undo is not None:
-            done.names.append("fused_lora_dropout")
-            done.undo.append(undo)
-    if device == "cpu" and (getattr(base, "is_loaded_in_4bit", False) or getattr(base, "is_loaded_in_8bit", False)):
+        compact_lm_head(base)
+        done.made("compact_lm_head", lambda: setattr(base, "forward", trl_forward))
+
+    # LoRA dropout fused into the A projection.
+    if device != "cpu":
+        done.not_applicable["fused_lora_dropout"] = f"on {device}, dropout's fused kernel keeps a one-byte mask already"
+    elif not lora:
+        done.not_applicable["fused_lora_dropout"] = "the method trains no LoRA adapter"
+    elif (undo := fuse_lora_dropout(model)) is None:
+        done.not_applicable["fused_lora_dropout"] = "no adapter has dropout"
+    else:
+        done.made("fused_lora_dropout", undo)
+
+    # float32 adapters over 4/8-bit weights.
+    if device != "cpu" or not kbit:
+        done.not_applicable["float32_adapters"] = ("the base weights are not 4/8-bit" if not kbit else
+                                            f"on {device}, trl's bfloat16 adapters are the QLoRA recipe")
+    else:
         # trl casts QLoRA adapters to bfloat16 (the QLoRA paper's GPU recipe); on the 2-core CPUs the harness was
         # measured on, bfloat16 matmuls ran 10-13x slower than float32. The base weights' compute dtype on CPU is
         # float32 already (harness/spec/precision.py).
-        cast = [p for p in model.parameters() if p.requires_grad and p.dtype == torch.bfloat16]
-        for p in cast:
-            p.data = p.data.float()
-        if cast:
-            done.names.append("float32_adapters")
-    if device == "cpu" and tune_allocator():
-        done.names.append("malloc_mmap_threshold")
+        for p in model.parameters():
+            if p.requires_grad and p.dtype == torch.bfloat16:
+                p.data = p.data.float()
+        done.made("float32_adapters")
+
+    if device != "cpu":
+        done.not_applicable["malloc_mmap_threshold"] = f"on {device}, torch's own allocator holds the tensors"
+    elif not tune_allocator():
+        done.not_applicable["malloc_mmap_threshold"] = "not glibc (mallopt unavailable)"
+    else:
+        done.made("malloc_mmap_threshold")
     return done

@@ -135,6 +135,7 @@ def notes(records: list[dict], command: str | None = None) -> list[str]:
                    "between seeds (n-1), then the 95% bootstrap CI over eval examples, which resamples examples with "
                    "all their seeds together; the other columns are means. The paired comparisons pair values by "
                    "(seed, example).")
+    out += training_notes(records)
     seen = set()
     for r in records:
         path = Path(r["dir"]) / "data.json"
@@ -149,4 +150,19 @@ def notes(records: list[dict], command: str | None = None) -> list[str]:
                 bad = f", {d['unparsed']['count']} rows did not parse and were left out" if d.get("unparsed") else ""
                 parts.append(f"{role} {d['rows']} rows from {d['source']} (sha256 {d['sha256'][:12]}{bad})")
         out.append(f"Data for {r['task']}: " + "; ".join(parts) + ".")
+    return out
+
+
+def training_notes(records: list[dict]) -> list[str]:
+    """A line per cell whose model kept a change of the harness's training path out (trl's own path ran there
+    instead), or changed a setting it was given (train.json)."""
+    out = []
+    for r in records:
+        train = r.get("train") or {}
+        left = (train.get("trl_changes") or {}).get("left_out") or {}
+        parts = [f"{name.replace('_', '-')} left to trl ({why})" for name, why in left.items()]
+        if train.get("lora_dropout"):
+            parts.append(f"LoRA dropout {train['lora_dropout']}")
+        if parts:
+            out.append(f"Training path of {r['task']} x {label(r, records)}: " + "; ".join(parts) + ".")
     return out

@@ -39,7 +39,7 @@ def test_bench_train_reports_both_variants(tmp_path, tiny_model_dir, extra):
         assert run["tokens_per_s"] > 0 and run["peak_rss_bytes"] > 0 and run["steps"] >= 1
     assert harness["tokens"] == trl["tokens"]  # non-padding tokens, counted the same way
     assert harness["first_loss"] == pytest.approx(trl["first_loss"], abs=1e-4)
-    assert {"padding_free", "compact_lm_head"} <= set(harness["lean"])
+    assert {"padding_free", "compact_lm_head"} <= set(harness["trl_changes"]["applied"])
     assert set(result["ratios"]["mean"]) == {"speed", "peak_rss", "first_loss_diff", "final_loss_diff"}
     assert "harness / trl: speed" in done.stdout and "peak RSS" in done.stdout
 

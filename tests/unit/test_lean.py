@@ -163,24 +163,36 @@ def test_per_row_attention_steps_aside_for_what_it_cannot_compute():
     from transformers import Gemma2Config, LlamaConfig, MistralConfig, Qwen2Config
 
     assert padding_free.varlen_blockers(_config_model(LlamaConfig()), 512) == []
-    assert padding_free.varlen_blockers(_config_model(Qwen2Config()), 512) == []  # no use_sliding_window: no window
-    assert padding_free.varlen_blockers(_config_model(MistralConfig(sliding_window=4096)), 512) == []  # never masks
-    (window,) = padding_free.varlen_blockers(_config_model(MistralConfig(sliding_window=8)), 512)
-    assert "sliding window of 8 tokens" in window
-    assert "sliding window" in padding_free.varlen_blockers(_config_model(Qwen2Config(use_sliding_window=True,
-                                                                              sliding_window=64)), 512)[0]
+    assert padding_free.varlen_blockers(_config_model(Qwen2Config(use_sliding_window=True, sliding_window=64)),
+                                        512) == []  # a window is applied per row
+    assert padding_free.varlen_blockers(_config_model(MistralConfig(sliding_window=8)), 512) == []
     reasons = padding_free.varlen_blockers(_config_model(Gemma2Config(sliding_window=64)), 512)
-    assert any("soft-capping" in r for r in reasons) and any("sliding window" in r for r in reasons)
+    assert len(reasons) == 1 and "soft-capping" in reasons[0]
 
 
-def test_per_row_attention_refuses_a_window_it_would_ignore():
-    rows = _rows([12, 5])
+def test_a_window_is_applied_within_each_row():
+    """Rows of 12 and 3 tokens under a window of 4: the long row attends to its last 4 positions (transformers'
+    convention, key j seen from query i when i - 4 < j <= i), the short one is plain causal."""
+    rows = _rows([12, 3])
     q, k, v = (torch.cat([r[i] for r in rows], dim=2) for i in range(3))
-    bounds = torch.tensor([0, 12, 17], dtype=torch.int32)
-    with pytest.raises(padding_free.PerRowAttentionError, match="sliding window"):
-        padding_free.varlen_attention(_Attn().eval(), q, k, v, None, cu_seq_lens_q=bounds, sliding_window=8)
-    with pytest.raises(padding_free.PerRowAttentionError, match="soft-capping"):
-        padding_free.varlen_attention(_Attn().eval(), q, k, v, None, cu_seq_lens_q=bounds, softcap=50.0)
+    bounds = torch.tensor([0, 12, 15], dtype=torch.int32)
+    windowed, _ = padding_free.varlen_attention(_Attn().eval(), q, k, v, None, cu_seq_lens_q=bounds, sliding_window=4)
+    i = torch.arange(12)
+    band = (i[:, None] >= i[None, :]) & (i[:, None] - i[None, :] < 4)
+    expected = [torch.nn.functional.scaled_dot_product_attention(
+        rows[0][0], rows[0][1].repeat_interleave(2, 1), rows[0][2].repeat_interleave(2, 1), attn_mask=band),
+        torch.nn.functional.scaled_dot_product_attention(
+        rows[1][0], rows[1][1].repeat_interleave(2, 1), rows[1][2].repeat_interleave(2, 1), is_causal=True)]
+    torch.testing.assert_close(windowed, torch.cat(expected, dim=2).transpose(1, 2), rtol=1e-5, atol=1e-6)
     plain, _ = padding_free.varlen_attention(_Attn().eval(), q, k, v, None, cu_seq_lens_q=bounds)
     wide, _ = padding_free.varlen_attention(_Attn().eval(), q, k, v, None, cu_seq_lens_q=bounds, sliding_window=12)
     torch.testing.assert_close(wide, plain)  # a window as long as the longest row masks nothing
+    assert not torch.allclose(windowed, plain)
+
+
+def test_per_row_attention_refuses_what_it_cannot_apply():
+    rows = _rows([12, 5])
+    q, k, v = (torch.cat([r[i] for r in rows], dim=2) for i in range(3))
+    bounds = torch.tensor([0, 12, 17], dtype=torch.int32)
+    with pytest.raises(padding_free.PerRowAttentionError, match="soft-capping"):
+        padding_free.varlen_attention(_Attn().eval(), q, k, v, None, cu_seq_lens_q=bounds, softcap=50.0)

@@ -1,0 +1,240 @@
+"""The conformance checks: the harness's training path against plain peft + trl, on one tiny model of a family.
+
+Shared by tests/integration/test_conformance.py (which asserts them for every family x method) and
+benchmarks/conformance.py (which prints the measured deviations as docs/conformance.md's table).
+
+* ``training``: the same tiny random model (tests/families.py) trains on the same cnn rows twice, once as a cell
+  trains it (``harness.cell.training.train`` after the cell's base-logit probe, with whatever the harness changes
+  in trl's path) and once as a plain SFTTrainer script with trl's own padded batches. Both start from the same
+  weights and see the same rows in the same order. Compared: the loss at every optimizer step, the gradient of
+  every trainable parameter at the first step, and the trained weights after the last step.
+* ``dropout``: one LoRA forward and backward with dropout on, through peft's dropout and through the fused one,
+  both drawing the same masks; compared: the gradient of every trainable parameter.
+* ``generation``: batched greedy generation (left padding) against one ``generate`` per prompt.
+
+Tolerances, float32 on CPU. The loss and every gradient: each tensor's largest difference at most 1e-5 of its
+largest value (``RTOL``): the two paths sum the same products in another order (one packed row against a padded
+batch), which moves float32 results in the 7th digit (measured up to 8.4e-7); an ignored sliding window moves the
+first-step loss by 1e-3 and gradients by far more. The trained weights: every element within a tenth of one
+learning-rate step (``WEIGHTS_LR``): Adam divides each gradient by its running root mean square, so an element
+whose gradient is at float32 noise level moves by up to the learning rate either way (measured up to 0.042 lr over
+three steps); a wrong gradient moves weights by whole steps.
+"""
+
+from __future__ import annotations
+
+import tempfile
+
+RTOL = 1e-5
+WEIGHTS_LR = 0.1
+ROWS, BATCH = 12, 4  # three optimizer steps
+CHANGES = ("padding_free", "compact_lm_head", "fused_lora_dropout", "float32_adapters", "malloc_mmap_threshold")
+
+
+def config(**kw):
+    from harness.spec.config import RunConfig
+
+    return RunConfig(**{"model": "tiny", "batch_size": BATCH, "epochs": 1.0, "lora_dropout": 0.0, "seed": 0, **kw})
+
+
+def pairs(tok, cfg) -> list[dict]:
+    from harness.spec.task import Context, get_task
+
+    task = get_task("cnn")
+    ctx = Context(tok=tok, max_seq_len=cfg.max_seq_len, max_new_tokens=task.max_new_tokens, cfg=cfg)
+    return [task.train_pair(r, ctx) for r in task.embedded("train")[:ROWS]]
+
+
+def seed_lora_b(model, seed: int = 1) -> None:
+    """Set every LoRA B matrix to seeded random values: peft starts B at zero, where the gradient of every A matrix
+    is zero too, so a first step from peft's start cannot see whether the adapter's input path computes what
+    peft's does."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for n, p in sorted(model.named_parameters()):
+            if p.requires_grad and ".lora_B." in n:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.02)
+
+
+def _recorder(trace: dict):
+    """A callback that keeps the initial trainable weights (after ``seed_lora_b``), each step's gradients (before
+    the optimizer step, after trl's clipping) and each step's logged loss."""
+    from transformers import TrainerCallback
+
+    def trainable(model):
+        return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+    class Trace(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, **kw):
+            seed_lora_b(model)
+            trace["initial"] = {n: p.detach().float().clone() for n, p in trainable(model).items()}
+            trace["model"] = model
+
+        def on_pre_optimizer_step(self, args, state, control, **kw):
+            grads = {n: p.grad.detach().float().clone() for n, p in trainable(trace["model"]).items()
+                     if p.grad is not None}
+            trace.setdefault("grads", []).append(grads)
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if logs and "loss" in logs:
+                trace.setdefault("loss", []).append(logs["loss"])
+
+    return Trace()
+
+
+def _final(trace: dict, model) -> dict:
+    return {n: p.detach().float().clone() for n, p in model.named_parameters() if n in trace["initial"]}
+
+
+def harness_run(folder, method: str, cfg, tok, rows) -> dict:
+    """The harness's own training path, as a cell runs it: the base-logit probe first, then training."""
+    import torch
+
+    from harness.cell import weights
+    from harness.cell.load import load_model
+    from harness.cell.training import train
+    from harness.spec.methods import resolve_method
+
+    spec = resolve_method(method)
+    model = load_model(str(folder), spec, "cpu")
+    weights.logits(model, [torch.tensor([[5, 17, 99, 4]])])  # the cell's eval-mode probe before it trains
+    trace: dict = {}
+    torch.manual_seed(0)  # the LoRA initialisation
+    model, record = train(model, tok, spec, rows, cfg, "cpu", merge=False, callbacks=(_recorder(trace),))
+    return {**trace, "final": _final(trace, model), "record": record}
+
+
+def trl_run(folder, method: str, cfg, tok, rows, lora_dropout: float | None = None) -> dict:
+    """Plain peft + trl as trl's SFT documentation shows it, on trl's default (padded) batches, with the harness's
+    hyperparameters. Over 4/8-bit weights the adapters are cast to float32, the precision a harness cell trains
+    them in on a CPU (trl casts them to bfloat16): the comparison is of the computation, in float32."""
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig, prepare_model_for_kbit_training
+    from trl import SFTConfig, SFTTrainer
+
+    from harness.cell.load import load_model
+    from harness.spec.methods import resolve_method
+
+    spec = resolve_method(method)
+    model = load_model(str(folder), spec, "cpu")
+    peft_config = None
+    if spec.finetune == "lora":
+        if spec.quantized:
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+                                 lora_dropout=cfg.lora_dropout if lora_dropout is None else lora_dropout,
+                                 target_modules=spec.lora_target_modules, task_type="CAUSAL_LM")
+    scratch = tempfile.mkdtemp(prefix="conformance-trl-")
+    args = SFTConfig(output_dir=scratch, per_device_train_batch_size=cfg.batch_size, num_train_epochs=cfg.epochs,
+                     learning_rate=cfg.lr or spec.lr, lr_scheduler_type="linear", logging_steps=1,
+                     save_strategy="no", report_to=[], disable_tqdm=True, seed=cfg.seed, data_seed=cfg.seed,
+                     max_length=cfg.max_seq_len, completion_only_loss=True, activation_checkpointing=False,
+                     use_cpu=True, bf16=False)
+    torch.manual_seed(0)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok,
+                         peft_config=peft_config)
+    for p in trainer.model.parameters():
+        if p.requires_grad and p.dtype == torch.bfloat16:
+            p.data = p.data.float()
+    trace: dict = {}
+    trainer.add_callback(_recorder(trace))
+    trainer.train()
+    return {**trace, "final": _final(trace, trainer.model)}
+
+
+def deviation(ours: dict, theirs: dict) -> float:
+    """The largest, over tensors, of max |ours - theirs| / max |theirs|: 0 when equal."""
+    assert ours.keys() == theirs.keys(), sorted(set(ours) ^ set(theirs))
+    worst = 0.0
+    for name, ref in theirs.items():
+        scale = float(ref.abs().max()) or 1.0
+        worst = max(worst, float((ours[name] - ref).abs().max()) / scale)
+    return worst
+
+
+def training(folder, method: str, tok) -> dict:
+    """The training check's deviations (loss: worst step; grads: first step; weights: in learning-rate steps) and
+    what the harness's run recorded about trl's path."""
+    cfg = config()
+    rows = pairs(tok, cfg)
+    ours, theirs = harness_run(folder, method, cfg, tok, rows), trl_run(folder, method, cfg, tok, rows)
+    assert len(ours["grads"]) == len(theirs["grads"]) == len(ours["loss"]) == len(theirs["loss"]) == ROWS // BATCH
+    lr = ours["record"]["lr"]
+    return {"initial": deviation(ours["initial"], theirs["initial"]),
+            "loss": max(abs(a - b) / abs(b) for a, b in zip(ours["loss"], theirs["loss"])),
+            "grads": deviation(ours["grads"][0], theirs["grads"][0]),
+            "weights": max(float((ours["final"][n] - w).abs().max()) for n, w in theirs["final"].items()) / lr,
+            "record": ours["record"]}
+
+
+def passes(got: dict) -> bool:
+    return got["initial"] == 0.0 and got["loss"] <= RTOL and got["grads"] <= RTOL and got["weights"] <= WEIGHTS_LR
+
+
+def dropout(folder, tok, p: float = 0.1) -> float:
+    """The largest gradient deviation between peft's LoRA dropout and the fused one under the same masks."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from harness.cell import lora_dropout
+    from harness.cell.load import load_model
+    from harness.spec.methods import resolve_method
+
+    class SameMask(torch.nn.Module):
+        """peft's dropout, drawing its mask as the fused function does (one draw from torch's generator each)."""
+
+        def forward(self, x):
+            return x * lora_dropout._keep_mask(x.shape, 1 - p) / (1 - p) if self.training else x
+
+    ids = torch.tensor([tok("Summarise the news: the council met on Monday and voted on the budget.")["input_ids"]])
+    grads = []
+    for fused in (False, True):
+        torch.manual_seed(0)
+        model = get_peft_model(load_model(str(folder), resolve_method("lora"), "cpu"),
+                               LoraConfig(r=8, lora_alpha=16, lora_dropout=p, target_modules="all-linear",
+                                          task_type="CAUSAL_LM"))
+        seed_lora_b(model)
+        model.train()
+        if fused:
+            assert lora_dropout.fuse_lora_dropout(model) is not None
+        else:
+            for m in model.modules():
+                if isinstance(getattr(m, "lora_dropout", None), torch.nn.ModuleDict):
+                    for name in list(m.lora_dropout):
+                        m.lora_dropout[name] = SameMask()
+        torch.manual_seed(5)
+        model(input_ids=ids, labels=ids).loss.backward()
+        grads.append({n: q.grad.clone() for n, q in model.named_parameters() if q.requires_grad})
+    return deviation(grads[1], grads[0])
+
+
+def generation(folder, tok, prompts: list[str], new_tokens: int = 8) -> tuple[int, int]:
+    """(prompts whose batched output, text and token count, equals their own generate's, prompts)."""
+    from harness.cell.generate import generate
+    from harness.cell.load import load_model
+    from harness.spec.methods import resolve_method
+    from harness.spec.task import GenerationStats
+
+    model = load_model(str(folder), resolve_method("base"), "cpu")
+    stats = GenerationStats()
+    batched = generate(model, tok, prompts, new_tokens, 3, stats)
+    single, counts = [], 0
+    for prompt in prompts:
+        one = GenerationStats()
+        single.append(generate(model, tok, [prompt], new_tokens, 1, one)[0])
+        counts += one.new_tokens
+    same = sum(a == b for a, b in zip(batched, single))
+    return (same if stats.new_tokens == counts else 0), len(prompts)
+
+
+def eval_prompts(tok, n: int = 6) -> list[str]:
+    """Chat-rendered cnn prompts cut to different lengths, so a batch pads each differently."""
+    from harness.spec.task import Context, get_task
+
+    task = get_task("cnn")
+    ctx = Context(tok=tok, max_seq_len=256, max_new_tokens=8)
+    prompts = [task.eval_prompt(r, ctx) for r in task.embedded("validation")[:n]]
+    return [p[: len(p) * (i + 2) // (n + 2)] for i, p in enumerate(prompts)]
