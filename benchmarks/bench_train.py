@@ -67,7 +67,7 @@ def long_pairs(tok, rows: int, seed: int) -> list[dict]:
             steps += [f"Thought {k}: I should first check what the encyclopedia says about {title}.",
                       f"Action {k}: Search[{title}]", f"Observation {k}: {browser.search(title)}"]
         shift = len(steps) // 3
-        gold = re.sub(r"^(Thought|Action|Observation) (\d+):", lambda m: f"{m[1]} {int(m[2]) + shift}:",
+        gold = re.sub(r"^(Thought|Action|Observation) (\d+):", lambda m, shift=shift: f"{m[1]} {int(m[2]) + shift}:",
                       pair["completion"], flags=re.M)
         out.append({"prompt": pair["prompt"], "completion": "\n".join(steps + [gold])})
     return out

@@ -1,15 +1,26 @@
 """Llama-2-7B-shaped training on one GPU: peak memory, tokens/s and MFU of full, lora, qlora4 and qlora8.
 
 The model is the public Llama-2-7B configuration with random weights made directly on the GPU
-(benchmarks/synthetic.py). Each method's model is built once; every (sequence length, gradient
-checkpointing) variant then trains on it through the harness's own training code (harness.cell.training.train:
-trl's SFTTrainer with the harness's arguments, loss on completion tokens only), on rows of random words
-from a word-level tokenizer over the model's 32000-entry vocabulary. A trainer callback times the steps
-after the warm-up, with CUDA synchronized; peak memory is reset between variants. A CUDA out-of-memory in one
-variant is recorded as OOM and the next one runs.
+(benchmarks/synthetic.py). Every row builds a fresh model (and so a fresh optimizer) and trains it through the
+harness's own training code (harness.cell.training.train: trl's SFTTrainer with the harness's arguments, loss on
+completion tokens only), on rows of random words from a word-level tokenizer over the model's 32000-entry
+vocabulary. A trainer callback times the steps after the warm-up, with CUDA synchronized; peak memory is reset
+after the model is built. A CUDA out-of-memory in one row is recorded as OOM and the next one runs. Each row
+records which of the harness's changes to trl's path applied (train.json's ``trl_changes``).
 
-    python benchmarks/gpu_bench.py --out gpu_bench.md          # a CUDA GPU; about 3 minutes on an H100
-    python benchmarks/gpu_bench.py --tiny --out /tmp/tiny.md   # the same code on a tiny config, on CPU
+Presets (``--preset``):
+* ``table``: every method x sequence length x gradient checkpointing, rows of exactly seq tokens, batch 4;
+* ``onoff``: the methods at 1024 tokens on rows of mixed length (seq/4 to seq: a padded batch pads), with the
+  harness's changes on, off (trl's own path, --no-trl-changes), on with torch's varlen flash attention
+  (HARNESS_VARLEN_KERNEL=1), and on with Liger's kernels (--liger-kernel);
+* ``goals``: the GPU goals: lora at 4096 tokens without recomputation (MFU), qlora4 at batch 1 x 1024 with
+  checkpointing (peak memory), each with the changes on and off.
+MFU counts FLOPs on non-padding tokens (trained tokens per second x 6N or 4N), as NeMo AutoModel does.
+
+    python benchmarks/gpu_bench.py --out gpu_bench.md                   # a CUDA GPU
+    python benchmarks/gpu_bench.py --preset onoff --out onoff.md
+    python benchmarks/gpu_bench.py --tiny --out /tmp/tiny.md            # the same code on a tiny config, on CPU
+    python benchmarks/gpu_bench.py --reestimate docs/gpu/gpu_bench.json  # stored peaks against today's estimate
 """
 
 from __future__ import annotations
@@ -49,6 +60,9 @@ OPTIMIZER = {"full": "adamw_bnb_8bit", "lora": "adamw_torch_fused", "qlora4": "a
              "qlora8": "adamw_torch_fused"}
 OPTIMIZER_LABEL = {"adamw_bnb_8bit": "AdamW 8-bit (bnb)", "adamw_torch_fused": "AdamW (torch fused)"}
 ESTIMATE_OPTIMIZER = {"adamw_bnb_8bit": "adamw_8bit", "adamw_torch_fused": "adamw"}  # harness/plan/estimate.py's names
+KERNEL_ENV = "HARNESS_VARLEN_KERNEL"  # harness.cell.padding_free: torch's varlen flash attention on CUDA
+# The training path of a row: the harness's changes; none (trl's own path); with torch's varlen kernel; with Liger.
+CHANGES = ("on", "off", "varlen", "liger")
 ANCHORS = ("Anchors, not measured here: LlamaFactory (arXiv 2403.13372) Table 4, Llama-2-7B on one A100-40GB, "
            "8-bit AdamW, checkpointing, rank 128: full 38.72 GB at 1335 tok/s, LoRA 16.32 GB at 1954 tok/s, "
            "QLoRA 7.52 GB at 1579 tok/s. NeMo AutoModel: Llama-3-8B LoRA on one H100, about 41% MFU.")
@@ -133,39 +147,49 @@ class Patched:
         return False
 
 
-def train_variant(model, spec, seq: int, checkpointing: bool, args, device: str, tok):
-    """warmup + steps steps through harness.cell.training.train; returns the model for the next variant and figures."""
+def train_row(model, spec, row: dict, args, device: str, tok) -> dict:
+    """warmup + steps steps through harness.cell.training.train; returns the figures of the timed steps."""
+    import os
+
     from harness.cell import training
     from harness.spec.config import RunConfig
 
-    # The harness only ever turns checkpointing on, and an earlier variant may have (transformers 5.24 renamed
-    # gradient_checkpointing_disable, keeping the old name as a deprecated alias).
-    getattr(model, "activation_checkpointing_disable", model.gradient_checkpointing_disable)()
-    cfg = RunConfig(batch_size=args.batch, max_seq_len=seq, gradient_checkpointing=checkpointing,
-                    lora_r=args.lora_r, epochs=1.0, seed=0)
-    pairs = synthetic.random_pairs(args.batch * (args.warmup + args.steps), seq, len(tok), seed=seq)
-    with Patched(OPTIMIZER[spec.name], device) as timer:
-        model, record = training.train(model, tok, spec, pairs, cfg, device)
-    if spec.finetune == "lora" and not record.get("adapter_merged"):
-        model = model.unload()  # drop the adapter over the quantized base; the next variant adds its own
+    cfg = RunConfig(batch_size=row["batch"], max_seq_len=row["seq"], gradient_checkpointing=row["gc"],
+                    lora_r=args.lora_r, epochs=1.0, seed=0, trl_changes=row["changes"] != "off",
+                    liger_kernel=row["changes"] == "liger")
+    pairs = synthetic.random_pairs(row["batch"] * (args.warmup + args.steps), row["seq"], len(tok),
+                                   seed=row["seq"], mixed=row["mixed"])
+    kernel = os.environ.pop(KERNEL_ENV, None)
+    if row["changes"] == "varlen":
+        os.environ[KERNEL_ENV] = "1"
+    try:
+        with Patched(OPTIMIZER[spec.name], device) as timer:
+            _, record = training.train(model, tok, spec, pairs, cfg, device)
+    finally:
+        os.environ.pop(KERNEL_ENV, None)
+        if kernel is not None:
+            os.environ[KERNEL_ENV] = kernel
     ends, expected = timer.step_ends, args.warmup + args.steps
     if record["steps"] != expected or len(ends) != expected:
         raise RuntimeError(f"expected {expected} steps, the trainer ran {record['steps']} ({len(ends)} timed)")
     seconds = ends[-1] - ends[args.warmup - 1]
+    # Trained tokens: the trainer counts non-padding tokens (include_num_input_tokens_seen="non_padding").
     tokens_per_step = record["train_tokens"] / record["steps"]
-    return model, {"seconds": seconds, "tokens_per_step": tokens_per_step,
-                   "tokens_per_s": tokens_per_step * args.steps / seconds,
-                   "losses": [p["loss"] for p in record["loss_curve"]], "optimizer_class": timer.optimizer_class}
+    return {"seconds": seconds, "tokens_per_step": tokens_per_step,
+            "tokens_per_s": tokens_per_step * args.steps / seconds,
+            "losses": [p["loss"] for p in record["loss_curve"]], "optimizer_class": timer.optimizer_class,
+            "trl_changes": record["trl_changes"]}
 
 
-def harness_estimate(shape: dict, spec, seq: int, checkpointing: bool, args, device: str, compute_bytes: int):
+def harness_estimate(shape: dict, spec, row: dict, args, device: str, compute_bytes: int):
     """harness.plan.estimate's peak for the same settings in GiB; None when it is missing or fails (said once)."""
     try:
         from harness.plan import estimate as est
+        from harness.plan.shape import Shape
 
-        result = est.estimate(est.Shape.from_config(shape, "bench"), spec, batch_size=args.batch, seq_len=seq,
+        result = est.estimate(Shape.from_config(shape, "bench"), spec, batch_size=row["batch"], seq_len=row["seq"],
                               lora_r=args.lora_r, lora_target_modules=spec.lora_target_modules,
-                              gradient_checkpointing=checkpointing,
+                              gradient_checkpointing=row["gc"],
                               optimizer=ESTIMATE_OPTIMIZER[OPTIMIZER[spec.name]], device=device,
                               compute_bytes=compute_bytes)
         return result.total_bytes / GIB
@@ -176,61 +200,67 @@ def harness_estimate(shape: dict, spec, seq: int, checkpointing: bool, args, dev
         return None
 
 
-def run_method(method: str, shape: dict, n_params: int, variants: list, args, device: str, peak, deadline,
-               emit) -> None:
-    """Build one method's model, train every variant on it, and ``emit`` each row."""
+def run_row(row: dict, shape: dict, n_params: int, args, device: str, peak, deadline, emit) -> None:
+    """Build a fresh model for ``row``, train it, and ``emit`` the row with its figures."""
     import torch
 
     from harness.spec.methods import resolve_method
     from harness.spec.precision import compute_dtype
 
-    spec = resolve_method(method)
+    spec = resolve_method(row["method"])
     compute_bytes = torch.empty(0, dtype=compute_dtype(device)).element_size()
     tok = synthetic.word_tokenizer(shape["vocab_size"])
-    rows = [{"method": method, "seq": seq, "gc": ckpt,
-             "estimate_gib": harness_estimate(shape, spec, seq, ckpt, args, device, compute_bytes)}
-            for seq, ckpt in variants]
+    row = {**row, "estimate_gib": harness_estimate(shape, spec, row, args, device, compute_bytes)}
     if time.perf_counter() > deadline:
-        for r in rows:
-            emit({**r, "status": "not run (time)"})
+        emit({**row, "status": "not run (time)"})
         return
     reset_memory(device)
-    t0, failure = time.perf_counter(), None
+    model, failure = None, None
     try:
+        t0 = time.perf_counter()
         model = synthetic.build_model(spec, shape, device)
-    except Exception as e:  # noqa: BLE001  (one method's failure must not cost the others)
+        log(f"{label(row)}: model built in {time.perf_counter() - t0:.1f} s")
+        reset_memory(device)  # the peak from here on: weights, then the training's own
+        out = train_row(model, spec, row, args, device, tok)
+    except Exception as e:  # noqa: BLE001  (one row's failure must not cost the others)
         failure = failure_text(e)
+    del model
     if failure:  # outside the except block, so the traceback no longer pins memory
         reset_memory(device)
-        log(f"{method}: build failed: {failure}")
-        for r in rows:
-            emit({**r, "status": failure})
+        log(f"{label(row)}: {failure}")
+        emit({**row, "status": failure})
         return
-    log(f"{method}: model built in {time.perf_counter() - t0:.1f} s")
-    for r in rows:
-        if time.perf_counter() > deadline:
-            emit({**r, "status": "not run (time)"})
-            continue
-        reset_memory(device)
-        failure = None
-        try:
-            model, out = train_variant(model, spec, r["seq"], r["gc"], args, device, tok)
-        except Exception as e:  # noqa: BLE001
-            failure = failure_text(e)
-        if failure:
-            model.zero_grad(set_to_none=True)
-            reset_memory(device)
-            log(f"{method} seq {r['seq']} GC {r['gc']}: {failure}")
-            emit({**r, "status": failure})
-            continue
-        alloc = torch.cuda.max_memory_allocated() / GIB if device == "cuda" else None
-        reserved = torch.cuda.max_memory_reserved() / GIB if device == "cuda" else None
-        mfu = out["tokens_per_s"] * FLOPS_PER_PARAM[method] * n_params / (peak * 1e12) if peak else None
-        log(f"{method} seq {r['seq']} GC {r['gc']}: {out['tokens_per_s']:.0f} tok/s, peak {fmt(alloc)} GiB, "
-            f"losses {[round(x, 3) for x in out['losses']]}")
-        emit({**r, "status": "ok", "peak_alloc_gib": alloc, "peak_reserved_gib": reserved, "mfu": mfu, **out})
-    del model
+    alloc = torch.cuda.max_memory_allocated() / GIB if device == "cuda" else None
+    reserved = torch.cuda.max_memory_reserved() / GIB if device == "cuda" else None
+    mfu = out["tokens_per_s"] * FLOPS_PER_PARAM[row["method"]] * n_params / (peak * 1e12) if peak else None
+    log(f"{label(row)}: {out['tokens_per_s']:.0f} tok/s, peak {fmt(alloc)} GiB, "
+        f"losses {[round(x, 3) for x in out['losses']]}")
+    emit({**row, "status": "ok", "peak_alloc_gib": alloc, "peak_reserved_gib": reserved, "mfu": mfu, **out})
     reset_memory(device)
+
+
+def label(row: dict) -> str:
+    return (f"{row['method']} {row['batch']}x{row['seq']}{' mixed' if row['mixed'] else ''} GC "
+            f"{'on' if row['gc'] else 'off'} changes {row['changes']}")
+
+
+def preset_rows(args) -> list[dict]:
+    """The rows of ``--preset``, in the order they run."""
+    def row(method, seq, gc, batch, changes="on", mixed=False):
+        return {"method": method, "seq": seq, "gc": gc, "batch": batch, "changes": changes, "mixed": mixed}
+
+    seqs = [int(x) for x in (args.seqs or ("64,128" if args.tiny else "512,1024")).split(",")]
+    gcs = {"both": (False, True), "on": (True,), "off": (False,)}[args.gc]
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if args.preset == "table":
+        return [row(m, s, g, args.batch) for m in methods for s in seqs for g in gcs]
+    if args.preset == "onoff":
+        seq = 128 if args.tiny else 1024
+        kinds = ("on", "off") if args.tiny else CHANGES  # varlen and Liger are CUDA kernels
+        return [row(m, seq, False, args.batch, c, mixed=True) for m in methods for c in kinds]
+    long_seq, qlora_seq = (128, 64) if args.tiny else (4096, 1024)
+    return [row("lora", long_seq, False, 1, c) for c in ("on", "off")] + [
+        row("qlora4", qlora_seq, True, 1, c) for c in ("on", "off")]
 
 
 # --- the tables ---------------------------------------------------------------------------------------------
@@ -281,43 +311,78 @@ def render(meta: dict, rows: list[dict], dtypes: list[dict]) -> str:
              f"`{meta['command']}`", "",
              f"torch {meta['torch']}, CUDA {meta['cuda']}, transformers {meta['transformers']}, trl {meta['trl']}, "
              f"peft {meta['peft']}, bitsandbytes {meta['bitsandbytes']}. N = {meta['n_params'] / 1e9:.2f}B "
-             f"parameters ({meta['n_params']:,}), batch {meta['batch']}, {meta['warmup']} warm-up + "
+             f"parameters ({meta['n_params']:,}), preset {meta['preset']}, {meta['warmup']} warm-up + "
              f"{meta['steps']} timed steps per row, LoRA r={meta['lora_r']} on all linear layers, compute dtype "
              f"{meta['compute_dtype']}.", "",
-             "| method | seq | GC | optimizer | peak alloc GiB | peak reserved GiB | est. GiB | ratio | tok/s | MFU |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| method | batch x seq | GC | changes | optimizer | peak alloc GiB | peak reserved GiB | est. GiB | "
+             "ratio | tok/s | MFU | applied |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         est = r.get("estimate_gib")
         if r["status"] != "ok":
-            cells = [r["status"], r["status"], fmt(est), "-", "-", "-"]
+            cells = [r["status"], r["status"], fmt(est), "-", "-", "-", "-"]
         else:
             ratio = r["peak_alloc_gib"] / est if est and r["peak_alloc_gib"] else None
+            applied = ", ".join(r["trl_changes"].get("applied", [])) or "none"
+            kernel = r["trl_changes"].get("attention_kernel")
             cells = [fmt(r["peak_alloc_gib"]), fmt(r["peak_reserved_gib"]), fmt(est), fmt(ratio),
-                     fmt(r["tokens_per_s"], ".0f"), "-" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%"]
-        lines.append(f"| {r['method']} | {r['seq']} | {'on' if r['gc'] else 'off'} | "
-                     f"{OPTIMIZER_LABEL[OPTIMIZER[r['method']]]} | " + " | ".join(cells) + " |")
+                     fmt(r["tokens_per_s"], ".0f"), "-" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%",
+                     applied + (f" ({kernel})" if kernel else "")]
+        lines.append(f"| {r['method']} | {r['batch']}x{r['seq']}{' mixed' if r['mixed'] else ''} | "
+                     f"{'on' if r['gc'] else 'off'} | {r['changes']} | {OPTIMIZER_LABEL[OPTIMIZER[r['method']]]} | "
+                     + " | ".join(cells) + " |")
     peak_text = f"{peak:.1f} TFLOP/s ({meta['peak_source']})" if peak else f"- ({meta['peak_source']})"
     lines += [
         "",
-        "- tok/s: trained tokens (batch x seq, no padding) per second over the timed steps after the warm-up, "
-        "between trainer step ends" + (" with CUDA synchronized." if meta["device"] == "cuda" else "."),
+        "- tok/s: trained tokens (non-padding, as the trainer counts them) per second over the timed steps after the "
+        "warm-up, between trainer step ends" + (" with CUDA synchronized." if meta["device"] == "cuda" else "."),
+        "- changes: on = the harness's changes to trl's path where their conditions hold (applied: which did); off = "
+        "trl's own path (--no-trl-changes); varlen = on, with torch's varlen flash attention for padding-free rows "
+        "(HARNESS_VARLEN_KERNEL=1); liger = on, with Liger's kernels (--liger-kernel). mixed: rows of seq/4 to seq "
+        "tokens, so that a padded batch pads.",
         "- MFU: tok/s x 6N FLOPs per token for full, x 4N for the adapters (frozen weights need no weight "
         f"gradients), over the dense bf16 peak of {peak_text}; attention's sequence term and checkpointing's "
         f"recomputation are not counted. Measured {meta['matmul_n']}^3 {meta['compute_dtype']} matmul: "
         f"{meta['matmul_tflops']:.3g} TFLOP/s, the practical ceiling.",
-        "- peak alloc / reserved: torch.cuda.max_memory_allocated / max_memory_reserved, reset after the model is "
-        "built, so each row holds weights, optimizer states, gradients and activations of its own steps.",
+        "- peak alloc / reserved: torch.cuda.max_memory_allocated / max_memory_reserved, reset after the row's own "
+        "fresh model is built, so each row holds its weights, optimizer states, gradients and activations.",
         "- est.: `harness.plan.estimate.estimate` for the same settings; ratio = peak allocated / estimate.",
         "- full uses bitsandbytes' 8-bit AdamW: plain AdamW states for 6.7B bf16 weights do not fit 80 GB beside "
         "the weights, gradients and activations.",
-        "- Training: harness.cell.training.train (trl SFTTrainer, completion-only loss) on random-word rows of exactly "
-        "seq tokens, half prompt, half completion; weights random, made on the device, quantized in memory.",
+        "- Training: harness.cell.training.train (trl SFTTrainer, completion-only loss) on random-word rows of "
+        "seq tokens (mixed: seq/4 to seq), half prompt, half completion; weights random, made on the device, "
+        "quantized in memory; a fresh model and optimizer per row.",
         f"- {ANCHORS}",
         "", "### dtype chosen on this device", "",
         "| method | compute capability | torch.cuda.is_bf16_supported() | mixed precision | weights | compute |",
         "|---|---|---|---|---|---|"]
     lines += [f"| {d['method']} | {d['capability']} | {d['is_bf16_supported']} | {d['mixed_precision']} | "
               f"{d['weight_dtype']} | {d['compute_dtype']} |" for d in dtypes]
+    return "\n".join(lines) + "\n"
+
+
+def reestimate(path: str) -> str:
+    """The stored measured peaks of an earlier run against the estimate as it was then and as today's code makes it:
+    offline, no GPU, so a change to harness/plan can be checked against GPU measurements it did not see."""
+    from harness.spec.methods import resolve_method
+
+    stored = json.loads(Path(path).read_text())
+    meta = stored["meta"]
+    args = argparse.Namespace(lora_r=meta["lora_r"])
+    lines = [f"Measured on {meta['device_name']} by `{meta['command']}` (torch {meta['torch']}, transformers "
+             f"{meta['transformers']}, trl {meta['trl']}, peft {meta['peft']}, bitsandbytes {meta['bitsandbytes']});"
+             f" estimate now: `python benchmarks/gpu_bench.py --reestimate {path}`.", "",
+             "| method | batch x seq | GC | measured peak alloc GiB | estimate then GiB | measured/estimate then | "
+             "estimate now GiB | measured/estimate now |", "|---|---|---|---|---|---|---|---|"]
+    for r in stored["rows"]:
+        if r["status"] != "ok":
+            continue
+        row = {"batch": meta["batch"], **r}
+        now = harness_estimate(meta["shape"], resolve_method(r["method"]), row, args, "cuda", 2)
+        then, peak = r.get("estimate_gib"), r["peak_alloc_gib"]
+        lines.append(f"| {r['method']} | {row['batch']}x{r['seq']} | {'on' if r['gc'] else 'off'} | {fmt(peak)} | "
+                     f"{fmt(then)} | {fmt(peak / then if then else None)} | {fmt(now)} | "
+                     f"{fmt(peak / now if now else None)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -336,6 +401,8 @@ def versions() -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--tiny", action="store_true", help="tiny Llama config on CPU (the smoke test), seqs 64,128")
+    p.add_argument("--preset", choices=("table", "onoff", "goals"), default="table",
+                   help="which rows (see the module docstring)")
     # lora and qlora4 carry the issue's goals, so they run first in case the time budget cuts the last one.
     p.add_argument("--methods", default="lora,qlora4,full,qlora8")
     p.add_argument("--seqs", help="sequence lengths, comma-separated (default 512,1024; with --tiny 64,128)")
@@ -349,9 +416,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget-s", type=float, help="start no new row after this many seconds")
     p.add_argument("--out", help="write the markdown tables here (rewritten after every row)")
     p.add_argument("--json", help="write every row, with its losses, as JSON here")
+    p.add_argument("--reestimate", metavar="JSON",
+                   help="print a stored run's measured peaks against today's estimate, and exit (no GPU needed)")
     argv = list(sys.argv[1:] if argv is None else argv)
     args = p.parse_args(argv)
+    if args.reestimate:
+        print(reestimate(args.reestimate), end="")
+        return 0
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if args.preset == "onoff" and args.methods == p.get_default("methods"):
+        args.methods = "lora,qlora4,full"
     if any(m not in METHODS for m in methods) or args.warmup < 1 or args.steps < 1:
         p.error(f"methods must be among {', '.join(METHODS)}; --warmup and --steps at least 1")
 
@@ -365,8 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     if device == "cuda" and not torch.cuda.is_available():
         print("error: no CUDA device is visible; run with --tiny for the CPU smoke version", file=sys.stderr)
         return 2
-    seqs = [int(s) for s in (args.seqs or ("64,128" if args.tiny else "512,1024")).split(",")]
-    variants = [(s, g) for s in seqs for g in {"both": (False, True), "on": (True,), "off": (False,)}[args.gc]]
+    plan = preset_rows(args)
     shape = synthetic.TINY if args.tiny else synthetic.LLAMA2_7B
     deadline = time.perf_counter() + (args.budget_s or math.inf)
     name = torch.cuda.get_device_name(0) if device == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
@@ -374,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
     matmul_n = 8192 if device == "cuda" else 512  # 8192^3: the product the GPU machines' notes report
     meta = {"model": "tiny Llama" if args.tiny else "Llama-2-7B shape", "device": device, "device_name": name,
             "command": "python benchmarks/gpu_bench.py " + " ".join(argv), "cuda": torch.version.cuda,
-            **versions(), "n_params": synthetic.parameter_count(shape), "batch": args.batch,
+            **versions(), "n_params": synthetic.parameter_count(shape), "preset": args.preset,
             "warmup": args.warmup, "steps": args.steps, "lora_r": args.lora_r,
             "compute_dtype": dtype_name(compute_dtype(device)), "peak_tflops": peak, "peak_source": peak_source,
             "matmul_n": matmul_n, "matmul_tflops": matmul_tflops(device, matmul_n, compute_dtype(device)),
@@ -384,14 +457,15 @@ def main(argv: list[str] | None = None) -> int:
 
     def emit(row: dict) -> None:
         rows.append(row)
-        rows.sort(key=lambda r: (METHODS.index(r["method"]), r["seq"], r["gc"]))
+        rows.sort(key=lambda r: (METHODS.index(r["method"]), r["seq"], r["batch"], r["gc"],
+                                 CHANGES.index(r["changes"])))
         if args.out:
             Path(args.out).write_text(render(meta, rows, dtypes))
         if args.json:
             Path(args.json).write_text(json.dumps({"meta": meta, "rows": rows, "dtypes": dtypes}, indent=1))
 
-    for method in methods:
-        run_method(method, shape, meta["n_params"], variants, args, device, peak, deadline, emit)
+    for row in plan:
+        run_row(row, shape, meta["n_params"], args, device, peak, deadline, emit)
     print(render(meta, rows, dtypes))
     return 0
 

@@ -8,6 +8,8 @@
 # harness is tested with; it needs huggingface_hub>=1.31 and tokenizers>=0.23.1, both there) travels too, and
 # peft 0.21.2 for the same reason. One version of each, the ones in this repository's .venv.
 #
+# liger-kernel (pure Python over Triton, which the machine's torch carries) is for --liger-kernel.
+#
 # bitsandbytes' wheel holds a library per CUDA and ROCm version (43 MB); torch 2.11+cu130 loads
 # libbitsandbytes_cuda130.so, so the wheel is repacked with the CPU, CUDA 13.0 and 13.2 libraries only, and
 # its RECORD rewritten to match (about 9 MB). rouge-score ships only a source archive: it is built here into
@@ -23,7 +25,7 @@ rm -rf .whl && mkdir -p .whl
   --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_24_x86_64 \
   --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d .whl \
   trl==1.16.0 transformers==5.24.0 peft==0.21.2 bitsandbytes==0.50.2 datasets==5.2.0 dill==0.4.1 \
-  multiprocess==0.70.19 nltk==3.10.4 bm25s==0.3.16 gguf==0.19.0
+  multiprocess==0.70.19 nltk==3.10.4 bm25s==0.3.16 gguf==0.19.0 liger-kernel==0.8.5
 "$PY" -m pip wheel -q --no-deps --no-build-isolation -w .whl rouge-score==0.1.2
 
 "$PY" - <<'EOF'
@@ -49,9 +51,9 @@ tmp.replace(src)
 print(f"repacked {src.name}: kept {sorted(n for n in names if n.endswith('.so'))}")
 EOF
 
-# The tiny model's tokenizer (SmolLM2's, converted from the GGUF once by harness/cell/models.py), so that the GPU
+# The tiny model's tokenizer (SmolLM2's, converted from the GGUF once by harness/spec/models.py), so that the GPU
 # machine needs no GGUF file.
-TOK=$("$PY" -c 'from harness.cell.models import smollm2_tokenizer_dir; print(smollm2_tokenizer_dir())')
+TOK=$("$PY" -c 'from harness.spec.models import smollm2_tokenizer_dir; print(smollm2_tokenizer_dir())')
 cp -r "$TOK" .whl/tokenizer-smollm2
 ls -l .whl
 du -sh .whl

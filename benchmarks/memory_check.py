@@ -1,7 +1,7 @@
 """Checked, not trusted: the memory estimate (harness.plan.estimate) against the measured peak on CPU.
 
 For each model x method x sequence length x gradient checkpointing, a fresh subprocess loads the model the
-harness's way (harness.cell.models.load_model) and trains it the harness's way (harness.cell.training.train, trl's
+harness's way (harness.cell.load.load_model) and trains it the harness's way (harness.cell.training.train, trl's
 SFTTrainer) on real cnn prompt/completion pairs, or, for ``base``, generates for a batch of cnn prompts
 (harness.cell.generate.generate). The peak of live tensor memory is
 
@@ -18,6 +18,8 @@ the allocator never sees. Peak RSS would add the libraries and the allocator's a
     python benchmarks/memory_check.py                   # both models, every method, 2 lengths, gc off/on
     python benchmarks/memory_check.py --models tiny-llama --methods lora --seq-lens 128 --gc off
     python benchmarks/memory_check.py --json out.jsonl  # also write one JSON line per configuration
+    python benchmarks/memory_check.py --families all --methods base,full,lora,qlora4,qlora8 --seq-lens 128 --gc off
+                                                        # a 6-layer random model of every family in tests/families.py
 
 Prints a markdown table: measured MiB, estimated MiB, their ratio, and the phase the estimate puts the peak
 in. docs/memory.md holds the committed output.
@@ -32,6 +34,7 @@ import os
 import subprocess
 import sys
 import time
+from gc import collect as collect_garbage
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,6 +73,9 @@ def profiled_peak(fn) -> tuple[int, object]:
     from torch._C._profiler import _EventType
     from torch.profiler import ProfilerActivity, profile
 
+    # Free what earlier work in this process left in reference cycles now: freed inside the window, it would count
+    # against the running total and lower the peak (a previous model's tensors, measured one after another).
+    collect_garbage()
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         result = fn()
     events = []
@@ -262,6 +268,23 @@ def configs(args) -> list[tuple]:
     return out
 
 
+def family_models(names: str) -> dict[str, str]:
+    """{folder: family} for a small random model of each named family, saved under a temporary folder."""
+    import tempfile
+
+    from harness.cell.load import load_tokenizer
+    from harness.spec.models import smollm2_tokenizer_dir
+    from tests.families import FAMILIES, build
+
+    wanted = list(FAMILIES) if names == "all" else names.split(",")
+    unknown = [f for f in wanted if f not in FAMILIES]
+    if unknown:
+        raise SystemExit(f"error: unknown family {', '.join(unknown)}; choose from {', '.join(FAMILIES)} or 'all'")
+    tok = load_tokenizer(str(smollm2_tokenizer_dir()))
+    root = Path(tempfile.mkdtemp(prefix="memory-families-"))
+    return {str(build(f, tok, root / f, size="small")): f for f in wanted}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default="tiny-llama,smollm2-135m")
@@ -274,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="cuda measures torch.cuda.max_memory_allocated instead of the profiler's count")
     p.add_argument("--long-rows", action="store_true",
                    help="join consecutive cnn articles so that every row fills --max-seq-len (e.g. 512, 1024)")
+    p.add_argument("--families", help="instead of --models: 'all' or comma-separated families of tests/families.py, "
+                                      "each a random 6-layer model (hidden 256) saved to a temporary folder")
     p.add_argument("--json", help="also write one JSON line per configuration to this file")
     p.add_argument("--published", action="store_true", help="only the estimates for published figures (no torch)")
     p.add_argument("--one", help=argparse.SUPPRESS)  # internal: MODEL,METHOD,SEQ,GC measured in this process
@@ -295,6 +320,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\n{r['source']}, {r['method']}: {r['describe']}; assumed: {r['assumed']}")
         return 0
     env = {**os.environ, "HARNESS_PROGRESS": "0", "TOKENIZERS_PARALLELISM": "false"}
+    labels = {}  # model reference -> the name printed for it
+    if args.families:
+        labels = family_models(args.families)
+        args.models = ",".join(labels)
     rows, failed = [], 0
     print("| model | method | max len | grad. ckpt | batch x tokens | measured MiB | estimated MiB | est/meas | "
           "estimated peak in |")
@@ -310,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         r = json.loads(line[7:])
         rows.append(r)
-        print(f"| {model} | {method} | {seq} | {'on' if gc else 'off'} | {r['batch']}x{r['tokens']}"
+        print(f"| {labels.get(model, model)} | {method} | {seq} | {'on' if gc else 'off'} | {r['batch']}x{r['tokens']}"
               f"{' padded' if r['padded'] else ''} | "
               f"{r['measured_bytes'] / MIB:,.1f} | {r['estimated_bytes'] / MIB:,.1f} | {r['ratio']:.2f} | "
               f"{r['phase']} |", flush=True)
@@ -320,8 +349,9 @@ def main(argv: list[str] | None = None) -> int:
     if rows:
         worst = max(rows, key=lambda r: abs(r["ratio"] - 1))
         inside = sum(abs(r["ratio"] - 1) <= 0.15 for r in rows)
+        name = labels.get(worst["model"], worst["model"])
         print(f"\n{inside} of {len(rows)} within 15%; largest deviation {worst['ratio']:.2f} "
-              f"({worst['model']} {worst['method']} {worst['max_seq_len']} gc={'on' if worst['gc'] else 'off'})")
+              f"({name} {worst['method']} {worst['max_seq_len']} gc={'on' if worst['gc'] else 'off'})")
     return 1 if failed else 0
 
 

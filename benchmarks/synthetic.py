@@ -117,13 +117,19 @@ def word_tokenizer(vocab_size: int):
                                    pad_token="<pad>")
 
 
-def random_pairs(rows: int, seq: int, vocab_size: int, seed: int) -> list[dict]:
+def random_pairs(rows: int, seq: int, vocab_size: int, seed: int, mixed: bool = False) -> list[dict]:
     """Prompt/completion rows that tokenize to exactly ``seq`` tokens once trl appends EOS: half prompt, half
-    completion, so the loss covers the second half of each row."""
+    completion, so the loss covers the second half of each row. ``mixed``: each row's length is drawn uniformly
+    from seq/4 to seq instead, so that a padded batch pads (about 3/8 of its positions) and a padding-free one
+    does not."""
     rng = random.Random(seed)
 
     def words(n: int) -> str:
         return " ".join(f"w{rng.randrange(len(SPECIAL), vocab_size)}" for _ in range(n))
 
-    half = seq // 2
-    return [{"prompt": words(half), "completion": " " + words(seq - half - 1)} for _ in range(rows)]
+    out = []
+    for _ in range(rows):
+        n = rng.randint(seq // 4, seq) if mixed else seq
+        half = n // 2
+        out.append({"prompt": words(half), "completion": " " + words(n - half - 1)})
+    return out

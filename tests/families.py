@@ -1,10 +1,10 @@
 """Tiny random models of the families people fine-tune, built from transformers' own config classes (no Hub).
 
 A family joins the conformance matrix (tests/integration/test_conformance.py) with one line in ``FAMILIES``:
-a name and a function from the shared sizes to a config. Every model has 2 layers, hidden size 64 and the SmolLM2
-tokenizer, builds in about a second, and is saved once per test session with a fixed seed, so every run trains
-the same weights. A window of 8 tokens is far shorter than the task's rows (about 180 tokens), so a windowed
-family's check fails wherever the window is ignored.
+a name and a function from the shared sizes to a config. A tiny model has 2 layers, hidden size 64 and the SmolLM2
+tokenizer, builds in about a second, and is saved with a fixed seed, so every run trains the same weights; a
+"small" one (6 layers, hidden size 256) serves the memory checks. A window of 8 tokens is far shorter than the
+task's rows (about 180 tokens), so a windowed family's check fails wherever the window is ignored.
 """
 
 from __future__ import annotations
@@ -15,9 +15,16 @@ from pathlib import Path
 WINDOW = 8
 
 
-def _shared(tok) -> dict:
-    return dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                num_key_value_heads=2, vocab_size=len(tok), max_position_embeddings=2048,
+# Sizes: "tiny" for the conformance checks (a model in about a second), "small" for the memory checks, where the
+# decoder layers, not the 49,152-entry embedding, hold most of a step's memory.
+SIZES = {"tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2),
+         "small": dict(hidden_size=256, intermediate_size=768, num_hidden_layers=6, num_attention_heads=8,
+                       num_key_value_heads=4)}
+
+
+def _shared(tok, size: str = "tiny") -> dict:
+    return dict(**SIZES[size], vocab_size=len(tok), max_position_embeddings=2048,
                 bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
 
 
@@ -48,21 +55,22 @@ def _qwen2(c):
 def _qwen3(c):
     from transformers import Qwen3Config
 
-    return Qwen3Config(**c, head_dim=16)
+    return Qwen3Config(**c, head_dim=c["hidden_size"] // c["num_attention_heads"])
 
 
 def _gemma2(c):
     from transformers import Gemma2Config
 
     # Gemma 2's own defaults: attention soft-capping 50, final logit soft-capping 30, every other layer windowed.
-    return Gemma2Config(**c, head_dim=16, sliding_window=WINDOW)
+    return Gemma2Config(**c, head_dim=c["hidden_size"] // c["num_attention_heads"], sliding_window=WINDOW)
 
 
 def _gemma3(c):
     from transformers import Gemma3TextConfig
 
-    return Gemma3TextConfig(**c, head_dim=16, sliding_window=WINDOW,
-                            layer_types=["sliding_attention", "full_attention"])
+    layers = ["sliding_attention", "full_attention"] * (c["num_hidden_layers"] // 2)
+    return Gemma3TextConfig(**c, head_dim=c["hidden_size"] // c["num_attention_heads"], sliding_window=WINDOW,
+                            layer_types=layers)
 
 
 def _phi3(c):
@@ -91,13 +99,13 @@ FAMILIES = {
 }
 
 
-def build(family: str, tok, folder: Path, attn: str | None = None, seed: int = 0) -> Path:
-    """Save a tiny random ``family`` model with ``tok`` in ``folder``; ``attn`` pins its attention kernel
+def build(family: str, tok, folder: Path, attn: str | None = None, seed: int = 0, size: str = "tiny") -> Path:
+    """Save a random ``family`` model of ``size`` with ``tok`` in ``folder``; ``attn`` pins its attention kernel
     (transformers honours ``attn_implementation`` written into config.json)."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    config = FAMILIES[family](_shared(tok))
+    config = FAMILIES[family](_shared(tok, size))
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config)
     folder = Path(folder)

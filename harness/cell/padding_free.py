@@ -11,6 +11,7 @@ cost (sum L_i)^2. Without row bounds (padded batches, generation) it is transfor
 from __future__ import annotations
 
 import functools
+import os
 
 VARLEN = "harness_varlen"
 
@@ -78,6 +79,16 @@ def varlen_attention(module, query, key, value, attention_mask, dropout=0.0, sca
                 f"per-row attention got {what} ({name}={kwargs[name]}) from {type(module).__name__}, which it "
                 "cannot apply; this model needs padded batches (varlen_blockers does not know it yet)")
     window = kwargs.get("sliding_window")
+    kernel = varlen_kernel(query)
+    if kernel is not None:
+        # [1, heads, T, dim] -> [T, heads, dim]; the window as flash attention counts it (left keys beside the
+        # query's own); max_length_q is the collator's longest row, so no host sync is needed for the bounds.
+        q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))
+        longest = int(kwargs.get("max_length_q") or (bounds[1:] - bounds[:-1]).max())
+        out = kernel(q, k, v, bounds, bounds, longest, longest, scale=scaling,
+                     window_size=(window - 1, 0) if window is not None else (-1, 0),
+                     enable_gqa=key.shape[1] != query.shape[1])
+        return out.unsqueeze(0), None
     cuts = bounds.tolist()
     gqa = key.shape[1] != query.shape[1]
     p = dropout if module.training else 0.0
@@ -95,6 +106,23 @@ def varlen_attention(module, query, key, value, attention_mask, dropout=0.0, sca
                                                                           is_causal=True, enable_gqa=gqa))
     out = parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)
     return out.transpose(1, 2).contiguous(), None
+
+
+KERNEL_ENV = "HARNESS_VARLEN_KERNEL"  # =1: torch's varlen flash attention on CUDA, to be measured against per-row SDPA
+
+
+def varlen_kernel(query):
+    """torch's variable-length flash attention (torch.nn.attention.varlen.varlen_attn: one kernel for every row,
+    no host sync for the row bounds) when ``HARNESS_VARLEN_KERNEL=1``, the tensors are on CUDA, and this torch has
+    it; else None (per-row SDPA). Off by default: it has not yet been held against transformers' attention on a GPU
+    (benchmarks/gpu_matrix.sh does that)."""
+    if os.environ.get(KERNEL_ENV) != "1" or not query.is_cuda:
+        return None
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:
+        return None
+    return varlen_attn
 
 
 @functools.cache

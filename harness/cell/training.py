@@ -96,7 +96,7 @@ def train(model, tok, spec, pairs: list[dict], cfg, device: str, merge: bool = T
         report_to=trainer_report_to(cfg, cell_dir),  # --report-to: loss curves into the cell's tracker run
         disable_tqdm=True, seed=cfg.seed, data_seed=cfg.seed, max_length=cfg.max_seq_len,
         completion_only_loss=True, include_num_input_tokens_seen="non_padding",
-        activation_checkpointing=cfg.gradient_checkpointing,
+        activation_checkpointing=cfg.gradient_checkpointing, use_liger_kernel=cfg.liger_kernel,
         # bf16 from compute capability 8.0 up, fp16 below it (T4, V100), none on CPU (harness/spec/precision.py)
         use_cpu=device == "cpu", bf16=precision == "bf16", fp16=precision == "fp16")
     dataset = Dataset.from_list([{"prompt": p["prompt"], "completion": p["completion"]} for p in pairs])

@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 from dataclasses import dataclass, field
 
 from harness.cell.lm_head import compact_lm_head, head_blockers
 from harness.cell.lora_dropout import fuse_lora_dropout
-from harness.cell.padding_free import count_packed_tokens, use_varlen, varlen_blockers
+from harness.cell.padding_free import KERNEL_ENV, count_packed_tokens, use_varlen, varlen_blockers
 
+CHANGES = ("padding_free", "compact_lm_head", "fused_lora_dropout", "float32_adapters", "malloc_mmap_threshold")
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # <malloc.h>
 
 
@@ -54,6 +56,7 @@ class Applied:
     left_out: dict = field(default_factory=dict)
     not_applicable: dict = field(default_factory=dict)
     undo: list = field(default_factory=list)
+    kernel: str = "per-row SDPA"  # what runs padding-free attention
 
     def made(self, name: str, undo=None) -> None:
         self.applied.append(name)
@@ -61,8 +64,9 @@ class Applied:
             self.undo.append(undo)
 
     def record(self) -> dict:
-        return {"applied": list(self.applied), "left_out": dict(self.left_out),
-                "not_applicable": dict(self.not_applicable)}
+        out = {"applied": list(self.applied), "left_out": dict(self.left_out),
+               "not_applicable": dict(self.not_applicable)}
+        return {**out, "attention_kernel": self.kernel} if "padding_free" in self.applied else out
 
     def restore(self) -> None:
         while self.undo:
@@ -77,6 +81,9 @@ def apply(trainer, cfg, device: str) -> Applied:
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
     done = Applied()
+    if not cfg.trl_changes:
+        done.not_applicable.update({name: "switched off (--no-trl-changes)" for name in CHANGES})
+        return done
     model = trainer.model
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     lora = any(".lora_A." in n for n, _ in model.named_parameters())
@@ -99,6 +106,8 @@ def apply(trainer, cfg, device: str) -> Applied:
             pad_token_id=collator.pad_token_id, padding_free=True, pad_to_multiple_of=collator.pad_to_multiple_of)
         count_packed_tokens(trainer)
         done.made("padding_free", lambda: setattr(base.config, "_attn_implementation", attention))
+        if device == "cuda" and os.environ.get(KERNEL_ENV) == "1":
+            done.kernel = "torch.nn.attention.varlen.varlen_attn"
 
     # The LM head over trained positions only.
     head = head_blockers(base)

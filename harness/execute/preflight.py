@@ -6,6 +6,7 @@ tokenizer, no weights), and every optional integration that was asked for is ins
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 from harness.cell.load import check_loadable
@@ -50,3 +51,13 @@ def check_integrations(cfg: RunConfig, model) -> None:
         check_available(resolve_device(cfg.device))
     if cfg.cross_eval:
         check_cross_eval(cfg)
+    if cfg.liger_kernel:
+        check_liger(cfg)
+
+
+def check_liger(cfg: RunConfig) -> None:
+    """Liger's kernels are Triton kernels: a CUDA GPU and the liger extra."""
+    if resolve_device(cfg.device) != "cuda":
+        raise ConfigError("--liger-kernel runs Triton kernels on a CUDA GPU and this run is on a CPU; leave it out")
+    if importlib.util.find_spec("liger_kernel") is None:
+        raise ConfigError('--liger-kernel needs liger-kernel, which is not installed; pip install -e ".[liger]"')

@@ -4,9 +4,10 @@ Pure Python (no torch, no transformers), so `run_matrix.py plan` answers in well
 count what this harness actually runs, op by op (harness/plan/memory_rules.py has the per-tensor ones;
 benchmarks/memory_check.py measures them on CPU and docs/memory.md has the table):
 
-* trl 1.16 SFTTrainer with a completion-only loss, set up by harness.cell.trl_changes: padding-free batches, an LM head
-  that projects only the trained positions in tiles (the logits are never built for the whole batch), and,
-  on CPU, selective recomputation of each layer.
+* trl 1.16 SFTTrainer with a completion-only loss, set up by harness.cell.trl_changes where its conditions hold:
+  padding-free batches and an LM head that projects only the trained positions in tiles (the logits are never
+  built for the whole batch). A model those changes step aside for (Gemma 2: eager attention, a soft-capped
+  head) is counted on trl's padded batches and trl's own head.
 * CPU: every tensor float32. CUDA: weights and activations in the compute dtype (bf16 from compute
   capability 8; fp16 below it, with fp32 master weights for full fine-tuning, harness.cell.models.weight_dtype).
   LoRA adapters are fp32 (peft autocast_adapter_dtype); over 4/8-bit weights trl casts them to bf16 on CUDA
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 from harness.core.errors import ConfigError
 from harness.core.units import GIB
 from harness.plan import memory_rules as rules
-from harness.plan.shape import LINEARS, Shape, shape_for
+from harness.plan.shape import Shape, shape_for
 from harness.spec.precision import mixed_precision as precision_of
 
 # bitsandbytes NF4 (QLoRA, arXiv 2305.14314 sec. 3): 4 bits per weight, one absmax per 64-weight block; with
@@ -67,11 +68,16 @@ class _Bytes:
     """Bytes per element of each kind of tensor, for one method on one device."""
 
     weight: int  # non-quantized base weights (and, for full, the trained ones)
-    act: int  # projection outputs, attention, MLP intermediates (the compute dtype)
+    act: int  # projection outputs and attention (the compute dtype)
     res: int  # residual stream and norm outputs
     adapter: int  # LoRA A/B, their gradients and AdamW states
     lora_in: int  # the dropped-out input lora_A keeps
     dropout_mask: int  # what dropout keeps for backward
+    mlp: int = 0  # the MLP's intermediates (gate, act(gate), up, their product); 0: as ``act``
+
+    def __post_init__(self):
+        if not self.mlp:
+            object.__setattr__(self, "mlp", self.act)
 
 
 def _bytes(spec, device: str, compute_bytes: int | None, mixed_precision: str | None = None) -> _Bytes:
@@ -87,23 +93,38 @@ def _bytes(spec, device: str, compute_bytes: int | None, mixed_precision: str | 
     if spec.quantized:
         # peft prepare_model_for_kbit_training: non-quantized params -> fp32; trl: adapters -> bf16, which
         # harness.cell.trl_changes casts back to fp32 on CPU (no bf16 units there).
+        # The norm outputs are fp32 and bitsandbytes' matmuls return their input's dtype, which autocast leaves
+        # alone, so gate and up, act(gate) and their product are fp32 (attention's inputs are cast by SDPA's
+        # autocast rule).
         adapter = 4 if device == "cpu" else 2
         return _Bytes(weight=4, act=c, res=4, adapter=adapter, lora_in=adapter if device == "cpu" else c,
-                      dropout_mask=adapter if device == "cpu" else 1)
+                      dropout_mask=adapter if device == "cpu" else 1, mlp=4)
     adapter = 4  # peft autocast_adapter_dtype=True keeps adapters fp32
     return _Bytes(weight=c, act=c, res=c, adapter=adapter, lora_in=adapter if device == "cpu" else c,
                   dropout_mask=adapter if device == "cpu" else 1)
 
 
 def _targets(shape: Shape, lora_target_modules: str) -> dict[str, tuple[int, int]]:
+    """(out, in) of each Linear-like module LoRA adapts in one layer: peft's all-linear takes every projection and,
+    in a mixture of experts, the router (the experts' 3-D weights are counted by ``_expert_adapters``)."""
+    linears = shape.linears()
     if lora_target_modules in ("all-linear", "all_linear"):
-        return shape.linears()
+        return {**linears, **({"gate": (shape.experts, shape.hidden_size)} if shape.experts else {})}
     names = [t.strip() for t in lora_target_modules.split(",") if t.strip()]
-    bad = [t for t in names if t not in LINEARS]
+    bad = [t for t in names if t not in linears]
     if bad or not names:
         raise ConfigError(f"LoRA target {bad[0] if bad else lora_target_modules!r} is not a projection of this "
-                          f"model; use all-linear or a comma list of {', '.join(LINEARS)}")
-    return {t: shape.linears()[t] for t in names}
+                          f"model; use all-linear or a comma list of {', '.join(linears)}")
+    return {t: linears[t] for t in names}
+
+
+def _expert_adapters(shape: Shape, lora_target_modules: str, r: int) -> list[int]:
+    """Numels of the LoRA matrices peft puts on a mixture of experts' 3-D weights per layer (lora.ParamWrapper,
+    rank r per expert; the fused gate_up gets rank 2r, one for each of the weights it fuses)."""
+    if not shape.experts or lora_target_modules not in ("all-linear", "all_linear"):
+        return []
+    e, h, i = shape.experts, shape.hidden_size, shape.intermediate_size
+    return [2 * r * e * h, 2 * i * 2 * r * e, r * e * i, h * r * e]
 
 
 def _quantized_weights(shape: Shape, spec) -> tuple[int, int]:
@@ -153,7 +174,8 @@ def estimate_generation(shape: Shape, spec, *, batch_size: int, seq_len: int, de
     full-precision weights, and over 4/8-bit weights they stay, a few MiB)."""
     b = _bytes(spec, device, compute_bytes)
     persistent, fmt = _weights(shape, spec, b)
-    return Estimate(spec.name, rules.inference(shape, b, persistent, batch_size, seq_len, padded), "generation", fmt)
+    return Estimate(spec.name, rules.inference(shape, b, persistent, batch_size, seq_len, padded), "generation", fmt,
+                    _family_note(shape))
 
 
 def estimate(shape: Shape, spec, *, batch_size: int, seq_len: int, lora_r: int,
@@ -180,25 +202,37 @@ def estimate(shape: Shape, spec, *, batch_size: int, seq_len: int, lora_r: int,
     persistent, fmt = _weights(shape, spec, b)
     if not spec.trains:
         return Estimate(spec.name, rules.inference(shape, b, persistent, batch_size, seq_len, padded), "generation",
-                        fmt)
+                        fmt, _family_note(shape))
 
     L, h = shape.num_hidden_layers, shape.hidden_size
     targets = _targets(shape, lora_target_modules) if spec.finetune == "lora" else {}
     if spec.finetune == "full":
-        numels = [o * i for o, i in shape.linears().values()] * L + [shape.vocab_size * h] * (
-            1 if shape.tie_word_embeddings else 2) + [h] * (2 * L + 1)
+        layer = [o * i for o, i in shape.linears().values()] + [e * o * i for e, o, i in shape.expert_params().values()]
+        embeddings = [shape.vocab_size * h] * (1 if shape.tie_word_embeddings else 2)
+        numels = layer * L + embeddings + [shape.n_params - sum(layer) * L - sum(embeddings)]  # + norms and biases
         elem = b.weight
     else:
-        numels = [n for o, i in targets.values() for n in (lora_r * i, o * lora_r)] * L
+        numels = ([n for o, i in targets.values() for n in (lora_r * i, o * lora_r)]
+                  + _expert_adapters(shape, lora_target_modules, lora_r)) * L
         elem = b.adapter
         persistent["adapters"] = sum(numels) * elem
     grads = sum(numels) * elem
     states = _optimizer_bytes(numels, elem, optimizer)
+    # peft's ParamWrapper, which adapts a mixture of experts' 3-D weights, has no dropout (harness/cell/training.py)
+    dropout = lora_dropout > 0 and not (shape.experts and lora_target_modules in ("all-linear", "all_linear"))
     phase, parts, notes = rules.training(
         shape, spec, b, persistent, grads=grads, states=states, targets=targets, batch_size=batch_size,
-        seq_len=seq_len, lora_r=lora_r, gc=gradient_checkpointing, device=device, dropout=lora_dropout > 0,
-        optimizer=optimizer, loss_tokens=loss_tokens, grad_accum=grad_accum)
-    return Estimate(spec.name, parts, phase, fmt, notes)
+        seq_len=seq_len, lora_r=lora_r, gc=gradient_checkpointing, device=device, dropout=dropout,
+        optimizer=optimizer, loss_tokens=loss_tokens, grad_accum=grad_accum,
+        expert_lora=bool(_expert_adapters(shape, lora_target_modules, lora_r)) and spec.finetune == "lora")
+    return Estimate(spec.name, parts, phase, fmt, notes + _family_note(shape))
+
+
+def _family_note(shape: Shape) -> tuple:
+    if shape.known:
+        return ()
+    return (f"model_type {shape.family!r} is not a family the estimate describes (harness/plan/shape.py FAMILY); "
+            "counted as a Llama-style decoder",)
 
 
 def estimate_for_cell(model_location: str, spec, cfg, device: str) -> Estimate | None:

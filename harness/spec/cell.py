@@ -43,6 +43,10 @@ class CellSpec:
         }
         if method.finetune == "lora":
             hp.update(lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout)
+        if method.trains and not cfg.trl_changes:  # trl's own path: the same results up to float rounding
+            hp["trl_changes"] = False
+        if method.trains and cfg.liger_kernel:
+            hp["liger_kernel"] = True
         if method.trains and cfg.num_processes > 1:
             # Data-parallel training changes the global batch and the data order, so it changes results.
             hp.update(num_processes=cfg.num_processes, fsdp=cfg.fsdp, deepspeed=cfg.deepspeed)

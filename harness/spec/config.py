@@ -73,6 +73,11 @@ class RunConfig:
     lora_dropout: float = _f(0.05, "LoRA dropout", type=float, group=TRAIN)
     gradient_checkpointing: bool = _f(False, "recompute activations to save memory (slower)", cli="bool",
                                       group=TRAIN)
+    trl_changes: bool = _f(True, "apply the harness's changes to trl's training path where their conditions hold "
+                                 "(padding-free batches, a compact LM head, fused LoRA dropout); --no-trl-changes "
+                                 "trains on trl's own path, for comparison", cli="bool", group=TRAIN)
+    liger_kernel: bool = _f(False, "Liger's Triton kernels for the model's norms, RoPE, SwiGLU and loss, through "
+                                   "trl (CUDA; needs the liger extra)", cli="bool", group=TRAIN)
     save: str = _f("auto", "keep trained weights in the cell folder: adapter, model, none, or auto (adapters "
                            "for LoRA methods, nothing for full)", choices=("auto", "adapter", "model", "none"),
                    group=TRAIN)

@@ -12,7 +12,8 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-COLUMNS = "| method | seq | GC | optimizer | peak alloc GiB | peak reserved GiB | est. GiB | ratio | tok/s | MFU |"
+COLUMNS = ("| method | batch x seq | GC | changes | optimizer | peak alloc GiB | peak reserved GiB | est. GiB | "
+           "ratio | tok/s | MFU | applied |")
 
 
 def run_bench(tmp_path, *extra) -> tuple[str, dict]:
@@ -38,13 +39,25 @@ def test_tiny_bench_table_has_every_method_and_variant(tmp_path):
         # the trainer really used the optimizer the table names (accelerate wraps it; the class inside)
         assert r["optimizer_class"] == ("bitsandbytes.AdamW" if r["method"] == "full" else "torch.AdamW"), r
         assert r["estimate_gib"] is None or r["estimate_gib"] > 0
+        assert "padding_free" in r["trl_changes"]["applied"]  # recorded per row
         line = next(t for t in table.splitlines()
-                    if t.startswith(f"| {r['method']} | 64 | {'on' if r['gc'] else 'off'} |"))
-        assert len(line.strip("|").split("|")) == 10
+                    if t.startswith(f"| {r['method']} | 4x64 | {'on' if r['gc'] else 'off'} | on |"))
+        assert len(line.strip("|").split("|")) == 12
     assert "AdamW 8-bit (bnb)" in table and "AdamW (torch fused)" in table
     assert data["meta"]["n_params"] == 147_776 and data["meta"]["device"] == "cpu"
     assert {(d["method"], d["mixed_precision"], d["weight_dtype"]) for d in data["dtypes"]} == {
         (m, "no", "float32") for m in ("full", "lora", "qlora4", "qlora8")}
+
+
+def test_tiny_bench_onoff_rows_train_with_and_without_the_changes(tmp_path):
+    """A fresh model per row, rows of mixed length: the changes' row packs them, trl's own row pads them, and both
+    count the same trained (non-padding) tokens."""
+    _, data = run_bench(tmp_path, "--preset", "onoff", "--methods", "lora")
+    rows = {r["changes"]: r for r in data["rows"]}
+    assert set(rows) == {"on", "off"} and all(r["status"] == "ok" and r["mixed"] for r in rows.values())
+    assert "padding_free" in rows["on"]["trl_changes"]["applied"] and not rows["off"]["trl_changes"]["applied"]
+    assert rows["on"]["tokens_per_step"] == rows["off"]["tokens_per_step"] < 4 * 128
+    assert rows["on"]["losses"][0] == pytest.approx(rows["off"]["losses"][0], rel=1e-5)
 
 
 def test_bad_method_is_one_line():
@@ -90,6 +103,39 @@ def test_word_tokenizer_rows_are_exactly_seq_tokens():
 
 def test_gpu_matrix_script_parses():
     assert subprocess.run(["bash", "-n", str(ROOT / "benchmarks" / "gpu_matrix.sh")]).returncode == 0
+
+
+NEEDED = ("trl", "bitsandbytes", "datasets", "liger_kernel", "rouge_score", "nltk", "bm25s", "gguf", "dill",
+          "multiprocess", "transformers", "peft")
+
+
+def _fake_wheels(folder: Path, names) -> Path:
+    """One tiny wheel per package name, holding only its METADATA: what the dry run reads."""
+    import zipfile
+
+    folder.mkdir()
+    for name in names:
+        with zipfile.ZipFile(folder / f"{name}-1.0-py3-none-any.whl", "w") as z:
+            z.writestr(f"{name}-1.0.dist-info/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    return folder
+
+
+def _dry_run(tmp_path, wheels: Path) -> subprocess.CompletedProcess:
+    env = {**__import__("os").environ, "OUT": str(tmp_path / "out"), "WHEELS": str(wheels),
+           "PYTHON": sys.executable}
+    return subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_matrix.sh"), "--dry-run"], capture_output=True,
+                          text=True, cwd=ROOT, env=env, timeout=60)
+
+
+def test_gpu_matrix_dry_run_checks_the_wheels_and_prints_every_step(tmp_path):
+    done = _dry_run(tmp_path, _fake_wheels(tmp_path / "whl", NEEDED))
+    assert done.returncode == 0, done.stdout[-2000:]
+    for name in ("install-wheels", "env", "conformance", "goals", "onoff", "table", "gpu-tests"):
+        assert f"=== {name} (timeout" in done.stdout
+    assert "missing: none" in done.stdout and "every step ok" in done.stdout
+    assert "--preset goals" in done.stdout and "--device cuda" in done.stdout and "-p no:xdist" in done.stdout
+    done = _dry_run(tmp_path, _fake_wheels(tmp_path / "short", NEEDED[:-1]))
+    assert done.returncode == 1 and "missing: peft" in done.stdout and "failed steps: wheels:check" in done.stdout
 
 
 @pytest.mark.gpu
