@@ -13,7 +13,7 @@ from functools import lru_cache
 from harness.core.errors import ConfigError, DataError
 from harness.spec.metrics import register_metric
 from harness.spec.prompts import completion_text, fit_prompt, n_tokens, render_prompt
-from harness.spec.task import Context, GenerationStats, Task, register_task
+from harness.spec.task import ROLES, Context, GenerationStats, Task, register_task
 from tasks import react
 from tasks.docstore import Browser, DocStore
 from tasks.embedded import fever_gen
@@ -84,12 +84,12 @@ class Fever(Task):
     def embedded(self, split: str) -> list[dict]:
         return fever_gen.generate("train" if split == "train" else "validation")
 
-    def load(self, cfg) -> dict:
+    def load(self, cfg, roles: tuple = ROLES) -> dict:
         if cfg.fever_mode == "react":
             check_docstore(cfg)
             if not uses_embedded_store(cfg):
                 load_docstore(cfg.docstore)  # a bad --docstore fails before any cell spends compute
-        return super().load(cfg)
+        return super().load(cfg, roles)
 
     def normalize(self, rows, columns, where):
         rows, _ = super().normalize(rows, columns, where)

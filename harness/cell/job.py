@@ -34,7 +34,7 @@ from harness.spec.cell import CellSpec
 from harness.spec.metrics import summarise
 from harness.spec.models import resolve_model
 from harness.spec.precision import precision_record, resolve_device
-from harness.spec.task import Context, GenerationStats, get_task, load_tasks
+from harness.spec.task import ROLES, Context, GenerationStats, get_task, load_tasks
 
 BACKENDS = {"hf": HFBackend, "vllm": VLLMBackend}  # --generate-backend
 
@@ -49,7 +49,7 @@ def run_cell(cell_dir: Path, data: dict | None = None) -> dict:
     cfg, task, method = spec.run, get_task(spec.task), spec.method
     store = CellStore(cell_dir.parent.parent, cell_dir.parent.name, cell_dir.name)
     close_open_runs(cfg)
-    label = f"{task.name} x {method.name}"
+    label = spec.label
     os.environ.setdefault("HARNESS_CELL", label)  # progress lines name the cell (harness/core/console.py)
     t0 = time.perf_counter()
     error = None
@@ -60,8 +60,8 @@ def run_cell(cell_dir: Path, data: dict | None = None) -> dict:
         env["executor"] = cfg.executor
         env["pid"] = os.getpid()
         store.write_json("env.json", env)
-        if data is None:
-            data = task.load(cfg)
+        roles = split_roles(spec)
+        data = task.load(cfg, roles) if data is None else only(data, roles)
         store.write_json("data.json", data["fingerprint"])
         skip = skip_reason(method, device)
         if skip:
@@ -82,6 +82,20 @@ def run_cell(cell_dir: Path, data: dict | None = None) -> dict:
     if step is not None:
         fields["step"] = step
     return store.finish("failed", **fields)
+
+
+def split_roles(spec: CellSpec) -> tuple:
+    """The splits a cell reads: a tuning cell no test rows (unless --drop-overlap filters training by them)."""
+    if spec.is_tuning and not spec.run.drop_overlap:
+        return ("train", "validation")
+    return ROLES
+
+
+def only(data: dict, roles: tuple) -> dict:
+    """The rows and fingerprints of ``roles`` in data the runner loaded (the inline executor passes it)."""
+    keep = set(roles) | ({"overlap"} if "test" in roles else set())
+    return {**{k: v for k, v in data.items() if k in roles},
+            "fingerprint": {k: v for k, v in data["fingerprint"].items() if k in keep}}
 
 
 def skip_reason(method, device: str) -> tuple[str, str] | None:
@@ -105,7 +119,9 @@ def execute(spec: CellSpec, task, store: CellStore, data: dict, model_location: 
     ctx = Context(tok=tok, max_seq_len=cfg.max_seq_len, max_new_tokens=hp["max_new_tokens"],
                   template=cfg.template, batch_size=cfg.eval_batch_size, cfg=cfg, backend=backend)
     pairs = [task.train_pair(r, ctx) for r in data["train"]] if method.trains else []
-    probe = weights.probe_inputs(task, data["eval"], ctx) if method.trains else []  # the weight checks' prompts
+    rows = data["validation"] if spec.is_tuning else data["test"]  # what the cell is scored on
+    val_pairs = [task.train_pair(r, ctx) for r in data["validation"]] if cfg.early_stop and method.trains else None
+    probe = weights.probe_inputs(task, rows, ctx) if method.trains else []  # the weight checks' prompts
     stats = GenerationStats()
     try:
         with measure.PeakMemory(device) as mem:
@@ -124,7 +140,7 @@ def execute(spec: CellSpec, task, store: CellStore, data: dict, model_location: 
                 if method.trains:
                     base_logits = weights.logits(model, probe)
                     model, train_record = training.train(model, tok, method, pairs, cfg, device, merge=False,
-                                                         cell_dir=store.dir)
+                                                         cell_dir=store.dir, eval_pairs=val_pairs)
                 else:
                     _, total = training.count_parameters(model)
                     train_record = {"trained": False, "trainable_params": 0, "total_params": total}
@@ -133,13 +149,18 @@ def execute(spec: CellSpec, task, store: CellStore, data: dict, model_location: 
                 train_record.update(weight_record)
             store.write_json("train.json", train_record)
             t_eval = time.perf_counter()
-            predictions = task.evaluate(model, data["eval"], ctx, stats)
+            if spec.is_tuning:
+                predictions = validate(task, model, rows, ctx, stats, hp["tune_by"])
+            else:
+                predictions = task.evaluate(model, rows, ctx, stats)
             eval_s = time.perf_counter() - t_eval
         after = evaluate_after(cfg, task, method, model, ctx, store)  # --cross-eval, --lm-eval: outside the peak
     finally:
         backend.close()
     del model
-    values = task.score(predictions)
+    values = task.score(predictions) if predictions and "output" in predictions[0] else {}
+    if spec.is_tuning:
+        values["loss"] = [p["loss"] for p in predictions]
     for i, p in enumerate(predictions):
         p["scores"] = {name: vals[i] for name, vals in values.items()}
     store.write_jsonl("predictions.jsonl", predictions)
@@ -154,10 +175,24 @@ def execute(spec: CellSpec, task, store: CellStore, data: dict, model_location: 
         "precision": precision_record(method, device),
     }
     store.write_json("metrics.json", {"task": task.name, "method": method.name, "seed": cfg.seed,
+                                      "split": "validation" if spec.is_tuning else "test",
                                       "quality": quality, "main_metric": task.main_metric,
                                       "extra": task.extra_report(predictions), "measurements": measurements,
                                       **after})
     store.finish("ok")
+
+
+def validate(task, model, rows: list[dict], ctx: Context, stats: GenerationStats, by: str) -> list[dict]:
+    """A tuning cell's figures on the validation rows: each row's loss (its completion's mean token negative
+    log-likelihood, as training computes it), and, unless the choice is by loss, the task's own evaluation."""
+    pairs = [task.train_pair(r, ctx) for r in rows]
+    nll = ctx.completion_nll(model, [p["prompt"] for p in pairs], [p["completion"] for p in pairs],
+                             ctx.batch_size, label="validation loss")
+    out = task.evaluate(model, rows, ctx, stats) if by != "loss" else [
+        {"id": r.get("id", i)} for i, r in enumerate(rows)]
+    for p, (total, n) in zip(out, nll, strict=True):
+        p["loss"] = total / n
+    return out
 
 
 def evaluate_after(cfg, task, method, model, ctx: Context, store: CellStore) -> dict:

@@ -52,14 +52,57 @@ def _callback(total_steps: int, advance, curve: list):
     return Monitor()
 
 
+def _early_stopping(patience: int, record: dict):
+    """Stop when the validation loss has not improved for ``patience`` evaluations; keep the best weights.
+
+    transformers' EarlyStoppingCallback needs load_best_model_at_end, which writes a checkpoint at every
+    evaluation; this keeps a copy of the trainable tensors in memory instead (all of them for full fine-tuning,
+    the adapter for LoRA), and ``restore`` puts the best back after training."""
+    from transformers import TrainerCallback
+
+    class EarlyStop(TrainerCallback):
+        best: dict | None = None
+        model = None
+
+        def on_evaluate(self, args, state, control, metrics=None, model=None, **kw):
+            loss = (metrics or {}).get("eval_loss")
+            if loss is None:
+                return
+            record["evals"].append({"step": state.global_step, "loss": float(loss)})
+            if record["best_loss"] is None or loss < record["best_loss"]:
+                record.update(best_loss=float(loss), best_step=state.global_step, waited=0)
+                self.model = model
+                self.best = {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters()
+                             if p.requires_grad}
+            else:
+                record["waited"] += 1
+                if record["waited"] >= patience:
+                    record["stopped_at_step"] = state.global_step
+                    control.should_training_stop = True
+
+        def restore(self) -> None:
+            if self.best is None:
+                return
+            import torch
+
+            params = dict(self.model.named_parameters())
+            with torch.no_grad():
+                for name, value in self.best.items():
+                    params[name].copy_(value)
+            record["restored_step"] = record["best_step"]
+
+    return EarlyStop()
+
+
 def train(model, tok, spec, pairs: list[dict], cfg, device: str, merge: bool = True, save_to: str | None = None,
-          callbacks: tuple = (), cell_dir=None):
+          callbacks: tuple = (), cell_dir=None, eval_pairs: list[dict] | None = None):
     """Train ``model`` on prompt/completion ``pairs``; return (model ready for generation, train record).
 
     ``merge=False`` returns a LoRA model with its adapter unmerged. ``save_to`` saves the trained weights with
     the trainer (an adapter for LoRA; under FSDP or DeepSpeed the trainer gathers the shards), before any
     merge. ``callbacks`` are extra TrainerCallbacks (harness/cell/distributed.py records what each process saw).
-    ``cell_dir`` names the cell whose tracker runs (--report-to) the trainer logs to.
+    ``cell_dir`` names the cell whose tracker runs (--report-to) the trainer logs to. ``eval_pairs`` (validation
+    rows) with --early-stop evaluate the loss four times an epoch and stop when it stops improving.
     """
     from datasets import Dataset
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
@@ -87,6 +130,15 @@ def train(model, tok, spec, pairs: list[dict], cfg, device: str, merge: bool = T
                                  target_modules=spec.lora_target_modules, task_type="CAUSAL_LM")
 
     lr = cfg.lr if cfg.lr is not None else spec.lr
+    early, evaluation = None, {}
+    if cfg.early_stop and eval_pairs:
+        # Four evaluations an epoch: often enough to stop within a quarter epoch of the best point, rarely
+        # enough that the validation forward passes stay a small share of the time (the harness's choice).
+        every = max(1, _planned_steps(len(pairs), cfg) // max(1, math.ceil(4 * cfg.epochs)))
+        early = {"patience": cfg.early_stop, "eval_every_steps": every, "validation_rows": len(eval_pairs),
+                 "evals": [], "best_loss": None, "best_step": None, "waited": 0, "stopped_at_step": None}
+        evaluation = {"eval_strategy": "steps", "eval_steps": every, "prediction_loss_only": True,
+                      "per_device_eval_batch_size": cfg.batch_size}
     precision = mixed_precision(device)
     workdir = tempfile.mkdtemp(prefix="harness-trainer-")  # nothing is saved there: save_strategy="no"
     args = SFTConfig(
@@ -98,11 +150,13 @@ def train(model, tok, spec, pairs: list[dict], cfg, device: str, merge: bool = T
         completion_only_loss=True, include_num_input_tokens_seen="non_padding",
         activation_checkpointing=cfg.gradient_checkpointing, use_liger_kernel=cfg.liger_kernel,
         # bf16 from compute capability 8.0 up, fp16 below it (T4, V100), none on CPU (harness/spec/precision.py)
-        use_cpu=device == "cpu", bf16=precision == "bf16", fp16=precision == "fp16")
+        use_cpu=device == "cpu", bf16=precision == "bf16", fp16=precision == "fp16", **evaluation)
     dataset = Dataset.from_list([{"prompt": p["prompt"], "completion": p["completion"]} for p in pairs])
+    eval_dataset = Dataset.from_list([{"prompt": p["prompt"], "completion": p["completion"]}
+                                      for p in eval_pairs]) if early else None
     router_logits = getattr(model.config.get_text_config(), "output_router_logits", None)  # trl sets it, below
-    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tok,
-                         peft_config=peft_config)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, eval_dataset=eval_dataset,
+                         processing_class=tok, peft_config=peft_config)
     # Padding-free batches, a compact LM head, fused LoRA dropout: the same loss with less time and memory
     # (harness/cell/trl_changes.py says what each does, where it applies, and why)
     changes = apply_changes(trainer, cfg, device)
@@ -115,11 +169,16 @@ def train(model, tok, spec, pairs: list[dict], cfg, device: str, merge: bool = T
         trainer.remove_callback(cb)
     for cb in callbacks:
         trainer.add_callback(cb)
+    stopper = _early_stopping(cfg.early_stop, early) if early else None
+    if stopper is not None:
+        trainer.add_callback(stopper)
     with progress_bar(f"train {spec.name}", steps) as advance:
         trainer.add_callback(_callback(steps, advance, curve))
         t0 = time.perf_counter()
         try:
             trainer.train()
+            if stopper is not None:
+                stopper.restore()
         finally:
             changes.restore()
             shutil.rmtree(workdir, ignore_errors=True)
@@ -146,6 +205,9 @@ def train(model, tok, spec, pairs: list[dict], cfg, device: str, merge: bool = T
         "final_loss": curve[-1]["loss"] if curve else None, "adapter_merged": merged,
         "trl_changes": changes.record(), **notes,
     }
+    if early is not None:
+        early.pop("waited")
+        record["early_stop"] = early
     return model, record
 
 

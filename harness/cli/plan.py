@@ -30,7 +30,7 @@ from harness.report.render import plain
 from harness.report.table import Column, Table, Value
 
 SHARED = ("model", "methods", "batch_size", "eval_batch_size", "max_seq_len", "grad_accum", "lora_r",
-          "gradient_checkpointing", "gpu", "memory_budget", "device", "out")
+          "gradient_checkpointing", "gpu", "memory_budget", "device", "out", "tune", "seeds")
 COLUMNS = ("weights", "quant_constants", "adapters", "gradients", "optimizer", "activations", "logits",
            "kv_cache", "workspace")
 
@@ -94,8 +94,22 @@ def cmd_plan(argv: list[str]) -> int:
     rates = measured_rates(args.out, args.model, device, args.gpu)
     print("time:")
     for spec in specs:
-        print("  " + time_line(shape, spec, rates, args.gpu, args.mfu, args.batch_size * args.max_seq_len))
+        line = time_line(shape, spec, rates, args.gpu, args.mfu, args.batch_size * args.max_seq_len)
+        print("  " + line + tuning_cost(cfg, spec))
     return 0
+
+
+def tuning_cost(cfg, spec) -> str:
+    """How many times a method trains under --tune and --seeds: each grid point, then the chosen point."""
+    grid = cfg.grids.get(spec.name)
+    seeds = len(cfg.seed_list)
+    if not grid and seeds == 1:
+        return ""
+    runs = (len(grid) + 1 if grid else 1) * seeds
+    what = [f"{len(grid)} grid points ({', '.join(f'{v:g}' for v in grid)}) on validation, then the chosen one on "
+            "test"] if grid else []
+    what += [f"x {seeds} seeds"] if seeds > 1 else []
+    return f"; the run trains it {runs} times ({' '.join(what)}): {runs}x this time"
 
 
 def _gib(x):

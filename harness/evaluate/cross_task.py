@@ -51,17 +51,17 @@ def cross_evaluate(cfg, own_task, spec, model, ctx, store) -> dict | None:
     for name in names:
         task = get_task(name)
         console.print(f"cross-eval: {own_task.name} x {spec.name} on {name}")
-        data = task.load(cfg)
+        data = task.load(cfg, roles=("test",))
         other = dataclasses.replace(ctx, max_new_tokens=cfg.max_new_tokens or task.max_new_tokens)
         stats = GenerationStats()
         t0 = time.perf_counter()
-        predictions = task.evaluate(model, data["eval"], other, stats)
+        predictions = task.evaluate(model, data["test"], other, stats)
         eval_s = time.perf_counter() - t0
         values = task.score(predictions)
         for i, p in enumerate(predictions):
             p["scores"] = {metric: vals[i] for metric, vals in values.items()}
         store.write_jsonl(predictions_file(name), predictions)
         cross[name] = {"main_metric": task.main_metric, "quality": summarise(values, cfg.bootstrap, cfg.seed),
-                       "eval_data": data["fingerprint"]["eval"], "predictions": predictions_file(name),
+                       "eval_data": data["fingerprint"]["test"], "predictions": predictions_file(name),
                        "eval_s": eval_s, **stats.to_dict()}
     return cross

@@ -16,9 +16,11 @@ from harness.core.files import atomic_write_json, read_json
 from harness.execute.executors import make_executor
 from harness.execute.preflight import check_integrations, check_resumable, check_writable
 from harness.plan.budget import budget_skip, memory_budget, over_budget_before
-from harness.plan.matrix import Cell, plan
+from harness.plan.matrix import Cell, chosen_cells, number, plan, run_size
+from harness.records.tuning import run_tunings
 from harness.spec.config import RunConfig
 from harness.spec.models import resolve_model
+from harness.spec.overlap import describe
 from harness.spec.precision import resolve_device
 from harness.spec.task import get_task
 
@@ -30,18 +32,39 @@ def run_matrix(cfg: RunConfig, command: str | None = None) -> list[Cell]:
     check_resumable(cells)
     device = resolve_device(cfg.device)
     datasets = {name: get_task(name).load(cfg) for name in cfg.tasks}
+    warn_overlap(datasets)
     model = resolve_model(cfg.model)  # builds a catalogue model's cache once, before cells race to build it
     check_integrations(cfg, model)
     check_writable(cfg.run_dir)  # last: a run refused above leaves no folder behind
     write_manifest(cfg, cells, command)
-    console.print(f"[bold]run[/] {cfg.run_dir}  model={cfg.model}  device={device}  cells={len(cells)}  "
+    console.print(f"[bold]run[/] {cfg.run_dir}  model={cfg.model}  device={device}  cells={run_size(cfg)}  "
                   f"executor={cfg.executor}" + (f" x{cfg.parallel}" if cfg.parallel > 1 else ""))
-    todo = []
     budget = memory_budget(cfg, device)
+    run_cells(cells, executor, datasets, cfg, device, model.location, budget)
+    if cfg.grids:  # each tuned method's rate, chosen on validation; then its test cells at that rate
+        chosen = chosen_cells(cfg, choices(cfg))
+        number(chosen, run_size(cfg), start=len(cells))
+        write_manifest(cfg, cells + chosen, command)
+        run_cells(chosen, executor, datasets, cfg, device, model.location, budget)
+        cells += chosen
+    for cell in cells:
+        cell.outcome = read_outcome(cell)
+    return cells
+
+
+def run_cells(cells: list[Cell], executor, datasets: dict, cfg: RunConfig, device: str, model_location: str,
+              budget) -> None:
+    """Hand every cell that is not already complete to the executor; a completed cell is kept, a broken one redone."""
+    todo = []
     for cell in cells:
         state, reason = cell.store.state()
         if state == "complete" and reason == "skipped" and over_budget_before(cell):
             cell.store.reset()  # the budget or --force may have changed: decide again
+            state = "missing"
+        if state == "complete" and cell.store.read_json("config.json").get("config_hash") != cell.spec.config_hash:
+            # Only a tuned method's test cell gets here (check_resumable refused the rest): its grid chose again.
+            console.print(f"[yellow]cell {cell.index}/{cell.of} {cell.label}: tuning chose another rate, redoing[/]")
+            cell.store.reset()
             state = "missing"
         if state == "complete" and reason in ("ok", "skipped"):
             console.print(f"[dim]cell {cell.index}/{cell.of} {cell.label}: already complete, skipped[/]")
@@ -51,7 +74,7 @@ def run_matrix(cfg: RunConfig, command: str | None = None) -> list[Cell]:
             cell.store.reset()
         cell.store.dir.mkdir(parents=True, exist_ok=True)
         cell.spec.write(cell.store.dir)
-        reason = budget_skip(cell, cfg, device, model.location, budget)
+        reason = budget_skip(cell, cfg, device, model_location, budget)
         if reason:
             console.print(f"[yellow]cell {cell.index}/{cell.of} {cell.label}: skipped: {reason}[/]")
             cell.store.finish("skipped", error_kind="over_budget", message=reason)
@@ -59,9 +82,29 @@ def run_matrix(cfg: RunConfig, command: str | None = None) -> list[Cell]:
         todo.append(cell)
     if todo:
         executor.run(todo, datasets)
-    for cell in cells:
-        cell.outcome = read_outcome(cell)
-    return cells
+
+
+def choices(cfg: RunConfig) -> dict:
+    """{(task, method): chosen rate} from the tuning cells' records, each choice printed with its grid."""
+    out = {}
+    for t in run_tunings(cfg.run_dir, len(cfg.seed_list)):
+        curve = ", ".join(f"{p.value:g}: {'-' if p.measure is None else format(p.measure, '.4f')}" for p in t.points)
+        if t.chosen is None:
+            console.print(f"[red]tuning {t.task} x {t.method}: no grid point finished ({curve}); its test cell does "
+                          "not run[/]", soft_wrap=True)
+            continue
+        console.print(f"[bold]tuning[/] {t.task} x {t.method}: {t.by} on validation ({t.validation_rows} rows) "
+                      f"by {t.key}: {curve}; chosen {t.key}={t.chosen:g}", soft_wrap=True)
+        out[t.task, t.method] = t.chosen
+    return out
+
+
+def warn_overlap(datasets: dict) -> None:
+    """One warning line per task whose test rows overlap its training rows (harness/spec/overlap.py)."""
+    for name, data in datasets.items():
+        text = describe(name, data["fingerprint"]["overlap"]) if "overlap" in data["fingerprint"] else None
+        if text:
+            console.print(f"[yellow]warning: {text}[/]", soft_wrap=True)
 
 
 def read_outcome(cell: Cell) -> dict:

@@ -8,8 +8,9 @@ from harness.core.files import read_json, read_jsonl
 from harness.records.store import CellStore
 
 
-def load_records(run_dir: Path) -> list[dict]:
-    """Every cell folder of a run that has a readable status, in run.json order when there is one."""
+def load_records(run_dir: Path, split: str = "test") -> list[dict]:
+    """Every cell folder of a run that has a readable status, in run.json order when there is one: the cells scored
+    on ``split``, "test" (every reported figure) or "validation" (the tuning cells, harness/records/tuning.py)."""
     run_dir = Path(run_dir)
     folders: list[Path] = []
     if (run_dir / "run.json").is_file():
@@ -24,6 +25,9 @@ def load_records(run_dir: Path) -> list[dict]:
         rec = {"task": folder.parent.name, "method": folder.name, "dir": str(folder),
                "status": store.read_json("status.json"), "config": store.read_json("config.json")}
         rec["method"] = rec["config"]["method"]["name"]
+        rec["split"] = rec["config"]["hyperparameters"].get("eval_split", "test")
+        if rec["split"] != split:
+            continue
         if store.path("metrics.json").is_file():
             rec["metrics"] = store.read_json("metrics.json")
             rec["train"] = store.read_json("train.json")
@@ -32,9 +36,14 @@ def load_records(run_dir: Path) -> list[dict]:
 
 
 def eval_hash(rec: dict) -> str | None:
-    """The content hash of the eval rows a cell was scored on (data.json): cells are compared only when equal."""
+    """The content hash of the rows a cell was scored on (data.json: validation for a tuning cell, else test, which
+    runs before there were three splits called eval): cells are compared only when equal."""
     path = Path(rec["dir"]) / "data.json"
-    return read_json(path).get("eval", {}).get("sha256") if path.is_file() else None
+    if not path.is_file():
+        return None
+    data = read_json(path)
+    role = "validation" if rec.get("split") == "validation" else "test" if "test" in data else "eval"
+    return data.get(role, {}).get("sha256")
 
 
 def example_values(rec: dict, metric: str, file: str = "predictions.jsonl") -> dict:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from harness.core.files import atomic_write_bytes, read_json
 from harness.core.units import parse_budget
+from harness.records.tuning import run_tunings
 from harness.report import html as html_page
 from harness.report.compare import comparison_table, paired_comparisons
 from harness.report.cross_task import cross_markdown, cross_rows, cross_table
@@ -22,6 +23,7 @@ from harness.report.render import csv_text, terminal
 from harness.report.render import markdown as markdown_table
 from harness.report.table import Table
 from harness.report.tables import cells_table, extra_tables, notes, task_tables
+from harness.report.tuning import tested, tuning_note, tuning_table
 
 COMPARISONS_NOTE = "Main metric of each task; paired bootstrap over the same eval examples (95% CI)."
 
@@ -35,6 +37,7 @@ class Section:
     extras: tuple = ()
     lm_eval: Table | None = None
     recommendation: str | None = None
+    tuning: Table | None = None  # the tuned methods' grids on validation (harness/report/tuning.py)
 
 
 @dataclass(frozen=True)
@@ -46,19 +49,24 @@ class Report:
     cross_rows: tuple  # the rows behind ``cross``, for the page's plots
     comparisons: Table | None
     records: tuple
+    tunings: tuple = ()
 
 
 def build(records: list[dict], title: str, command: str | None = None, comparisons: list[dict] | None = None,
-          recommendations: dict | None = None) -> Report:
-    """The report of ``records``; ``comparisons`` (paired_comparisons rows) and ``recommendations`` ({task:
-    paragraph}) are shown when given."""
+          recommendations: dict | None = None, tunings: list | None = None) -> Report:
+    """The report of ``records``; ``comparisons`` (paired_comparisons rows), ``recommendations`` ({task:
+    paragraph}) and ``tunings`` (harness.records.tuning) are shown when given."""
     rows = cross_rows(records)
+    tunings = tested(list(tunings or ()), records)
     sections = tuple(Section(task, table, tuple(extra_tables(task, records)), lm_eval_table(records, task),
-                             (recommendations or {}).get(task))
+                             (recommendations or {}).get(task), tuning_table(task, tunings))
                      for task, table in task_tables(records).items())
     compared = comparison_table(comparisons) if comparisons else None
-    return Report(title, tuple(notes(records, command)), sections, cross_table(records, rows), tuple(rows),
-                  compared, tuple(records))
+    lines = notes(records, command)
+    if tunings:
+        lines.insert(1 if command or lines[0].startswith("Made with") else 0, tuning_note(tunings))
+    return Report(title, tuple(lines), sections, cross_table(records, rows), tuple(rows), compared, tuple(records),
+                  tuple(tunings))
 
 
 def markdown(records: list[dict], title: str, command: str | None = None, comparisons: list[dict] | None = None,
@@ -74,6 +82,8 @@ def to_markdown(report: Report) -> str:
         parts += [f"## {s.task}", "", markdown_table(s.table), ""]
         if s.recommendation:
             parts += [f"**Recommendation.** {s.recommendation}", ""]
+        if s.tuning is not None:
+            parts += [f"**{s.tuning.title}**", "", markdown_table(s.tuning), ""]
         for caption, table in s.extras:
             parts += [f"**{caption}**", "", markdown_table(table), ""]
         if s.lm_eval is not None:
@@ -90,6 +100,8 @@ def to_terminal(report: Report, console) -> None:
     readable in an 80-column terminal."""
     for s in report.sections:
         terminal(s.table, console)
+        if s.tuning is not None:
+            terminal(s.tuning, console)
         if s.lm_eval is not None:
             terminal(s.lm_eval, console)
     if report.cross is not None:
@@ -107,7 +119,8 @@ def write_reports(run_dir: Path, records: list[dict], command: str | None = None
     budget = parse_budget(budget)  # a malformed budget is one line, before any table
     n_boot = next((r["config"]["hyperparameters"]["bootstrap"] for r in records), 1000)
     pairs = paired_comparisons(records, n_boot=n_boot)
-    report = build(records, f"Results: {run_dir.name}", command, pairs, paragraphs(records, budget, pairs))
+    report = build(records, f"Results: {run_dir.name}", command, pairs, paragraphs(records, budget, pairs),
+                   run_tunings(run_dir))
     if console is not None:
         to_terminal(report, console)
     paths = [run_dir / "report.md", run_dir / "summary.csv", run_dir / "report.html"]

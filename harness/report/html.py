@@ -14,6 +14,7 @@ from harness.report.cross_task import cross_html
 from harness.report.plots import loss_curves, quality_vs_memory, throughput
 from harness.report.render import html_table
 from harness.report.seeds import collapse
+from harness.report.tuning import validation_curves
 
 CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:14px}th,td{border:1px solid #ccc;padding:4px 8px;
@@ -41,8 +42,11 @@ def render(report) -> str:
             parts.append(html_table(table))
         if s.lm_eval is not None:
             parts += [f"<h4>{html.escape(s.lm_eval.title)}</h4>", html_table(s.lm_eval)]
+        if s.tuning is not None:
+            parts += [f"<h4>{html.escape(s.tuning.title)}</h4>", html_table(s.tuning)]
         images = [(make.__name__, make(s.task, subset)) for make, subset in
-                  ((quality_vs_memory, shown), (loss_curves, recs), (throughput, shown))]
+                  ((quality_vs_memory, shown), (loss_curves, recs), (throughput, shown),
+                   (validation_curves, list(report.tunings)))]
         parts.append("<div class='plots'>" + "".join(f"<img alt='{name} {html.escape(s.task)}' src='{uri}'>"
                                                       for name, uri in images if uri) + "</div>")
         if s.recommendation:

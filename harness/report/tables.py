@@ -15,6 +15,7 @@ from harness.core.units import MIB
 from harness.report.seeds import collapse, label, multi_seed, seed_of
 from harness.report.table import Column, Status, Table, Value, mib
 from harness.spec.metrics import get_metric
+from harness.spec.overlap import describe
 from harness.spec.task import TASKS
 
 MEASURES = ("peak MiB", "weights MiB", "train tok/s", "gen tok/s", "train s", "eval s", "train %")
@@ -128,7 +129,7 @@ def notes(records: list[dict], command: str | None = None) -> list[str]:
                    f"torch {pk.get('torch')}, transformers {pk.get('transformers')}, peft {pk.get('peft')}, "
                    f"trl {pk.get('trl')}, bitsandbytes {pk.get('bitsandbytes')}; commit {', '.join(commits)}"
                    f"{state}.")
-    out.append("Quality: the value over the eval examples, with its 95% bootstrap CI in brackets. Peak memory: "
+    out.append("Quality: the value over the test examples, with its 95% bootstrap CI in brackets. Peak memory: "
                "CUDA max allocated on a GPU; on CPU, the peak resident memory of the process during the cell.")
     if multi_seed(records):
         out.append("Seeds: a method run with several seeds shows the mean over its seeds, ± the standard deviation "
@@ -144,13 +145,27 @@ def notes(records: list[dict], command: str | None = None) -> list[str]:
         seen.add(r["task"])
         fp = read_json(path)
         parts = []
-        for role in ("train", "eval"):
+        for role in ("train", "validation", "test", "eval"):
             if role in fp:
                 d = fp[role]
                 bad = f", {d['unparsed']['count']} rows did not parse and were left out" if d.get("unparsed") else ""
                 parts.append(f"{role} {d['rows']} rows from {d['source']} (sha256 {d['sha256'][:12]}{bad})")
         out.append(f"Data for {r['task']}: " + "; ".join(parts) + ".")
+        overlap = fp.get("overlap")
+        if overlap:
+            out.append(overlap_note(r["task"], overlap))
     return out
+
+
+def overlap_note(task: str, overlap: dict) -> str:
+    """The train-test overlap of a task's data (data.json), as a warning when any test row overlaps."""
+    dropped = overlap.get("dropped_from_train", 0)
+    tail = f"; --drop-overlap kept {dropped} overlapping rows out of training" if dropped else ""
+    text = describe(task, overlap)
+    if text:
+        return f"**Warning: train-test overlap.** {text}{tail}."
+    return (f"Train-test overlap for {task}: none of {overlap['test_rows']} test rows duplicates a training row or "
+            f"shares {overlap['near_share']:.0%} of its word {overlap['ngram']}-grams with one{tail}.")
 
 
 def training_notes(records: list[dict]) -> list[str]:

@@ -5,6 +5,10 @@ The runner writes it into the cell folder as ``config.json`` and the cell's own 
 decide the cell's results; together with the task, the method, the model and the data they are hashed
 (``config_hash``), and a rerun resumes a cell only when the hash matches. The whole run config rides along
 under ``run`` for everything that does not change results (the executor, the trackers, the budget).
+
+A tuning cell is one point of a method's learning-rate grid: it trains like any cell, is scored on the validation
+split (``hyperparameters["eval_split"]``) and keeps no weights. ``tuning`` says which grid a cell belongs to, or
+which grid chose its rate.
 """
 
 from __future__ import annotations
@@ -29,10 +33,20 @@ class CellSpec:
     columns: dict  # this task's --columns mapping
     hyperparameters: dict
     run: RunConfig  # the run's config, with this cell's seed
+    # How the learning rate was set: {"role": "point" (a tuning cell) or "chosen" (the test cell of a tuned method),
+    # "key": "lr", "grid": [...], "by": metric}. Provenance only: what changes results is in ``hyperparameters``.
+    tuning: dict | None = None
 
     @classmethod
-    def create(cls, cfg: RunConfig, task, method: MethodSpec) -> CellSpec:
-        """The cell of ``task`` (a registered Task) x ``method`` under ``cfg`` (whose ``seed`` is the cell's)."""
+    def create(cls, cfg: RunConfig, task, method: MethodSpec, tuning: dict | None = None) -> CellSpec:
+        """The cell of ``task`` (a registered Task) x ``method`` under ``cfg`` (whose ``seed`` is the cell's).
+
+        ``tuning`` with role "point" makes a tuning cell at ``tuning["value"]``; with role "chosen", the test cell of
+        the rate chosen on validation."""
+        if tuning is not None:
+            method = dataclasses.replace(method, lr=tuning["value"])
+        if tuning is not None and tuning["role"] == "point":  # scored on validation; nothing kept, nothing more
+            cfg = dataclasses.replace(cfg, save="none", cross_eval=False, lm_eval=None)
         hp = {
             "lr": (cfg.lr if cfg.lr is not None else method.lr) if method.trains else None,
             "epochs": cfg.epochs, "batch_size": cfg.batch_size, "grad_accum": cfg.grad_accum,
@@ -58,8 +72,21 @@ class CellSpec:
         if cfg.lm_eval:
             hp.update(lm_eval=list(cfg.lm_eval), lm_eval_limit=cfg.lm_eval_limit,
                       lm_eval_include=cfg.lm_eval_include)
+        if cfg.early_stop is not None and method.trains:
+            hp["early_stop"] = cfg.early_stop
+        if cfg.needs_validation:  # the validation rows (and so the training rows they are carved from)
+            hp.update(validation_limit=cfg.validation_limit or task.eval_limit,
+                      validation_fraction=cfg.validation_fraction)
+        if cfg.drop_overlap and method.trains:
+            hp["drop_overlap"] = True
+        if tuning is not None and tuning["role"] == "point":
+            hp.update(eval_split="validation", tune_by=cfg.tune_by)
         data = {k: v for k, v in cfg.data.items() if k.split(".")[0] == task.name}
-        return cls(task.name, method, cfg.model, data, cfg.columns.get(task.name, {}), hp, cfg)
+        return cls(task.name, method, cfg.model, data, cfg.columns.get(task.name, {}), hp, cfg, tuning)
+
+    @property
+    def is_tuning(self) -> bool:
+        return self.hyperparameters.get("eval_split") == "validation"
 
     def _hashed(self) -> dict:
         return {"task": self.task, "method": dataclasses.asdict(self.method), "model": self.model,
@@ -76,20 +103,23 @@ class CellSpec:
     @property
     def folder(self) -> str:
         """The cell's folder under its task: the method's name, with the seed when the run has several."""
-        return folder_name(self.method) + (f"-seed{self.seed}" if len(self.run.seed_list) > 1 else "")
+        point = f".lr={self.method.lr:g}" if self.is_tuning else ""
+        return folder_name(self.method) + point + (f"-seed{self.seed}" if len(self.run.seed_list) > 1 else "")
 
     @property
     def label(self) -> str:
         seeds = self.run.seeds or ()
-        return f"{self.task} x {self.method.name}" + (f" seed {self.seed}" if len(seeds) > 1 else "")
+        point = f" lr={self.method.lr:g} (tuning)" if self.is_tuning else ""
+        return f"{self.task} x {self.method.name}{point}" + (f" seed {self.seed}" if len(seeds) > 1 else "")
 
     def to_json(self) -> dict:
-        return {**self._hashed(), "config_hash": self.config_hash, "run": self.run.to_dict()}
+        return {**self._hashed(), "config_hash": self.config_hash, "run": self.run.to_dict(),
+                **({"tuning": self.tuning} if self.tuning else {})}
 
     @classmethod
     def from_json(cls, d: dict) -> CellSpec:
         return cls(d["task"], MethodSpec(**d["method"]), d["model"], d["data"], d["columns"], d["hyperparameters"],
-                   RunConfig.from_dict(d["run"]))
+                   RunConfig.from_dict(d["run"]), d.get("tuning"))
 
     def write(self, cell_dir: Path) -> None:
         atomic_write_json(Path(cell_dir) / CONFIG, self.to_json())

@@ -15,12 +15,13 @@ from pathlib import Path
 from harness.core.errors import ConfigError
 from harness.core.files import sha256_json
 from harness.core.units import parse_budget, parse_bytes
-from harness.spec.methods import resolve_method
+from harness.spec.methods import default_grid, parse_values, resolve_method, split_grid
 
 # The sections of ``--help``, in the order they are shown; each field names its own.
-RUN, TRAIN, EVAL, EXECUTE, REPORT, REPRO = ("what to run", "training", "evaluation", "execution",
-                                            "reports and tracking", "reproducibility")
-GROUPS = (RUN, TRAIN, EVAL, EXECUTE, REPORT, REPRO)
+RUN, TRAIN, TUNE, EVAL, EXECUTE, REPORT, REPRO = (
+    "what to run", "training", "fair comparisons: splits, tuning, overlap", "evaluation", "execution",
+    "reports and tracking", "reproducibility")
+GROUPS = (RUN, TRAIN, TUNE, EVAL, EXECUTE, REPORT, REPRO)
 
 
 def _f(default, help: str, cli: str = "value", **kw):
@@ -37,14 +38,16 @@ class RunConfig:
     tasks: tuple = _f(("cnn",), "tasks to run, comma-separated (see `run_matrix.py list`)", cli="list", group=RUN)
     methods: tuple = _f(
         ("base", "lora", "qlora"),
-        "methods to compare, comma-separated; NAME:key=value overrides a method field, e.g. lora:lr=1e-3",
+        "methods to compare, comma-separated; NAME:key=value overrides a method field, e.g. lora:lr=1e-3; "
+        "NAME:lr=a|b|c tunes that method's learning rate over a grid (see --tune)",
         cli="list", group=RUN,
     )
     model: str = _f("smollm2-135m", "catalogue name, Hugging Face Hub id, or local model folder", group=RUN)
     data: dict = _f(
         {},
         "TASK=SOURCE (repeatable): 'embedded', a hub id[:config[:split]], or a .jsonl/.json/.csv/.parquet "
-        "file; TASK.train=SOURCE and TASK.eval=SOURCE set one split",
+        "file; TASK=TRAIN,VALIDATION,TEST (or TRAIN,TEST) gives each split its own source; TASK.train=, "
+        "TASK.validation= and TASK.test= (or TASK.eval=) set one split",
         cli="kv", group=RUN,
     )
     columns: dict = _f(
@@ -81,6 +84,24 @@ class RunConfig:
     save: str = _f("auto", "keep trained weights in the cell folder: adapter, model, none, or auto (adapters "
                            "for LoRA methods, nothing for full)", choices=("auto", "adapter", "model", "none"),
                    group=TRAIN)
+    # --- fair comparisons: splits, tuning, overlap --------------------------------------------------------
+    tune: str | None = _f(None, "choose each trained method's learning rate on the validation split, then evaluate "
+                                "only the chosen point on test: 'lr' searches a grid of three around each method's "
+                                "own rate (x1/3, x1, x3), 'lr=1e-5,5e-5,2e-4' that grid for every trained method; "
+                                "NAME:lr=a|b|c in --methods gives one method its own grid", group=TUNE)
+    tune_by: str = _f("metric", "what chooses a grid point: metric (the task's main metric on validation, which "
+                                "generates) or loss (the validation loss, cheaper: no generation)",
+                      choices=("metric", "loss"), group=TUNE)
+    validation_limit: int | None = _f(None, "validation rows per task, when tuning or early stopping uses them "
+                                            "(default: the task's eval limit)", type=int, group=TUNE)
+    validation_fraction: float = _f(0.1, "share of a training source held out as validation when no validation "
+                                         "split is given (rows chosen by a hash of their content: the same on "
+                                         "every machine and for every seed)", type=float, group=TUNE)
+    drop_overlap: bool = _f(False, "remove training rows that duplicate or nearly duplicate a test row (shared "
+                                   "word 13-grams), refilling from the rest of the training source", cli="bool",
+                            group=TUNE)
+    early_stop: int | None = _f(None, "stop training when the validation loss has not improved for this many "
+                                      "evaluations (4 per epoch), and keep the best weights", type=int, group=TUNE)
     # --- evaluation --------------------------------------------------------------------------------------
     eval_batch_size: int = _f(16, "generation batch size", type=int, group=EVAL)
     max_new_tokens: int | None = _f(None, "generation length cap (default: the task's own)", type=int, group=EVAL)
@@ -138,6 +159,8 @@ class RunConfig:
                                    "alone)", cli="list", group=REPRO)
     # The methods, resolved once from ``methods`` (harness.spec.methods); not a flag, not in to_dict().
     specs: tuple = field(default=(), init=False, repr=False, compare=False, metadata={"cli": None})
+    # Each tuned method's learning-rate grid, {method name: (lr, ...)}, from --tune and NAME:lr=a|b|c; not a flag.
+    grids: dict = field(default_factory=dict, init=False, repr=False, compare=False, metadata={"cli": None})
 
     def __post_init__(self):
         for name in ("train_limit", "eval_limit", "max_new_tokens"):
@@ -161,12 +184,14 @@ class RunConfig:
             raise ConfigError("--tasks is empty; name at least one task")
         if not self.methods:
             raise ConfigError("--methods is empty; name at least one method")
-        specs = tuple(resolve_method(text) for text in self.methods)
+        split = [split_grid(text) for text in self.methods]
+        specs = tuple(resolve_method(text) for text, _ in split)
         for items, what in ((self.tasks, "task"), ([s.name for s in specs], "method")):
             dup = sorted({x for x in items if list(items).count(x) > 1})
             if dup:
                 raise ConfigError(f"{what} {dup[0]!r} is listed twice; name each {what} once")
         object.__setattr__(self, "specs", specs)
+        object.__setattr__(self, "grids", self._grids(specs, [grid for _, grid in split]))
         for f in FLAGS:
             choices = f.metadata.get("choices")
             if choices and getattr(self, f.name) is not None and getattr(self, f.name) not in choices:
@@ -204,8 +229,46 @@ class RunConfig:
             bad = [t for t in self.report_to if t not in TRACKERS]
             if bad:
                 raise ConfigError(f"--report-to {bad[0]!r} is not a tracker; choose from {', '.join(TRACKERS)}")
+        for name in ("validation_limit", "early_stop"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
+                raise ConfigError(f"--{_flag(name)} must be a positive integer, got {getattr(self, name)}")
+        if self.early_stop is not None and self.num_processes > 1:
+            raise ConfigError("--early-stop evaluates inside one training process; drop --num-processes or it")
+        if not 0 < self.validation_fraction < 1:
+            raise ConfigError(f"--validation-fraction must be between 0 and 1, got {self.validation_fraction}")
         if self.run_name is not None and not re.fullmatch(r"[A-Za-z0-9._-]+", self.run_name):
             raise ConfigError(f"--run-name {self.run_name!r} may hold only letters, digits, '.', '_' and '-'")
+
+    def _grids(self, specs: tuple, explicit: list) -> dict:
+        """{method: learning-rate grid}: a method's own NAME:lr=a|b|c, else --tune's grid, else none."""
+        shared = None
+        if self.tune is not None:
+            key, sep, values = self.tune.partition("=")
+            if key.strip() != "lr":
+                raise ConfigError(f"--tune {self.tune!r}: only the learning rate can be tuned; write --tune lr or "
+                                  "--tune lr=1e-5,5e-5,2e-4")
+            if self.lr is not None:
+                raise ConfigError("--lr fixes the learning rate that --tune searches; drop one of them")
+            shared = parse_values(values.split(","), f"--tune {self.tune}", "lr=1e-5,5e-5,2e-4") if sep else None
+            if not any(s.trains for s in specs):
+                raise ConfigError("--tune searches the learning rates of trained methods, and --methods has none; "
+                                  "add full, lora, qlora4 or qlora8")
+        grids = {}
+        for spec, grid in zip(specs, explicit):
+            if grid is not None and not spec.trains:
+                raise ConfigError(f"method {spec.name} does not train, so it has no learning rate to tune")
+            if grid is not None and self.lr is not None:
+                raise ConfigError(f"--lr fixes the learning rate that {spec.name}'s grid searches; drop one of them")
+            if grid is not None:
+                grids[spec.name] = grid
+            elif self.tune is not None and spec.trains:
+                grids[spec.name] = shared or default_grid(spec.lr)
+        return grids
+
+    @property
+    def needs_validation(self) -> bool:
+        """Whether the run reads a validation split: to tune, or to stop early."""
+        return bool(self.grids) or self.early_stop is not None
 
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in FLAGS}
@@ -222,7 +285,8 @@ class RunConfig:
         The task and method lists are left out of the hash: adding a method to a matrix extends the same run.
         """
         keep = {k: v for k, v in self.to_dict().items()
-                if k not in ("tasks", "methods", "out", "run_name", *EXECUTION_ONLY)}
+                if k not in ("tasks", "methods", "out", "run_name", *EXECUTION_ONLY)
+                and not (k in HASHED_WHEN_SET and v == _default(FIELDS[k]))}
         slug = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(self.model).name if "/" in self.model else self.model)
         return f"{slug}-{sha256_json(keep)[:8]}"
 
@@ -248,3 +312,11 @@ FIELDS = {f.name: f for f in FLAGS}
 EXECUTION_ONLY = ("executor", "parallel", "cell_memory_limit", "ray_address", "gpu", "memory_budget", "force",
                   "budget", "report_to")
 TRACKERS = ("mlflow", "wandb", "tensorboard")
+# Settings added after run names were first derived: hashed only when set away from their default, so a command
+# that does not use them keeps the run name (and so resumes the run folder) it had before they existed.
+HASHED_WHEN_SET = ("trl_changes", "liger_kernel", "tune", "tune_by", "validation_limit", "validation_fraction",
+                   "drop_overlap", "early_stop")
+
+
+def _default(f):
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default

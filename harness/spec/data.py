@@ -1,8 +1,9 @@
 """Data sources: the embedded default, a Hugging Face Hub dataset, or a local file in the hub's schema.
 
-``--data cnn=SOURCE`` gives a task both splits; ``--data cnn.train=SOURCE`` / ``cnn.eval=SOURCE`` one split.
-SOURCE is ``embedded``, ``owner/name[:config[:split]]``, or a ``.jsonl``/``.json``/``.csv``/``.parquet`` file.
-A single source without a named split is divided into eval (a fixed, content-independent share) and train.
+``--data cnn=SOURCE`` gives a task its splits; ``--data cnn.train=SOURCE`` / ``cnn.validation=`` / ``cnn.test=`` one
+split (harness/spec/splits.py). SOURCE is ``embedded``, ``owner/name[:config[:split]]``, or a
+``.jsonl``/``.json``/``.csv``/``.parquet`` file. A single source without a named split is divided into test (a
+content-keyed share) and train.
 """
 
 from __future__ import annotations
@@ -125,6 +126,15 @@ def holdout(rows: list[dict], n_eval: int) -> tuple[list[dict], list[dict]]:
     keyed = sorted(rows, key=sha256_json)
     n_eval = min(n_eval, max(1, len(rows) // 2))
     return keyed[n_eval:], keyed[:n_eval]
+
+
+def carve(rows: list[dict], fraction: float) -> tuple[list[dict], list[dict]]:
+    """(the rest, the held-out ``fraction``) of ``rows``, held out by a hash of each row's content (a fixed choice:
+    the same rows on every machine and for every --seed); the rest keep their order."""
+    n = max(1, round(len(rows) * fraction)) if len(rows) > 1 else 0
+    held = sorted(range(len(rows)), key=lambda i: sha256_json(rows[i]))[:n]
+    chosen = set(held)
+    return [r for i, r in enumerate(rows) if i not in chosen], [rows[i] for i in held]
 
 
 def fingerprint(source: str, rows: list[dict]) -> dict:

@@ -120,6 +120,49 @@ def resolve_method(text: str) -> MethodSpec:
         raise ConfigError(f"method {text!r}: {e}") from None
 
 
+TUNABLE = ("lr",)  # the settings a grid may search (--tune, NAME:lr=a|b|c)
+
+
+def split_grid(text: str) -> tuple[str, tuple[float, ...] | None]:
+    """``lora:lr=3e-4|1e-3|3e-3`` -> (``lora``, (3e-4, 1e-3, 3e-3)); text without a grid -> (text, None)."""
+    if "|" not in text:
+        return text, None
+    base_name, *pairs = text.split(":")
+    kept, grid = [base_name], None
+    for pair in pairs:
+        key, _, raw = pair.partition("=")
+        if "|" not in raw:
+            kept.append(pair)
+            continue
+        if key.strip() not in TUNABLE or grid is not None:
+            raise ConfigError(f"method {text!r}: only {', '.join(TUNABLE)} takes a grid (a|b|c), once")
+        grid = parse_values(raw.split("|"), f"method {text!r}")
+    return ":".join(kept), grid
+
+
+def parse_values(items, where: str, example: str = "lr=3e-4|1e-3|3e-3") -> tuple[float, ...]:
+    """Learning rates of a grid: positive numbers, each once, in the order given."""
+    values = []
+    for item in items:
+        value = _scalar(str(item).strip())
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise ConfigError(f"{where}: grid value {item!r} is not a positive number; write e.g. {example}")
+        values.append(float(value))
+    if len(values) < 2 or len(set(values)) != len(values):
+        raise ConfigError(f"{where}: a grid needs at least two different values, e.g. {example}")
+    return tuple(values)
+
+
+# The default grid: a third of the method's own rate, the rate, and three times it. Three points span one decade
+# around the default at half-decade steps; this is the harness's choice (cheap, and wide enough to see a rate
+# that is too low or too high), not a published rule.
+DEFAULT_GRID_FACTORS = (1 / 3, 1.0, 3.0)
+
+
+def default_grid(lr: float) -> tuple[float, ...]:
+    return tuple(float(f"{lr * f:.3g}") for f in DEFAULT_GRID_FACTORS)
+
+
 def _scalar(raw: str):
     """'true' -> True, '1e-3' -> 0.001, '8' -> 8, anything else stays a string."""
     if raw.lower() in ("true", "false"):

@@ -44,6 +44,11 @@ for _name, _what in zip(ROUGE_TYPES, ("unigram", "bigram", "longest common subse
     register_metric(_name, True, "mean", f"ROUGE F1 ({_what}), rouge-score with Porter stemming")
 
 
+# A tuning cell's validation loss (harness/cell/job.py validate): per row, its completion's mean token negative
+# log-likelihood; averaged over rows.
+register_metric("loss", False, "mean", "validation loss: the mean over rows of each completion's mean token NLL")
+
+
 def summarise(values: dict[str, list], n_boot: int, seed: int) -> dict:
     """Per-example values -> {metric: {value, ci_low, ci_high, n, higher_is_better, aggregation}}.
 

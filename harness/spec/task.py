@@ -12,14 +12,14 @@ from __future__ import annotations
 import importlib.metadata
 import sys
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol
+from typing import Protocol
 
-from harness.core.console import console
 from harness.core.errors import DataError
 from harness.core.registry import Registry
-from harness.spec import data as data_mod
+from harness.spec import splits
 
 TASKS = Registry("task")
+ROLES = splits.ROLES  # train, validation, test
 
 
 @dataclass
@@ -79,12 +79,6 @@ class Context:
         if self.backend is None:
             raise RuntimeError("this Context has no generation backend; a cell sets one before evaluating")
         return self.backend
-
-
-class Split(NamedTuple):
-    desc: str
-    rows: list
-    dropped: list
 
 
 class Task:
@@ -147,59 +141,10 @@ class Task:
                 raise DataError(f"{where}: {len(bad)} row(s) have empty {col!r} (first: row {bad[0]}); "
                                 "remove or fill them")
 
-    def load(self, cfg) -> dict:
-        """{"train": rows, "eval": rows, "fingerprint": {...}} for this task under ``cfg``."""
-        columns = cfg.columns.get(self.name, {})
-        n_eval = cfg.eval_limit or self.eval_limit
-        limits = {"train": cfg.train_limit or self.train_limit, "eval": n_eval}
-        explicit = {role: cfg.data.get(f"{self.name}.{role}") for role in ("train", "eval")}
-        splits: dict[str, Split] = {}
-        if not all(explicit.values()):
-            shared = data_mod.parse_source(cfg.data.get(self.name, "embedded"))
-            if shared.kind == "embedded" or (shared.kind == "hub" and shared.split is None):
-                splits = {role: self._read(shared, role, columns) for role in ("train", "eval")}
-            else:  # one file or one hub split: hold part of it out for evaluation
-                whole = self._read(shared, "train", columns)
-                train, held = data_mod.holdout(whole.rows, n_eval)
-                splits = {"train": Split(f"{whole.desc} (train part)", train, whole.dropped),
-                          "eval": Split(f"{whole.desc} (held-out part)", held, [])}
-        for role, text in explicit.items():
-            if text:
-                splits[role] = self._read(data_mod.parse_source(text), role, columns)
-        out: dict = {"fingerprint": {}}
-        for role, split in splits.items():
-            out[role] = split.rows[:limits[role]]
-            out["fingerprint"][role] = data_mod.fingerprint(split.desc, out[role])
-            if split.dropped:
-                out["fingerprint"][role]["unparsed"] = {"count": len(split.dropped), "examples": split.dropped[:5]}
-        return out
-
-    def _read(self, source, role: str, columns: dict) -> Split:
-        """One split of one source, normalized; rows that do not parse are reported, not silently lost."""
-        if source.kind == "embedded":
-            desc, rows, columns = f"embedded {role}", self.embedded(role), {}
-        elif source.kind == "file":
-            desc, rows = source.describe(), data_mod.read_file(source)
-        elif source.split is not None:
-            desc, rows = source.describe(), data_mod.read_hub(source, source.split)
-        else:
-            desc, rows = self._read_hub_split(source, role)
-        where = f"{self.name} {role} data from {desc}"
-        rows, dropped = self.normalize(rows, columns, where)
-        if dropped:
-            first = dropped[0]
-            console.print(f"[yellow]warning: {where}: {len(dropped)} of {len(rows) + len(dropped)} rows did not "
-                          f"parse and are left out (first: row {first['row']}: {first['reason']})[/]")
-        return Split(desc, rows, dropped)
-
-    def _read_hub_split(self, source, role: str) -> tuple[str, list[dict]]:
-        names = ("train",) if role == "train" else self.hub_eval_splits
-        for i, split in enumerate(names):
-            try:
-                return f"{source.describe()}:{split}", data_mod.read_hub(source, split)
-            except DataError:
-                if i == len(names) - 1:
-                    raise
+    def load(self, cfg, roles: tuple = ROLES) -> dict:
+        """{"train": rows, "validation": rows (when the run reads it), "test": rows, "fingerprint": {...}} under
+        ``cfg`` (harness/spec/splits.py); ``roles`` asks for fewer."""
+        return splits.load(self, cfg, roles)
 
     # --- prompts -----------------------------------------------------------------------------------------
     def train_pair(self, row: dict, ctx: Context) -> dict:

@@ -46,7 +46,7 @@ def test_trained_cells_evaluate_on_the_other_task_and_base_only_on_its_own(cross
         entry = cross[other]
         assert entry["main_metric"] == get_task(other).main_metric
         # The same eval rows as the other task's base cell: the pairing in the report relies on it.
-        assert entry["eval_data"]["sha256"] == _json(run / other / "base" / "data.json")["eval"]["sha256"]
+        assert entry["eval_data"]["sha256"] == _json(run / other / "base" / "data.json")["test"]["sha256"]
         preds = read_jsonl(cell / f"predictions.{other}.jsonl")
         base_preds = read_jsonl(run / other / "base" / "predictions.jsonl")
         assert [p["id"] for p in preds] == [p["id"] for p in base_preds] and len(preds) == 4

@@ -47,7 +47,7 @@ def test_same_command_twice_gives_byte_identical_quality(reference_run, tmp_path
     again = json.loads((tmp_path / "again" / "cnn" / "lora" / "config.json").read_text())
     assert cfg["config_hash"] == again["config_hash"]
     data = json.loads((reference_run / "cnn" / "lora" / "data.json").read_text())
-    assert data["train"]["source"] == "embedded train" and len(data["eval"]["sha256"]) == 64
+    assert data["train"]["source"] == "embedded train" and len(data["test"]["sha256"]) == 64
     env = json.loads((reference_run / "cnn" / "lora" / "env.json").read_text())
     assert set(env["git"]) == {"commit", "dirty"} and env["python"] and env["packages"]["datasets"]
 

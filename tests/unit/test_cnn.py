@@ -22,9 +22,9 @@ def test_embedded_data_follows_the_schema_and_style():
 
 def test_default_sizes():
     data = CNN.load(RunConfig())
-    assert len(data["train"]) == CNN.train_limit and len(data["eval"]) == CNN.eval_limit
+    assert len(data["train"]) == CNN.train_limit and len(data["test"]) == CNN.eval_limit
     assert data["fingerprint"]["train"]["source"] == "embedded train"
-    assert len(data["fingerprint"]["eval"]["sha256"]) == 64
+    assert len(data["fingerprint"]["test"]["sha256"]) == 64
 
 
 def test_prompt_uses_the_chat_template_and_system_prompt(ctx):

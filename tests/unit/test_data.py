@@ -49,11 +49,11 @@ def test_local_file_in_hub_schema_is_split_into_train_and_eval(tmp_path, fmt):
     rows = generate("test", 40)
     path = write(tmp_path / f"cnn.{fmt}", rows, fmt)
     data = CNN.load(RunConfig(data={"cnn": path}, eval_limit=8, train_limit=100))
-    assert len(data["eval"]) == 8 and len(data["train"]) == 32
-    ids = {r["id"] for r in data["train"]} | {r["id"] for r in data["eval"]}
+    assert len(data["test"]) == 8 and len(data["train"]) == 32
+    ids = {r["id"] for r in data["train"]} | {r["id"] for r in data["test"]}
     assert ids == {r["id"] for r in rows}  # nothing lost, nothing duplicated
     assert set(data["train"][0]) >= {"article", "highlights", "id"}
-    assert data["fingerprint"]["eval"]["source"].endswith("(held-out part)")
+    assert data["fingerprint"]["test"]["source"].endswith("(held-out part)")
 
 
 def test_separate_train_and_eval_files_and_limits(tmp_path):
@@ -61,7 +61,7 @@ def test_separate_train_and_eval_files_and_limits(tmp_path):
     ev = write(tmp_path / "ev.jsonl", generate("test", 10), "jsonl")
     data = CNN.load(RunConfig(data={"cnn.train": tr, "cnn.eval": ev}, train_limit=5, eval_limit=3))
     assert [r["id"] for r in data["train"]] == [r["id"] for r in generate("train", 5)]
-    assert [r["id"] for r in data["eval"]] == [r["id"] for r in generate("test", 3)]
+    assert [r["id"] for r in data["test"]] == [r["id"] for r in generate("test", 3)]
 
 
 def test_column_mapping(tmp_path):
@@ -69,7 +69,7 @@ def test_column_mapping(tmp_path):
     path = write(tmp_path / "mine.jsonl", rows, "jsonl")
     data = CNN.load(RunConfig(data={"cnn": path}, columns={"cnn": {"article": "story", "highlights": "summary"}},
                               eval_limit=4))
-    assert data["eval"][0]["article"] and "story" not in data["eval"][0]
+    assert data["test"][0]["article"] and "story" not in data["test"][0]
 
 
 def test_missing_column_names_it_and_the_flag(tmp_path):

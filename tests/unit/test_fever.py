@@ -26,7 +26,7 @@ def test_claim_schema_with_label_spellings_and_bad_labels(tmp_path):
             {"id": 3, "claim": "D.", "label": "NEI"}, {"id": 4, "claim": "E.", "label": "banana"},
             {"id": 5, "claim": "F.", "label": "Not Enough Info", "evidence": ["F is unknown."]}] * 2
     data = load(tmp_path, rows, eval_limit=4)
-    labels = {r["label"] for r in data["train"] + data["eval"]}
+    labels = {r["label"] for r in data["train"] + data["test"]}
     assert labels == {"SUPPORTS", "REFUTES", "NOT ENOUGH INFO"}
     assert data["fingerprint"]["train"]["unparsed"]["count"] == 2
     assert "unknown label 'banana'" in data["fingerprint"]["train"]["unparsed"]["examples"][0]["reason"]
@@ -35,7 +35,7 @@ def test_claim_schema_with_label_spellings_and_bad_labels(tmp_path):
 def test_trajectory_schema_and_missing_column(tmp_path):
     traj = "Thought 1: x\nAction 1: Finish[SUPPORTS]"
     data = load(tmp_path, [{"claim": "A.", "trajectories": [traj], "label": "SUPPORTS"}] * 4)
-    assert data["eval"][0]["trajectories"] == traj
+    assert data["test"][0]["trajectories"] == traj
     with pytest.raises(DataError, match="has no column 'label'.*--columns fever:label=YOUR_COLUMN"):
         load(tmp_path, [{"claim": "A.", "verdict": "SUPPORTS"}])
     with pytest.raises(DataError, match="no row has a known label"):

@@ -40,7 +40,7 @@ def test_llama2_text_schema(tmp_path):
     rows = [{"text": "<s>[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nQ1 [/INST] A1 </s><s>[INST] Q2 [/INST] A2 </s>"},
             {"text": "<s>[INST] Q3 [/INST] A3 </s>"}] * 3
     data = load(tmp_path, rows, eval_limit=2)
-    row = data["eval"][0]
+    row = data["test"][0]
     assert set(row) == {"id", "system", "history", "prompt", "response", "instruction_id_list", "kwargs"}
     assert row["instruction_id_list"] == []
 
@@ -71,12 +71,12 @@ def test_alpaca_and_plain_schemas(tmp_path):
     alpaca = [{"instruction": "Translate", "input": "bonjour", "output": "hello"},
               {"instruction": "Say hi", "input": "", "output": "hi"}] * 2
     data = load(tmp_path, alpaca, eval_limit=4, train_limit=1)
-    prompts = sorted(r["prompt"] for r in data["eval"] + data["train"])
+    prompts = sorted(r["prompt"] for r in data["test"] + data["train"])
     assert "Translate\n\nbonjour" in prompts and "Say hi" in prompts
     plain = [{"prompt": "p", "response": "r", "instruction_id_list": '["change_case:english_lowercase"]',
               "kwargs": "[{}]"}] * 4
     data = load(tmp_path, plain, name="p.csv")
-    assert data["eval"][0]["instruction_id_list"] == ["change_case:english_lowercase"]
+    assert data["test"][0]["instruction_id_list"] == ["change_case:english_lowercase"]
 
 
 def test_unknown_schema_and_column_mapping(tmp_path):
@@ -84,7 +84,7 @@ def test_unknown_schema_and_column_mapping(tmp_path):
         load(tmp_path, [{"question": "q", "answer": "a"}])
     data = load(tmp_path, [{"question": "q", "answer": "a"}] * 4,
                 columns={"guanaco": {"prompt": "question", "response": "answer"}})
-    assert data["eval"][0]["prompt"] == "q"
+    assert data["test"][0]["prompt"] == "q"
 
 
 def test_templates(tokenizer):

@@ -41,9 +41,9 @@ def test_own_claims_in_react_mode_need_a_docstore(claims, tmp_path, capsys, flag
 def test_embedded_store_on_purpose_closed_mode_and_embedded_claims_still_load(claims):
     fever = get_task("fever")
     mine = {"fever": str(claims)}
-    assert len(fever.load(RunConfig(tasks=("fever",), data=mine, docstore="embedded", eval_limit=2))["eval"]) == 2
-    assert fever.load(RunConfig(tasks=("fever",), data=mine, fever_mode="closed", eval_limit=2))["eval"]
-    assert fever.load(RunConfig(tasks=("fever",), eval_limit=2))["eval"]  # the embedded claims need no flag
+    assert len(fever.load(RunConfig(tasks=("fever",), data=mine, docstore="embedded", eval_limit=2))["test"]) == 2
+    assert fever.load(RunConfig(tasks=("fever",), data=mine, fever_mode="closed", eval_limit=2))["test"]
+    assert fever.load(RunConfig(tasks=("fever",), eval_limit=2))["test"]  # the embedded claims need no flag
     own_train = {"fever.train": str(claims)}  # embedded eval claims still match the embedded store
     assert fever.load(RunConfig(tasks=("fever",), data=own_train, eval_limit=2))["train"]
     # --docstore embedded names the default store: the cells' settings, and so their results, are the same

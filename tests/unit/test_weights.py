@@ -30,7 +30,7 @@ def probe(tokenizer, ctx):
     from harness.spec.task import get_task
 
     task = get_task("cnn")
-    rows = task.load(RunConfig(model="tiny-llama", eval_limit=3, train_limit=4))["eval"]
+    rows = task.load(RunConfig(model="tiny-llama", eval_limit=3, train_limit=4))["test"]
     ids = probe_inputs(task, rows, ctx)
     assert len(ids) == 3 and all(0 < t.shape[1] <= 64 for t in ids)
     return ids

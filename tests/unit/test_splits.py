@@ -1,0 +1,94 @@
+"""Three splits: train, validation and test, from the embedded data, from files, or carved from a training source."""
+
+import json
+
+import pytest
+
+from harness.core.errors import ConfigError, DataError
+from harness.spec.config import RunConfig
+from harness.spec.task import get_task
+from tasks.embedded.cnn_gen import generate
+
+CNN = get_task("cnn")
+TUNED = {"methods": ("lora",), "tune": "lr"}  # a run that reads a validation split
+
+
+def write(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def test_the_embedded_validation_rows_come_from_past_the_training_rows_which_stay_the_same():
+    plain = CNN.load(RunConfig())
+    tuned = CNN.load(RunConfig(**TUNED, validation_limit=16))
+    assert "validation" not in plain and plain["fingerprint"].keys() == {"train", "test", "overlap"}
+    assert tuned["train"] == plain["train"] and tuned["test"] == plain["test"]  # untuned results do not move
+    pool = CNN.embedded("train")
+    assert tuned["validation"] == pool[-16:]
+    ids = {r["id"] for r in tuned["validation"]}
+    assert not ids & {r["id"] for r in tuned["train"]} and not ids & {r["id"] for r in tuned["test"]}
+    fp = tuned["fingerprint"]
+    assert fp["validation"]["rows"] == 16 and len(fp["validation"]["sha256"]) == 64
+    assert fp["validation"]["source"] == "embedded train (its last 16 rows)"
+
+
+def test_three_files_give_the_three_splits(tmp_path):
+    rows = generate("train", 30)
+    files = [write(tmp_path / f"{n}.jsonl", part) for n, part in
+             (("train", rows[:20]), ("validation", rows[20:25]), ("test", rows[25:]))]
+    data = CNN.load(RunConfig(**TUNED, data={"cnn": ",".join(files)}, train_limit=100))
+    assert [len(data[r]) for r in ("train", "validation", "test")] == [20, 5, 5]
+    assert data["validation"] == rows[20:25] and data["test"] == rows[25:]
+    assert {r: data["fingerprint"][r]["source"] for r in ("train", "validation", "test")} == dict(
+        zip(("train", "validation", "test"), files))
+    # TRAIN,TEST and the single-split keys say the same; TASK.eval is the test split's old name
+    two = CNN.load(RunConfig(data={"cnn": f"{files[0]},{files[2]}"}, train_limit=100))
+    named = CNN.load(RunConfig(data={"cnn.train": files[0], "cnn.eval": files[2]}, train_limit=100))
+    assert two["test"] == named["test"] == rows[25:] and two["train"] == named["train"] == rows[:20]
+
+
+def test_a_training_file_holds_out_a_stated_fraction_by_content_not_by_seed(tmp_path):
+    rows = generate("train", 50)
+    path = write(tmp_path / "train.jsonl", rows)
+    test = write(tmp_path / "test.jsonl", generate("test", 4))
+    cfgs = [RunConfig(**TUNED, data={"cnn.train": path, "cnn.test": test}, validation_fraction=0.2,
+                      train_limit=100, seed=seed) for seed in (0, 7)]
+    a, b = (CNN.load(c) for c in cfgs)
+    assert len(a["validation"]) == 10 and len(a["train"]) == 40
+    assert a["validation"] == b["validation"] and a["train"] == b["train"]  # the same for every --seed
+    kept = {r["id"] for r in a["train"]}
+    assert [r for r in rows if r["id"] in kept] == a["train"]  # the rest keep their order
+    # shuffling the file's rows holds out the same rows
+    shuffled = write(tmp_path / "shuffled.jsonl", rows[::-1])
+    c = CNN.load(RunConfig(**TUNED, data={"cnn.train": shuffled, "cnn.test": test}, validation_fraction=0.2,
+                           train_limit=100))
+    assert {r["id"] for r in c["validation"]} == {r["id"] for r in a["validation"]}
+    assert "held out by content hash" in a["fingerprint"]["validation"]["source"]
+
+
+def test_a_tuning_cell_can_load_without_the_test_split(tmp_path):
+    data = CNN.load(RunConfig(**TUNED), roles=("train", "validation"))
+    assert "test" not in data and set(data["fingerprint"]) == {"train", "validation"}
+
+
+def test_validation_rows_that_are_test_rows_are_refused(tmp_path):
+    rows = generate("train", 12)
+    train, val = write(tmp_path / "train.jsonl", rows), write(tmp_path / "val.jsonl", rows[:3])
+    with pytest.raises(DataError, match="validation rows are also test rows"):
+        CNN.load(RunConfig(**TUNED, data={"cnn": f"{train},{val},{val}"}))
+
+
+def test_a_training_source_too_small_to_hold_out_validation_says_how_to_give_one(tmp_path):
+    path = write(tmp_path / "one.jsonl", generate("train", 1))
+    test = write(tmp_path / "test.jsonl", generate("test", 2))
+    with pytest.raises(DataError, match=r"--data cnn.validation=FILE"):
+        CNN.load(RunConfig(**TUNED, data={"cnn.train": path, "cnn.test": test}))
+
+
+@pytest.mark.parametrize("text, message", [
+    ("a.jsonl,b.jsonl,c.jsonl,d.jsonl", "TRAIN,TEST or TRAIN,VALIDATION,TEST"),
+    ("a.jsonl,,c.jsonl", "TRAIN,TEST or TRAIN,VALIDATION,TEST"),
+])
+def test_a_malformed_split_list_is_one_clear_error(text, message):
+    with pytest.raises(ConfigError, match=message):
+        CNN.load(RunConfig(data={"cnn": text}))
