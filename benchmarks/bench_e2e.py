@@ -2,6 +2,7 @@
 
     python benchmarks/bench_e2e.py                        # the README's default: --tasks cnn --methods qlora,lora
     python benchmarks/bench_e2e.py -- --tasks cnn --methods lora --model tiny-llama --train-limit 4 --eval-limit 2
+    python benchmarks/bench_e2e.py --against 81d3460 --rounds 2   # today's code against a commit, interleaved
 
 Runs ``python run_matrix.py ARGS --out TMP`` as a user would (after install, with the model already in the
 cache) and times the whole command. The cells' records give model load, train and generation time; the rest
@@ -15,6 +16,10 @@ is measured here on the same machine, right after the run:
 - report: reading the records and writing report.md, summary.csv and report.html.
 
 What is left (``other``) is process start-up, planning, checks, records and waiting.
+
+``--against REF`` also runs the same command from a git worktree of REF (made in a temporary folder, with this
+interpreter and its packages, the worktree first on the import path), alternating today's code and REF's for
+``--rounds`` rounds, and prints each run's wall time and main metric and the ratio today / REF per round.
 """
 
 from __future__ import annotations
@@ -47,12 +52,13 @@ def import_seconds(repeats: int = 3) -> float:
     return statistics.median(times)
 
 
-def run_command(args: list[str], out: Path) -> tuple[float, int, Path]:
-    cmd = [sys.executable, str(ROOT / "run_matrix.py"), *args, "--out", str(out)]
+def run_command(args: list[str], out: Path, root: Path = ROOT) -> tuple[float, int, Path]:
+    cmd = [sys.executable, str(root / "run_matrix.py"), *args, "--out", str(out)]
     print("$ " + " ".join(cmd[1:]), flush=True)
+    # The checkout's own packages first on the path, so that a worktree's code runs, not the installed one's.
+    env = {**os.environ, "HARNESS_PROGRESS": "0", "PYTHONPATH": str(root)}
     t0 = time.perf_counter()
-    done = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "HARNESS_PROGRESS": "0"}, capture_output=True,
-                          text=True)
+    done = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     runs = [p for p in out.iterdir() if p.is_dir()]
     if len(runs) != 1:
@@ -142,6 +148,46 @@ def breakdown(wall: float, cells: list[dict], rest: dict, import_s: float) -> li
     return phases + [("other (start-up, planning, records, waiting)", wall - sum(s for _, s in phases))]
 
 
+def main_metrics(run_dir: Path) -> dict:
+    """{task x method: main metric value} of a finished run, from its cells' metrics.json."""
+    return {f"{c['task']} x {c['method']}": c["metrics"]["quality"][c["metrics"]["main_metric"]]["value"]
+            for c in cell_records(run_dir)}
+
+
+def against(ref: str, run_args: list[str], rounds: int) -> dict:
+    """Today's code and a worktree of ``ref``, the same command, alternating; wall times, metrics, ratios."""
+    scratch = Path(tempfile.mkdtemp(prefix="bench-e2e-against-"))
+    tree = scratch / "tree"
+    subprocess.run(["git", "worktree", "add", "--detach", str(tree), ref], cwd=ROOT, check=True, capture_output=True)
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tree, capture_output=True, text=True).stdout.strip()
+    runs = []
+    try:
+        for r in range(rounds):
+            for variant, root in (("today", ROOT), (ref, tree)):
+                out = scratch / f"{variant}-{r}"
+                out.mkdir()
+                wall, code, run_dir = run_command(run_args, out, root)
+                runs.append({"round": r + 1, "variant": variant, "wall_s": wall, "exit_status": code,
+                             "metrics": main_metrics(run_dir), "run_dir": str(run_dir)})
+                print(f"  round {r + 1} {variant:10s} {wall:7.1f} s  exit {code}  " + ", ".join(
+                    f"{k} {v:.3f}" for k, v in runs[-1]["metrics"].items()), flush=True)
+    finally:  # the run folders stay (the breakdown reads today's first); the caller removes ``scratch``
+        subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, capture_output=True)
+    ratios = [t["wall_s"] / o["wall_s"] for t, o in zip(runs[::2], runs[1::2])]
+    return {"ref": ref, "commit": commit, "runs": runs, "ratios": ratios, "mean_ratio": sum(ratios) / len(ratios),
+            "scratch": str(scratch)}
+
+
+def print_against(result: dict) -> None:
+    print("\n| round | code | wall s | main metric per cell |")
+    print("|---|---|---|---|")
+    for r in result["runs"]:
+        print(f"| {r['round']} | {r['variant']} | {r['wall_s']:.1f} | "
+              + ", ".join(f"{k} {v:.3f}" for k, v in r["metrics"].items()) + " |")
+    print(f"\ntoday / {result['ref']} ({result['commit'][:10]}): wall time "
+          + ", ".join(f"{x:.2f}x" for x in result["ratios"]) + f" per round, mean {result['mean_ratio']:.2f}x")
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     run_args = argv[argv.index("--") + 1:] if "--" in argv else []
@@ -151,11 +197,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--json", help="also write the results to this file")
     p.add_argument("--import-repeats", type=int, default=3,
                    help="fresh interpreters timed for the import share; the median is used (default 3)")
+    p.add_argument("--against", metavar="REF", help="also run the command from a worktree of this git commit")
+    p.add_argument("--rounds", type=int, default=1, help="with --against: today/REF pairs, interleaved")
     args = p.parse_args(own)
     run_args = run_args or DEFAULT_ARGS
-    out = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
     load_before = Path("/proc/loadavg").read_text().split()[:3]
-    wall, code, run_dir = run_command(run_args, out)
+    compared = against(args.against, run_args, args.rounds) if args.against else None
+    if compared:  # the breakdown of today's first round
+        first = compared["runs"][0]
+        out = Path(compared["scratch"])
+        wall, code, run_dir = first["wall_s"], first["exit_status"], Path(first["run_dir"])
+    else:
+        out = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
+        wall, code, run_dir = run_command(run_args, out)
     load_after = Path("/proc/loadavg").read_text().split()[:3]
     cells = cell_records(run_dir)
     import_s = import_seconds(args.import_repeats)
@@ -175,6 +229,8 @@ def main(argv: list[str] | None = None) -> None:
               f"{t.get('train_tokens_per_s') or 0:.1f} | {t.get('generation_s', 0):.1f} | "
               f"{t.get('generation_tokens_per_s') or 0:.1f} |")
     print(f"load average before {' '.join(load_before)}, after {' '.join(load_after)}")
+    if compared:
+        print_against(compared)
     if args.keep:
         print(f"run folder: {run_dir}")
     if args.json:
@@ -182,7 +238,7 @@ def main(argv: list[str] | None = None) -> None:
             "command": run_args, "wall_s": wall, "exit_status": code, "import_s_per_process": import_s,
             "phases": dict(phases), "cells": [{"task": c["task"], "method": c["method"],
                                                "timing": c["metrics"]["measurements"]["timing"]} for c in cells],
-            "load_before": load_before, "load_after": load_after}, indent=2))
+            "load_before": load_before, "load_after": load_after, "against": compared}, indent=2))
     if not args.keep:
         import shutil
 

@@ -5,8 +5,10 @@
 
 ``harness`` is ``harness.cell.generate.generate`` as a cell's evaluation calls it (batches of --batch prompts,
 greedy, KV cache). ``naive`` is one ``model.generate`` per prompt, greedy, with the same prompts, tokens and
-stopping. Both count generated tokens up to and including the first end-of-sequence token, and the script
-checks that the two produce the same text for every prompt.
+stopping. ``continuous`` is transformers' own continuous batching, ``model.generate_batch`` (a paged KV cache that
+admits a new prompt as soon as another finishes), greedy, with the same prompts and stopping; its time includes
+setting up its manager, as a user's call does. All count generated tokens up to and including the first
+end-of-sequence token, and the script checks that each produces the harness's text for every prompt.
 
 The adapter is LoRA on the harness's target modules with random, non-zero A and B (B ~ N(0, --b-std)), so it
 changes the model without wrecking it: merged into the float32 weights for ``lora-merged``, and kept as a
@@ -83,6 +85,28 @@ def naive(model, tok, prompts: list[str], max_new_tokens: int) -> tuple[list[str
     return outputs, tokens, seconds
 
 
+def continuous(model, tok, prompts: list[str], max_new_tokens: int) -> tuple[list[str], int, float]:
+    """transformers' continuous batching: ``model.generate_batch`` over every prompt at once."""
+    from transformers import GenerationConfig
+
+    from harness.cell.generate import eos_ids
+
+    eos = eos_ids(tok, model)
+    ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos,
+                              pad_token_id=tok.pad_token_id)
+    t0 = time.perf_counter()
+    results = model.generate_batch(ids, generation_config=config)
+    seconds = time.perf_counter() - t0
+    outputs, tokens = [], 0
+    for key in sorted(results, key=lambda k: int(k.rsplit("_", 1)[1])):  # request ids req_0, req_1, ... in order
+        new = results[key].generated_tokens
+        cut = next((k + 1 for k, t in enumerate(new) if t in eos), len(new))
+        tokens += cut
+        outputs.append(tok.decode(new[:cut], skip_special_tokens=True).strip())
+    return outputs, tokens, seconds
+
+
 def harness_generate(model, tok, prompts: list[str], max_new_tokens: int, batch: int) -> tuple[list[str], int, float]:
     from harness.cell.generate import generate
     from harness.spec.task import GenerationStats
@@ -95,23 +119,35 @@ def harness_generate(model, tok, prompts: list[str], max_new_tokens: int, batch:
 def measure(args, which: str, location: str, tok, prompts: list[str]) -> dict:
     model = with_adapter(location, "lora" if which == "lora-merged" else "qlora4", args.b_std, args.seed)
     runs, outputs = [], {}
+    variants = ("harness", *args.against)
     for r in range(args.rounds):
-        for variant in ("harness", "naive"):
+        for variant in variants:
             if variant == "harness":
                 out, tokens, seconds = harness_generate(model, tok, prompts, args.max_new_tokens, args.batch)
-            else:
+            elif variant == "naive":
                 out, tokens, seconds = naive(model, tok, prompts, args.max_new_tokens)
+            else:
+                out, tokens, seconds = continuous(model, tok, prompts, args.max_new_tokens)
             outputs.setdefault(variant, out)
             runs.append({"round": r + 1, "variant": variant, "tokens": tokens, "seconds": seconds,
                          "tokens_per_s": tokens / seconds})
-            print(f"  {which:11s} round {r + 1} {variant:7s} {tokens / seconds:7.1f} tok/s ({tokens} tokens, "
+            print(f"  {which:11s} round {r + 1} {variant:10s} {tokens / seconds:7.1f} tok/s ({tokens} tokens, "
                   f"{seconds:.1f} s)", flush=True)
-    speed = [h["tokens_per_s"] / n["tokens_per_s"] for h, n in zip(runs[::2], runs[1::2])]
-    same = sum(a == b for a, b in zip(outputs["harness"], outputs["naive"]))
-    differ = [i for i, (a, b) in enumerate(zip(outputs["harness"], outputs["naive"])) if a != b]
-    return {"model": which, "runs": runs, "speed_ratio": sum(speed) / len(speed), "identical": same,
-            "prompts": len(prompts), "differing_prompts": differ,
-            "examples": [{"harness": outputs["harness"][i], "naive": outputs["naive"][i]} for i in differ[:3]]}
+    out = {"model": which, "runs": runs, "prompts": len(prompts), "against": {}}
+    for other in args.against:  # harness / other per round, then the mean; and whether the texts agree
+        mine = [x for x in runs if x["variant"] == "harness"]
+        theirs = [x for x in runs if x["variant"] == other]
+        speed = [h["tokens_per_s"] / o["tokens_per_s"] for h, o in zip(mine, theirs)]
+        differ = [i for i, (a, b) in enumerate(zip(outputs["harness"], outputs[other])) if a != b]
+        out["against"][other] = {"speed_ratio": sum(speed) / len(speed), "identical": len(prompts) - len(differ),
+                                 "differing_prompts": differ, "examples": [
+                                     {"harness": outputs["harness"][i], other: outputs[other][i]} for i in differ[:3]]}
+    return out
+
+
+def mean_rate(result: dict, variant: str) -> float:
+    rates = [r["tokens_per_s"] for r in result["runs"] if r["variant"] == variant]
+    return sum(rates) / len(rates)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -121,11 +157,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--prompts", type=int, default=32, help="cnn evaluation prompts (the task's default: 32)")
     p.add_argument("--max-new-tokens", type=int, default=64, help="the cnn task's default: 64")
     p.add_argument("--batch", type=int, default=16, help="the harness's --eval-batch-size (default 16)")
-    p.add_argument("--rounds", type=int, default=1, help="harness/naive pairs, interleaved")
+    p.add_argument("--rounds", type=int, default=1, help="rounds of every variant, interleaved")
+    p.add_argument("--against", default="naive,continuous",
+                   help="what the harness is compared with: naive (one generate per prompt), continuous "
+                        "(transformers' generate_batch), comma-separated")
     p.add_argument("--b-std", type=float, default=0.01, help="standard deviation of the random LoRA B")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="also write the results to this file")
     args = p.parse_args(argv)
+    args.against = tuple(a.strip() for a in args.against.split(",") if a.strip())
+    if not args.against or set(args.against) - {"naive", "continuous"}:
+        p.error("--against takes naive, continuous or both")
 
     from harness.cell.load import load_tokenizer
     from harness.core.console import quiet_libraries
@@ -140,16 +182,17 @@ def main(argv: list[str] | None = None) -> None:
     load_before = Path("/proc/loadavg").read_text().split()[:3]
     results = [measure(args, which, location, tok, prompts) for which in args.models.split(",")]
     load_after = Path("/proc/loadavg").read_text().split()[:3]
-    print("\n| model | harness tok/s | naive tok/s | harness / naive | identical outputs |")
-    print("|---|---|---|---|---|")
+    print("\n| model | against | harness tok/s | their tok/s | harness / theirs | identical outputs |")
+    print("|---|---|---|---|---|---|")
     for res in results:
-        h = [r["tokens_per_s"] for r in res["runs"] if r["variant"] == "harness"]
-        n = [r["tokens_per_s"] for r in res["runs"] if r["variant"] == "naive"]
-        print(f"| {res['model']} | {sum(h) / len(h):.1f} | {sum(n) / len(n):.1f} | {res['speed_ratio']:.2f}x | "
-              f"{res['identical']} of {res['prompts']} |")
+        h = mean_rate(res, "harness")
+        for other, cmp in res["against"].items():
+            print(f"| {res['model']} | {other} | {h:.1f} | {mean_rate(res, other):.1f} | {cmp['speed_ratio']:.2f}x | "
+                  f"{cmp['identical']} of {res['prompts']} |")
     for res in results:
-        for ex in res["examples"]:
-            print(f"differs ({res['model']}): harness {ex['harness'][:80]!r} / naive {ex['naive'][:80]!r}")
+        for other, cmp in res["against"].items():
+            for ex in cmp["examples"]:
+                print(f"differs ({res['model']}): harness {ex['harness'][:80]!r} / {other} {ex[other][:80]!r}")
     print(f"load average before {' '.join(load_before)}, after {' '.join(load_after)}")
     if args.json:
         Path(args.json).write_text(json.dumps({"setup": vars(args), "results": results,

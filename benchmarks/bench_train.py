@@ -1,19 +1,27 @@
-"""Training speed and memory: the harness's training path against a plain trl SFTTrainer script, side by side.
+"""Training speed and memory: the harness's training path against two plain trl SFTTrainer scripts, side by side.
 
     python benchmarks/bench_train.py                      # SmolLM2, 24 cnn rows, batch 4, lora
     python benchmarks/bench_train.py --long               # 16 long ReAct rows at --max-seq-len 1024
     python benchmarks/bench_train.py --method qlora4      # every trained method: full, lora, qlora4, qlora8
     python benchmarks/bench_train.py --model tiny-llama --rows 8 --rounds 1   # a smoke run
 
-Both variants train the same rows (prompt/completion pairs rendered by the task, so the tokens are the same),
-model, method, sequence length, batch, steps and seed. ``harness`` is ``harness.cell.training.train`` as a cell calls
-it; ``trl`` is a script written the way trl's documentation shows: a prompt/completion dataset, SFTTrainer's
-default collator and the same LoraConfig and quantization. Each run is its own child process, so its peak
-resident memory (VmHWM) is its own, and the variants alternate (harness, trl, harness, trl, ...) in one run of
-this script, so both see the same machine load. Timings are never compared across runs.
+Every variant trains the same rows (prompt/completion pairs rendered by the task, so the tokens are the same),
+model, method, sequence length, batch, steps and seed:
 
-Per run it prints train tokens/s (non-padding tokens over the time in ``trainer.train()``), peak RSS, and the
-first-step and final loss; then the ratios, harness / trl. ``--json FILE`` writes the same as JSON.
+* ``harness``: ``harness.cell.training.train`` as a cell calls it (its defaults: no recomputation);
+* ``trl-documented``: a script written the way trl's documentation shows, a prompt/completion dataset and
+  ``SFTConfig``'s defaults apart from what a CPU needs (so gradient checkpointing on, trl's default), with the same
+  LoraConfig, quantization and learning rate;
+* ``trl-best``: the same script at trl's best on this device: checkpointing off, and trl's padding-free collator
+  (``padding_free=True``; transformers turns its position ids into a block-diagonal mask for SDPA, so rows do not
+  see each other).
+
+Each run is its own child process, so its peak resident memory (VmHWM) is its own, and the variants alternate
+(harness, trl-documented, trl-best, harness, ...) in one run of this script, so all see the same machine load.
+Timings are never compared across runs.
+
+Per run it prints train tokens/s (the rows' tokens over the time in ``trainer.train()``), peak RSS, and the
+first-step and final loss; then the ratios, harness / each trl variant. ``--json FILE`` writes the same as JSON.
 """
 
 from __future__ import annotations
@@ -27,10 +35,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-VARIANTS = ("harness", "trl")
+VARIANTS = ("harness", "trl-documented", "trl-best")
 GIB = 2**30
 
 
@@ -133,12 +142,21 @@ def run_trl(args, tok, pairs, location: str) -> dict:
         peft_config = LoraConfig(r=defaults.lora_r, lora_alpha=defaults.lora_alpha,
                                  lora_dropout=defaults.lora_dropout, target_modules=spec.lora_target_modules,
                                  task_type="CAUSAL_LM")
-    training_args = SFTConfig(
-        output_dir=str(Path(args.scratch) / "trl"), per_device_train_batch_size=args.batch, num_train_epochs=1,
-        learning_rate=spec.lr, max_length=args.max_seq_len, logging_steps=1, seed=args.seed,
-        gradient_checkpointing=args.gradient_checkpointing, save_strategy="no", report_to="none",
-        include_num_input_tokens_seen="non_padding", use_cpu=args.device == "cpu", bf16=args.device == "cuda")
+    common = dict(output_dir=str(Path(args.scratch) / "trl"), per_device_train_batch_size=args.batch,
+                  num_train_epochs=1, learning_rate=spec.lr, logging_steps=1, seed=args.seed, save_strategy="no",
+                  report_to="none", include_num_input_tokens_seen="non_padding", use_cpu=args.device == "cpu",
+                  bf16=args.device == "cuda")
     dataset = Dataset.from_list(pairs)
+    if args.child == "trl-best":
+        # trl refuses max_length with padding_free and no packing ("provide already truncated inputs"), so the
+        # rows go through trl's own preparation first (tokenize, mask the prompt, truncate at --max-seq-len), as
+        # in the documented variant, and train padding-free from those tokens.
+        prepare = SimpleNamespace(_tokenizer=tok, chat_template=None, completion_only_loss=True)
+        dataset = SFTTrainer._prepare_dataset(prepare, dataset, tok, SFTConfig(**common, max_length=args.max_seq_len),
+                                              False, None, "train")
+        training_args = SFTConfig(**common, max_length=None, gradient_checkpointing=False, padding_free=True)
+    else:
+        training_args = SFTConfig(**common, max_length=args.max_seq_len)  # trl's defaults: checkpointing on
     trainer = SFTTrainer(model=model, args=training_args, train_dataset=dataset, processing_class=tok,
                          peft_config=peft_config)
     losses = []
@@ -153,7 +171,8 @@ def run_trl(args, tok, pairs, location: str) -> dict:
     trainer.train()
     seconds = time.perf_counter() - t0
     return {"tokens": int(trainer.state.num_input_tokens_seen), "train_s": seconds,
-            "steps": trainer.state.global_step, "first_loss": losses[0], "final_loss": losses[-1]}
+            "steps": trainer.state.global_step, "first_loss": losses[0], "final_loss": losses[-1],
+            "gradient_checkpointing": training_args.gradient_checkpointing, "padding_free": training_args.padding_free}
 
 
 def child(args) -> None:
@@ -166,19 +185,27 @@ def child(args) -> None:
     tok = load_tokenizer(location)
     pairs = load_pairs(args, tok)
     result = (run_harness if args.child == "harness" else run_trl)(args, tok, pairs, location)
-    result.update(variant=args.child, peak_rss_bytes=peak_rss(), tokens_per_s=result["tokens"] / result["train_s"])
+    # Every variant divides the same count, the rows' own tokens (as describe_rows counts them): trainers count
+    # "non-padding" tokens differently once a batch has no padding (trl's padding-free batches leave out the EOS
+    # tokens that equal the pad token), which would move the ratio by a few percent.
+    real = sum(row_tokens(tok, p, args.max_seq_len) for p in pairs)
+    result.update(variant=args.child, peak_rss_bytes=peak_rss(), row_tokens=real, tokens_per_s=real / result["train_s"])
     print("RESULT " + json.dumps(result), flush=True)
 
 
 # --- the side-by-side run ------------------------------------------------------------------------------------
+
+def row_tokens(tok, pair: dict, max_seq_len: int) -> int:
+    """A row's tokens as trained: prompt, completion and EOS, cut at the sequence length."""
+    return min(max_seq_len, len(tok(pair["prompt"] + pair["completion"], add_special_tokens=False)["input_ids"]) + 1)
+
 
 def describe_rows(args) -> dict:
     from harness.cell.load import load_tokenizer
     from harness.spec.models import resolve_model
 
     tok = load_tokenizer(resolve_model(args.model).location)
-    lengths = [min(args.max_seq_len, len(tok(p["prompt"] + p["completion"], add_special_tokens=False)["input_ids"])
-                   + 1) for p in load_pairs(args, tok)]
+    lengths = [row_tokens(tok, p, args.max_seq_len) for p in load_pairs(args, tok)]
     return {"rows": len(lengths), "mean_tokens": sum(lengths) / len(lengths), "min_tokens": min(lengths),
             "max_tokens": max(lengths)}
 
@@ -204,9 +231,11 @@ def launch(args, variant: str) -> dict:
     return json.loads(line[len("RESULT "):])
 
 
-def ratios(runs: list[dict]) -> dict:
-    """harness / trl per round (each harness run against the trl run beside it), then the mean."""
-    pairs = [(runs[i], runs[i + 1]) for i in range(0, len(runs) - 1, 2)]
+def ratios(runs: list[dict], baseline: str) -> dict:
+    """harness / ``baseline`` per round (each harness run against the baseline run of its round), then the mean."""
+    rounds = sorted({r["round"] for r in runs})
+    pairs = [(next(r for r in runs if r["round"] == n and r["variant"] == "harness"),
+              next(r for r in runs if r["round"] == n and r["variant"] == baseline)) for n in rounds]
     per_round = [{"speed": h["tokens_per_s"] / t["tokens_per_s"], "peak_rss": h["peak_rss_bytes"] / t["peak_rss_bytes"],
                   "first_loss_diff": h["first_loss"] - t["first_loss"],
                   "final_loss_diff": h["final_loss"] - t["final_loss"]} for h, t in pairs]
@@ -225,7 +254,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--rounds", type=int, default=2, help="harness/trl pairs, interleaved")
-    p.add_argument("--gradient-checkpointing", action="store_true", help="full recomputation in both variants")
+    p.add_argument("--gradient-checkpointing", action="store_true",
+                   help="full recomputation in the harness variant (trl-documented has it on, trl-best off)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--json", help="also write the results to this file")
     p.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
@@ -243,7 +273,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"model {args.model}, method {args.method}, {rows['rows']} {'long ReAct' if args.long else 'cnn'} rows "
           f"({rows['min_tokens']}-{rows['max_tokens']} tokens, mean {rows['mean_tokens']:.0f}), max_seq_len "
           f"{args.max_seq_len}, batch {args.batch}, seed {args.seed}, gradient checkpointing "
-          f"{'on' if args.gradient_checkpointing else 'off'} in both, device {args.device}", flush=True)
+          f"{'on' if args.gradient_checkpointing else 'off'} in harness (trl-documented: on, trl-best: off), device "
+          f"{args.device}", flush=True)
     load_before = load_average()
     runs = []
     for r in range(args.rounds):
@@ -251,21 +282,23 @@ def main(argv: list[str] | None = None) -> None:
             res = launch(args, variant)
             res["round"] = r + 1
             runs.append(res)
-            print(f"  round {r + 1} {variant:7s} {res['tokens_per_s']:8.1f} tok/s  peak RSS "
+            print(f"  round {r + 1} {variant:14s} {res['tokens_per_s']:8.1f} tok/s  peak RSS "
                   f"{res['peak_rss_bytes'] / GIB:5.2f} GiB  loss {res['first_loss']:.6f} -> {res['final_loss']:.6f}"
                   f"  ({res['steps']} steps, {res['tokens']} tokens, {res['train_s']:.1f} s)", flush=True)
     load_after = load_average()
-    summary = ratios(runs)
+    summary = {base: ratios(runs, base) for base in VARIANTS[1:]}
     print()
-    print("| round | variant | train tok/s | peak RSS GiB | first-step loss | final loss | steps | tokens |")
+    print("| round | variant | train tok/s | peak RSS GiB | first-step loss | final loss | steps | trainer tokens |")
     print("|---|---|---|---|---|---|---|---|")
     for res in runs:
         print(f"| {res['round']} | {res['variant']} | {res['tokens_per_s']:.1f} | {res['peak_rss_bytes'] / GIB:.2f} | "
               f"{res['first_loss']:.6f} | {res['final_loss']:.6f} | {res['steps']} | {res['tokens']} |")
-    m = summary["mean"]
-    print(f"\nharness / trl: speed {m['speed']:.2f}x, peak RSS {m['peak_rss']:.2f}x, first-step loss difference "
-          f"{m['first_loss_diff']:+.2e}, final loss difference {m['final_loss_diff']:+.2e} "
-          f"(mean of {len(summary['per_round'])} rounds)")
+    print()
+    for base, ratio in summary.items():
+        m = ratio["mean"]
+        print(f"harness / {base}: speed {m['speed']:.2f}x, peak RSS {m['peak_rss']:.2f}x, first-step loss "
+              f"difference {m['first_loss_diff']:+.2e}, final loss difference {m['final_loss_diff']:+.2e} "
+              f"(mean of {len(ratio['per_round'])} rounds)")
     print(f"load average before {load_before}, after {load_after}")
     if args.json:
         Path(args.json).write_text(json.dumps({"setup": {**vars(args), **rows}, "runs": runs, "ratios": summary,
