@@ -61,6 +61,7 @@ OPTIMIZER = {"full": "adamw_bnb_8bit", "lora": "adamw_torch_fused", "qlora4": "a
 OPTIMIZER_LABEL = {"adamw_bnb_8bit": "AdamW 8-bit (bnb)", "adamw_torch_fused": "AdamW (torch fused)"}
 ESTIMATE_OPTIMIZER = {"adamw_bnb_8bit": "adamw_8bit", "adamw_torch_fused": "adamw"}  # harness/plan/estimate.py's names
 KERNEL_ENV = "HARNESS_VARLEN_KERNEL"  # harness.cell.padding_free: torch's varlen flash attention on CUDA
+CUDA_ENV = "HARNESS_PADDING_FREE_CUDA"  # harness.cell.padding_free: padding-free batches on CUDA (off by default)
 # The training path of a row: the harness's changes; none (trl's own path); with torch's varlen kernel; with Liger.
 CHANGES = ("on", "off", "varlen", "liger")
 ANCHORS = ("Anchors, not measured here: LlamaFactory (arXiv 2403.13372) Table 4, Llama-2-7B on one A100-40GB, "
@@ -159,16 +160,19 @@ def train_row(model, spec, row: dict, args, device: str, tok) -> dict:
                     liger_kernel=row["changes"] == "liger")
     pairs = synthetic.random_pairs(row["batch"] * (args.warmup + args.steps), row["seq"], len(tok),
                                    seed=row["seq"], mixed=row["mixed"])
-    kernel = os.environ.pop(KERNEL_ENV, None)
+    saved = {name: os.environ.pop(name, None) for name in (KERNEL_ENV, CUDA_ENV)}
+    if row["changes"] != "off":  # the harness's changes on: padding-free batches on CUDA too, to measure them
+        os.environ[CUDA_ENV] = "1"
     if row["changes"] == "varlen":
         os.environ[KERNEL_ENV] = "1"
     try:
         with Patched(OPTIMIZER[spec.name], device) as timer:
             _, record = training.train(model, tok, spec, pairs, cfg, device)
     finally:
-        os.environ.pop(KERNEL_ENV, None)
-        if kernel is not None:
-            os.environ[KERNEL_ENV] = kernel
+        for name, value in saved.items():
+            os.environ.pop(name, None)
+            if value is not None:
+                os.environ[name] = value
     ends, expected = timer.step_ends, args.warmup + args.steps
     if record["steps"] != expected or len(ends) != expected:
         raise RuntimeError(f"expected {expected} steps, the trainer ran {record['steps']} ({len(ends)} timed)")

@@ -4,7 +4,8 @@
 #   1. install the wheels carried in .whl/ (trl, bitsandbytes, datasets, liger-kernel, ...) into a --target folder;
 #   2. env: torch, CUDA, the device and the package versions;
 #   3. conformance: the conformance matrix on CUDA (benchmarks/conformance.py --device cuda: every family x
-#      full, lora, qlora4, the harness's path against plain trl, bfloat16 tolerances);
+#      full, lora, qlora4, the harness's path against plain trl, bfloat16 tolerances), with the per-row attention
+#      switched on there (HARNESS_PADDING_FREE_CUDA=1; off on CUDA by default until step 5 shows it helps);
 #   4. goals: benchmarks/gpu_bench.py --preset goals (Llama-2-7B shape: lora at 4096 tokens without recomputation
 #      for MFU, qlora4 at batch 1 x 1024 with checkpointing for peak memory; the harness's changes on and off);
 #   5. onoff: gpu_bench.py --preset onoff (lora and qlora4 at 1024 tokens on mixed-length rows: the changes on,
@@ -157,7 +158,10 @@ main() {
   local device=cuda tiny=() conf_methods=full,lora,qlora4
   [ $MODE = tiny ] && device=cpu tiny=(--tiny) conf_methods=lora
   step env 45 bash -o pipefail -c "'$PY' -c \"\$1\" | tee '$OUT/env.txt'" _ "$ENV_PY"
-  step conformance 150 bash -c "'$PY' benchmarks/conformance.py --device $device --methods $conf_methods \
+  # HARNESS_PADDING_FREE_CUDA=1: the harness's per-row attention on CUDA, which is off there by default until
+  # the on/off table below shows it helps; the conformance check holds it against trl's padded path.
+  step conformance 150 env HARNESS_PADDING_FREE_CUDA=1 bash -c "'$PY' benchmarks/conformance.py --device $device \
+    --methods $conf_methods \
     $([ $MODE = tiny ] && echo '--families llama,mistral') > '$OUT/conformance_$device.md'"
   step goals 150 "$PY" benchmarks/gpu_bench.py "${tiny[@]}" --preset goals --out "$OUT/goals.md" \
     --json "$OUT/goals.json" --budget-s 110

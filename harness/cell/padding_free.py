@@ -109,6 +109,10 @@ def varlen_attention(module, query, key, value, attention_mask, dropout=0.0, sca
 
 
 KERNEL_ENV = "HARNESS_VARLEN_KERNEL"  # =1: torch's varlen flash attention on CUDA, to be measured against per-row SDPA
+# =1: padding-free batches on CUDA too. Off by default there: on CUDA per-row SDPA adds a host sync per layer and
+# trl's padded batches run one fused kernel, and which is faster has not been measured yet
+# (benchmarks/gpu_matrix.sh's on/off table measures it; harness/cell/trl_changes.py reads this).
+CUDA_ENV = "HARNESS_PADDING_FREE_CUDA"
 
 
 def varlen_kernel(query):

@@ -8,7 +8,8 @@ with the reason (train.json ``trl_changes``); the report lists the ones left out
 
 - **Padding-free batches** (harness/cell/padding_free.py): needs trl's padded language-modeling collator, a model
   on SDPA attention, and an attention that per-row SDPA computes (causal, with or without a sliding window; no
-  soft-capping, additive bias or sinks).
+  soft-capping, additive bias or sinks); and a CPU, or ``HARNESS_PADDING_FREE_CUDA=1`` on CUDA, where it has not
+  yet been measured to help.
 - **A compact LM head** (harness/cell/lm_head.py): needs a device where trl's own head scores every position (off
   CUDA) and a loss over ``lm_head(hidden)`` alone (no logit soft-capping or scale, no MoE router loss).
 - **Fused LoRA dropout** (harness/cell/lora_dropout.py): needs a CPU and LoRA adapters with dropout.
@@ -28,7 +29,7 @@ from dataclasses import dataclass, field
 
 from harness.cell.lm_head import compact_lm_head, head_blockers
 from harness.cell.lora_dropout import fuse_lora_dropout
-from harness.cell.padding_free import KERNEL_ENV, count_packed_tokens, use_varlen, varlen_blockers
+from harness.cell.padding_free import CUDA_ENV, KERNEL_ENV, count_packed_tokens, use_varlen, varlen_blockers
 
 CHANGES = ("padding_free", "compact_lm_head", "fused_lora_dropout", "float32_adapters", "malloc_mmap_threshold")
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # <malloc.h>
@@ -94,6 +95,9 @@ def apply(trainer, cfg, device: str) -> Applied:
     blockers = varlen_blockers(base, cfg.max_seq_len)
     if type(collator) is not DataCollatorForLanguageModeling or collator.padding_free:
         done.not_applicable["padding_free"] = "trl chose another collator than its padded language-modeling one"
+    elif device == "cuda" and os.environ.get(CUDA_ENV) != "1" and os.environ.get(KERNEL_ENV) != "1":
+        done.not_applicable["padding_free"] = ("on cuda, not yet measured to help over trl's padded batches "
+                                               f"({CUDA_ENV}=1 turns it on; benchmarks/gpu_matrix.sh measures both)")
     elif attention != "sdpa":
         done.left_out["padding_free"] = (f"the model runs on {attention} attention, and per-row attention stands in "
                                         "for SDPA only; trained on trl's padded batches")

@@ -108,8 +108,10 @@ def tuning_cost(cfg, spec) -> str:
     runs = (len(grid) + 1 if grid else 1) * seeds
     what = [f"{len(grid)} grid points ({', '.join(f'{v:g}' for v in grid)}) on validation, then the chosen one on "
             "test"] if grid else []
-    what += [f"x {seeds} seeds"] if seeds > 1 else []
-    return f"; the run trains it {runs} times ({' '.join(what)}): {runs}x this time"
+    if seeds > 1:
+        what.append(f"each for {seeds} seeds" if grid else f"once for each of {seeds} seeds")
+    verb = "trains" if spec.trains else "runs"
+    return f"; the run {verb} it {runs} times ({'; '.join(what)}): {runs}x this time"
 
 
 def _gib(x):

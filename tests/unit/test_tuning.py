@@ -99,3 +99,14 @@ def test_a_tie_goes_to_the_lower_validation_loss_then_to_the_first_point():
            Point(1e-2, 0.0, 1, ("ok",), 0.0, 4.0))
     assert choose(pts, higher_is_better=True) == 1e-3
     assert choose((Point(1e-4, None, 0, ("failed",), None, None),), True) is None
+
+
+def test_plan_multiplies_a_tuned_methods_time_by_its_trainings_and_says_so():
+    from harness.cli.plan import tuning_cost
+
+    cfg = RunConfig(methods=("base", "full", "lora:lr=1e-4|1e-3"), tune="lr", seeds=(0, 1))
+    base, full, lora = cfg.specs
+    assert tuning_cost(cfg, base) == "; the run runs it 2 times (once for each of 2 seeds): 2x this time"
+    assert tuning_cost(cfg, full).startswith("; the run trains it 8 times (3 grid points (1.67e-05, 5e-05, 0.00015)")
+    assert "6x this time" in tuning_cost(cfg, lora)
+    assert tuning_cost(RunConfig(methods=("lora",)), RunConfig(methods=("lora",)).specs[0]) == ""
