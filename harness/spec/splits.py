@@ -60,19 +60,26 @@ def load(task, cfg, roles: tuple = ROLES) -> dict:
     want_val = cfg.needs_validation and "validation" in roles
     shared_text, own = named_sources(task.name, cfg.data)
     shared = data_mod.parse_source(shared_text or "embedded")
-    splits: dict[str, Split] = {}
+    # A tuning cell reads no test rows, unless --drop-overlap filters its training rows by them; the runner, which
+    # reads every split, has checked that validation and test are apart before any cell ran.
+    need_test = "test" in roles or cfg.drop_overlap
+    splits: dict[str, Split] = {"test": Split("not read", [], [])}
     if not ("train" in own and "test" in own):
         if shared.kind == "embedded" or (shared.kind == "hub" and shared.split is None):
-            splits = {"train": _read(task, shared, "train", columns), "test": _read(task, shared, "eval", columns)}
+            splits["train"] = _read(task, shared, "train", columns)
+            if need_test:
+                splits["test"] = _read(task, shared, "eval", columns)
         else:  # one file or one hub split: hold part of it out as the test split
             whole = _read(task, shared, "train", columns)
             train, held = data_mod.holdout(whole.rows, n_test)
             splits = {"train": Split(f"{whole.desc} (train part)", train, whole.dropped),
                       "test": Split(f"{whole.desc} (held-out part)", held, [])}
     for role, text in own.items():
+        if (role == "test" and not need_test) or (role == "validation" and not want_val):
+            continue
         source = data_mod.parse_source(text)
-        if role == "validation" and (not want_val or source.kind == "embedded"):
-            continue  # not read; an embedded task's validation rows are carved from its training pool, below
+        if role == "validation" and source.kind == "embedded":
+            continue  # an embedded task's validation rows are carved from its training pool, below
         splits[role] = _read(task, source, "eval" if role == "test" else role, columns)
     if want_val and "validation" not in splits:
         splits["train"], splits["validation"] = _carve(task, splits["train"], n_val, cfg.validation_fraction)
@@ -86,7 +93,8 @@ def load(task, cfg, roles: tuple = ROLES) -> dict:
                                             "test" in roles)
     if want_val:
         out["validation"] = splits["validation"].rows[:n_val]
-        _check_apart(task.name, out["validation"], test)
+        if need_test:
+            _check_apart(task.name, out["validation"], test)
     for role in (r for r in ROLES if r in out):
         out["fingerprint"][role] = data_mod.fingerprint(splits[role].desc, out[role])
         if splits[role].dropped:

@@ -66,9 +66,16 @@ def test_a_training_file_holds_out_a_stated_fraction_by_content_not_by_seed(tmp_
     assert "held out by content hash" in a["fingerprint"]["validation"]["source"]
 
 
-def test_a_tuning_cell_can_load_without_the_test_split(tmp_path):
+def test_a_tuning_cell_never_reads_the_test_split(tmp_path):
     data = CNN.load(RunConfig(**TUNED), roles=("train", "validation"))
     assert "test" not in data and set(data["fingerprint"]) == {"train", "validation"}
+    train = write(tmp_path / "train.jsonl", generate("train", 20))
+    broken = tmp_path / "test.jsonl"
+    broken.write_text("this is not JSON\n")  # reading it would fail
+    cfg = RunConfig(**TUNED, data={"cnn": f"{train},{broken}"})
+    assert len(CNN.load(cfg, roles=("train", "validation"))["validation"]) == 2  # a tenth of 20
+    with pytest.raises(DataError, match="cannot read"):
+        CNN.load(cfg)
 
 
 def test_validation_rows_that_are_test_rows_are_refused(tmp_path):
