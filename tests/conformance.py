@@ -117,6 +117,7 @@ def trl_run(folder, method: str, cfg, tok, rows, lora_dropout: float | None = No
     import torch
     from datasets import Dataset
     from peft import LoraConfig, prepare_model_for_kbit_training
+    from transformers.trainer_callback import PrinterCallback
     from trl import SFTConfig, SFTTrainer
 
     from harness.cell.load import load_model
@@ -146,6 +147,7 @@ def trl_run(folder, method: str, cfg, tok, rows, lora_dropout: float | None = No
         if device == "cpu" and p.requires_grad and p.dtype == torch.bfloat16:
             p.data = p.data.float()
     trace: dict = {}
+    trainer.remove_callback(PrinterCallback)  # it prints every log line to stdout (benchmarks/conformance.py's table)
     trainer.add_callback(_recorder(trace))
     trainer.train()
     return {**trace, "final": _final(trace, trainer.model)}

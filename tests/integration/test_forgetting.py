@@ -8,7 +8,7 @@ import pytest
 
 from tests.conftest import run_cli
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("forgetting")]  # its module fixture runs once
 
 SMALL = ("--model", "tiny-llama", "--train-limit", "8", "--eval-limit", "4", "--max-new-tokens", "8",
          "--bootstrap", "100")

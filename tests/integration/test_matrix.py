@@ -7,7 +7,7 @@ import pytest
 
 from tests.conftest import run_cli
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("matrix")]  # its module fixture runs once
 
 METHODS = ("base", "full", "lora", "qlora", "qlora4", "qlora8")
 

@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import ROOT
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("memory_check")]  # its module fixture runs once
 
 
 def test_memory_check_measures_and_estimates_one_cell(tmp_path, tiny_model_dir):

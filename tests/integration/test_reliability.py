@@ -14,7 +14,7 @@ import pytest
 from harness.cli import main
 from tests.conftest import ROOT, run_cli
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("reliability")]  # its module fixture runs once
 
 SMALL = ["--model", "tiny-llama", "--tasks", "cnn", "--train-limit", "8", "--eval-limit", "4",
          "--max-new-tokens", "8", "--bootstrap", "100"]

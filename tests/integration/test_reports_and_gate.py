@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import ROOT, run_cli
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("reports_and_gate")]  # its module fixture runs once
 
 CI_CONFIG = ROOT / "tests" / "baselines" / "ci-matrix.yaml"
 CI_BASELINE = ROOT / "tests" / "baselines" / "ci-tiny.json"

@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import run_cli
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("trackers")]  # its module fixture runs once
 
 pytest.importorskip("mlflow")
 OPTIONAL = [t for t in ("tensorboard", "wandb") if importlib.util.find_spec(t) is not None]

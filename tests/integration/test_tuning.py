@@ -9,7 +9,7 @@ import pytest
 from harness.core.files import read_json, read_jsonl
 from tests.conftest import run_cli
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("tuning")]  # its module fixture runs once
 
 WORDS = "alpha beta gamma delta river stone cloud market city lamp green blue north south".split()
 GRID = "1e-3,1e-2,1e-1"

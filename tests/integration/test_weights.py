@@ -12,7 +12,7 @@ import torch
 from harness.cli import main
 from tests.conftest import run_cli
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("weights")]  # its module fixture runs once
 
 SMALL = ["--model", "tiny-llama", "--tasks", "cnn", "--train-limit", "4", "--eval-limit", "2",
          "--max-new-tokens", "8", "--bootstrap", "50"]
