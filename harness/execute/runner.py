@@ -95,6 +95,8 @@ def choices(cfg: RunConfig) -> dict:
             continue
         console.print(f"[bold]tuning[/] {t.task} x {t.method}: {t.by} on validation ({t.validation_rows} rows) "
                       f"by {t.key}: {curve}; chosen {t.key}={t.chosen:g}", soft_wrap=True)
+        if t.edge:
+            console.print(f"[yellow]warning: {t.edge_note()}[/]", soft_wrap=True)
         out[t.task, t.method] = t.chosen
     return out
 

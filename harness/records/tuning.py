@@ -41,6 +41,23 @@ class Tuning:
     def higher_is_better(self) -> bool:
         return get_metric(self.by).higher_is_better
 
+    @property
+    def edge(self) -> str | None:
+        """"lowest" or "highest" when the chosen rate is the grid's smallest or largest: the best may lie beyond."""
+        values = [p.value for p in self.points]
+        if self.chosen is None or len(values) < 3:
+            return None
+        return "lowest" if self.chosen == min(values) else "highest" if self.chosen == max(values) else None
+
+    def edge_note(self) -> str:
+        """What a choice at the edge of its grid means, and a grid that looks past it."""
+        up = self.edge == "highest"
+        further = [self.chosen * f for f in ((1, 3, 9) if up else (1 / 9, 1 / 3, 1))]
+        grid = "|".join(f"{v:.3g}" for v in further)
+        return (f"{self.task} x {self.method}: the chosen {self.key} ({self.chosen:g}) is the {self.edge} of its "
+                f"grid, so the best rate may lie {'above' if up else 'below'} it; look further with --methods "
+                f"'{self.method}:{self.key}={grid}'")
+
 
 def tunings(records: list[dict], seeds: int | None = None) -> list[Tuning]:
     """One Tuning per (task, method) among tuning-cell records (``load_records(run, split="validation")``).

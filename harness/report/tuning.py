@@ -52,10 +52,12 @@ def tuning_note(tunings: list[Tuning]) -> str | None:
     chosen = "; ".join(f"{t.task} x {t.method}: {t.key}={t.chosen:g}" if t.chosen is not None else
                        f"{t.task} x {t.method}: none (no grid point finished)" for t in tunings)
     by = {t.by for t in tunings}
+    edges = " ".join(f"Note: {t.edge_note()}." for t in tunings if t.edge)
     return (f"Tuning: each tuned method's learning rate was chosen on the validation split, by "
             f"{'the validation loss' if by == {'loss'} else 'the task main metric'} (mean over seeds), before any "
             f"test figure was computed; the tables show the chosen points on the test split only, and the paired "
-            f"comparisons, the recommendation and the gate use them. Chosen: {chosen}.")
+            f"comparisons, the recommendation and the gate use them. Chosen: {chosen}."
+            + (f" {edges}" if edges else ""))
 
 
 def validation_curves(task: str, tunings: list[Tuning]) -> str | None:

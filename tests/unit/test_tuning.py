@@ -110,3 +110,14 @@ def test_plan_multiplies_a_tuned_methods_time_by_its_trainings_and_says_so():
     assert tuning_cost(cfg, full).startswith("; the run trains it 8 times (3 grid points (1.67e-05, 5e-05, 0.00015)")
     assert "6x this time" in tuning_cost(cfg, lora)
     assert tuning_cost(RunConfig(methods=("lora",)), RunConfig(methods=("lora",)).specs[0]) == ""
+
+
+def test_a_choice_at_the_edge_of_its_grid_says_so_and_how_to_look_further():
+    top = [_record("cnn", "lora", v, 0, r, 1.0) for v, r in ((1e-4, 0.1), (1e-3, 0.2), (1e-2, 0.3))]
+    (t,) = tunings(top)
+    assert t.chosen == 1e-2 and t.edge == "highest"
+    assert t.edge_note().endswith("look further with --methods 'lora:lr=0.01|0.03|0.09'")
+    middle = [_record("cnn", "lora", v, 0, r, 1.0) for v, r in ((1e-4, 0.1), (1e-3, 0.3), (1e-2, 0.2))]
+    assert tunings(middle)[0].edge is None
+    bottom = [_record("cnn", "lora", v, 0, r, 1.0) for v, r in ((1e-4, 0.3), (1e-3, 0.2), (1e-2, 0.1))]
+    assert tunings(bottom)[0].edge == "lowest" and "'lora:lr=1.11e-05|3.33e-05|0.0001'" in tunings(bottom)[0].edge_note()
