@@ -120,4 +120,5 @@ def test_a_choice_at_the_edge_of_its_grid_says_so_and_how_to_look_further():
     middle = [_record("cnn", "lora", v, 0, r, 1.0) for v, r in ((1e-4, 0.1), (1e-3, 0.3), (1e-2, 0.2))]
     assert tunings(middle)[0].edge is None
     bottom = [_record("cnn", "lora", v, 0, r, 1.0) for v, r in ((1e-4, 0.3), (1e-3, 0.2), (1e-2, 0.1))]
-    assert tunings(bottom)[0].edge == "lowest" and "'lora:lr=1.11e-05|3.33e-05|0.0001'" in tunings(bottom)[0].edge_note()
+    assert tunings(bottom)[0].edge == "lowest"
+    assert "'lora:lr=1.11e-05|3.33e-05|0.0001'" in tunings(bottom)[0].edge_note()
