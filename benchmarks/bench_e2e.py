@@ -19,7 +19,10 @@ What is left (``other``) is process start-up, planning, checks, records and wait
 
 ``--against REF`` also runs the same command from a git worktree of REF (made in a temporary folder, with this
 interpreter and its packages, the worktree first on the import path), alternating today's code and REF's for
-``--rounds`` rounds, and prints each run's wall time and main metric and the ratio today / REF per round.
+``--rounds`` rounds, and prints each run's wall time and main metric and the ratio today / REF per round, with
+each cell's train and generation seconds side by side. A ratio is printed only where both runs finished the same
+cells: a run that failed a cell did less work. ``--against-patch FILE`` applies a patch to REF's worktree first (a
+fix REF needs to run on this machine, e.g. benchmarks/ref-fixes/); the output names it.
 """
 
 from __future__ import annotations
@@ -154,11 +157,27 @@ def main_metrics(run_dir: Path) -> dict:
             for c in cell_records(run_dir)}
 
 
-def against(ref: str, run_args: list[str], rounds: int) -> dict:
+def cell_timings(run_dir: Path) -> dict:
+    """{task x method: {train_s, generation_s, load_s}} of a run's finished cells."""
+    keys = ("load_s", "train_s", "generation_s")
+    return {f"{c['task']} x {c['method']}": {k: c["metrics"].get("measurements", {}).get("timing", {}).get(k)
+                                             for k in keys} for c in cell_records(run_dir)}
+
+
+def comparable_ratios(runs: list[dict]) -> list[float]:
+    """Today / REF wall time per round, over the rounds where both runs did the same work: both finished, with
+    the same cells. ``runs`` alternates today's run and REF's."""
+    return [t["wall_s"] / o["wall_s"] for t, o in zip(runs[::2], runs[1::2])
+            if t["exit_status"] == 0 and o["exit_status"] == 0 and set(t["metrics"]) == set(o["metrics"])]
+
+
+def against(ref: str, run_args: list[str], rounds: int, patch: str | None = None) -> dict:
     """Today's code and a worktree of ``ref``, the same command, alternating; wall times, metrics, ratios."""
     scratch = Path(tempfile.mkdtemp(prefix="bench-e2e-against-"))
     tree = scratch / "tree"
     subprocess.run(["git", "worktree", "add", "--detach", str(tree), ref], cwd=ROOT, check=True, capture_output=True)
+    if patch:
+        subprocess.run(["git", "apply", str(Path(patch).resolve())], cwd=tree, check=True)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tree, capture_output=True, text=True).stdout.strip()
     runs = []
     try:
@@ -168,14 +187,15 @@ def against(ref: str, run_args: list[str], rounds: int) -> dict:
                 out.mkdir()
                 wall, code, run_dir = run_command(run_args, out, root)
                 runs.append({"round": r + 1, "variant": variant, "wall_s": wall, "exit_status": code,
-                             "metrics": main_metrics(run_dir), "run_dir": str(run_dir)})
+                             "metrics": main_metrics(run_dir), "cells": cell_timings(run_dir),
+                             "run_dir": str(run_dir)})
                 print(f"  round {r + 1} {variant:10s} {wall:7.1f} s  exit {code}  " + ", ".join(
                     f"{k} {v:.3f}" for k, v in runs[-1]["metrics"].items()), flush=True)
     finally:  # the run folders stay (the breakdown reads today's first); the caller removes ``scratch``
         subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, capture_output=True)
-    ratios = [t["wall_s"] / o["wall_s"] for t, o in zip(runs[::2], runs[1::2])]
-    return {"ref": ref, "commit": commit, "runs": runs, "ratios": ratios, "mean_ratio": sum(ratios) / len(ratios),
-            "scratch": str(scratch)}
+    ratios = comparable_ratios(runs)
+    return {"ref": ref, "commit": commit, "patch": patch, "runs": runs, "ratios": ratios,
+            "mean_ratio": sum(ratios) / len(ratios) if ratios else None, "scratch": str(scratch)}
 
 
 def print_against(result: dict) -> None:
@@ -184,8 +204,19 @@ def print_against(result: dict) -> None:
     for r in result["runs"]:
         print(f"| {r['round']} | {r['variant']} | {r['wall_s']:.1f} | "
               + ", ".join(f"{k} {v:.3f}" for k, v in r["metrics"].items()) + " |")
-    print(f"\ntoday / {result['ref']} ({result['commit'][:10]}): wall time "
-          + ", ".join(f"{x:.2f}x" for x in result["ratios"]) + f" per round, mean {result['mean_ratio']:.2f}x")
+    print("\n| round | code | cell | load s | train s | generate s |")
+    print("|---|---|---|---|---|---|")
+    for r in result["runs"]:
+        for cell, t in r["cells"].items():
+            print(f"| {r['round']} | {r['variant']} | {cell} | "
+                  + " | ".join("-" if t[k] is None else f"{t[k]:.1f}" for k in ("load_s", "train_s", "generation_s"))
+                  + " |")
+    ref = f"{result['ref']} ({result['commit'][:10]}" + (f", with {result['patch']})" if result["patch"] else ")")
+    if not result["ratios"]:
+        print(f"\ntoday / {ref}: no round where both runs finished the same cells, so no wall-time ratio")
+        return
+    print(f"\ntoday / {ref}: wall time " + ", ".join(f"{x:.2f}x" for x in result["ratios"])
+          + f" over {len(result['ratios'])} of {len(result['runs']) // 2} rounds, mean {result['mean_ratio']:.2f}x")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -199,10 +230,14 @@ def main(argv: list[str] | None = None) -> None:
                    help="fresh interpreters timed for the import share; the median is used (default 3)")
     p.add_argument("--against", metavar="REF", help="also run the command from a worktree of this git commit")
     p.add_argument("--rounds", type=int, default=1, help="with --against: today/REF pairs, interleaved")
+    p.add_argument("--against-patch", metavar="FILE",
+                   help="with --against: apply this patch to REF's worktree first (a fix REF needs on this machine)")
     args = p.parse_args(own)
     run_args = run_args or DEFAULT_ARGS
     load_before = Path("/proc/loadavg").read_text().split()[:3]
-    compared = against(args.against, run_args, args.rounds) if args.against else None
+    if args.against_patch and not args.against:
+        p.error("--against-patch needs --against REF")
+    compared = against(args.against, run_args, args.rounds, args.against_patch) if args.against else None
     if compared:  # the breakdown of today's first round
         first = compared["runs"][0]
         out = Path(compared["scratch"])
