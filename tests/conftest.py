@@ -16,6 +16,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HARNESS_PROGRESS", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the Hub; fail fast instead of retrying
+# Under pytest-xdist each worker's torch (and each CLI process a test starts) would take one thread per core, so two
+# workers on two cores run four OpenMP threads that spin-wait for each other: twelve conformance tests took 141 s
+# that way and 58 s with one thread per worker (measured on a 2-core machine). Each worker gets its share.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    _CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, _CORES // _WORKERS)))
 
 from harness.spec.task import load_tasks  # noqa: E402  (after the path and the environment above)
 
