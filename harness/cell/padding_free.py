@@ -96,14 +96,11 @@ def varlen_attention(module, query, key, value, attention_mask, dropout=0.0, sca
     for s, e in zip(cuts[:-1], cuts[1:]):
         if e <= s:
             continue
-        q, k, v = query[:, :, s:e], key[:, :, s:e], value[:, :, s:e]
-        if window is not None and e - s > window:
-            mask = window_mask(e - s, window, query.device)
-            parts.append(torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p,
-                                                                          scale=scaling, enable_gqa=gqa))
-        else:
-            parts.append(torch.nn.functional.scaled_dot_product_attention(q, k, v, dropout_p=p, scale=scaling,
-                                                                          is_causal=True, enable_gqa=gqa))
+        # A row within its window is plain causal attention; a longer one gets the window's mask.
+        mask = window_mask(e - s, window, query.device) if window is not None and e - s > window else None
+        parts.append(torch.nn.functional.scaled_dot_product_attention(
+            query[:, :, s:e], key[:, :, s:e], value[:, :, s:e], attn_mask=mask, dropout_p=p, scale=scaling,
+            is_causal=mask is None, enable_gqa=gqa))
     out = parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)
     return out.transpose(1, 2).contiguous(), None
 

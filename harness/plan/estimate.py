@@ -104,11 +104,15 @@ def _bytes(spec, device: str, compute_bytes: int | None, mixed_precision: str | 
                   dropout_mask=adapter if device == "cpu" else 1)
 
 
+def _all_linear(lora_target_modules: str) -> bool:
+    return lora_target_modules in ("all-linear", "all_linear")
+
+
 def _targets(shape: Shape, lora_target_modules: str) -> dict[str, tuple[int, int]]:
     """(out, in) of each Linear-like module LoRA adapts in one layer: peft's all-linear takes every projection and,
     in a mixture of experts, the router (the experts' 3-D weights are counted by ``_expert_adapters``)."""
     linears = shape.linears()
-    if lora_target_modules in ("all-linear", "all_linear"):
+    if _all_linear(lora_target_modules):
         return {**linears, **({"gate": (shape.experts, shape.hidden_size)} if shape.experts else {})}
     names = [t.strip() for t in lora_target_modules.split(",") if t.strip()]
     bad = [t for t in names if t not in linears]
@@ -121,7 +125,7 @@ def _targets(shape: Shape, lora_target_modules: str) -> dict[str, tuple[int, int
 def _expert_adapters(shape: Shape, lora_target_modules: str, r: int) -> list[int]:
     """Numels of the LoRA matrices peft puts on a mixture of experts' 3-D weights per layer (lora.ParamWrapper,
     rank r per expert; the fused gate_up gets rank 2r, one for each of the weights it fuses)."""
-    if not shape.experts or lora_target_modules not in ("all-linear", "all_linear"):
+    if not shape.experts or not _all_linear(lora_target_modules):
         return []
     e, h, i = shape.experts, shape.hidden_size, shape.intermediate_size
     return [2 * r * e * h, 2 * i * 2 * r * e, r * e * i, h * r * e]
@@ -218,13 +222,14 @@ def estimate(shape: Shape, spec, *, batch_size: int, seq_len: int, lora_r: int,
         persistent["adapters"] = sum(numels) * elem
     grads = sum(numels) * elem
     states = _optimizer_bytes(numels, elem, optimizer)
-    # peft's ParamWrapper, which adapts a mixture of experts' 3-D weights, has no dropout (harness/cell/training.py)
-    dropout = lora_dropout > 0 and not (shape.experts and lora_target_modules in ("all-linear", "all_linear"))
+    # all-linear reaches a mixture of experts' 3-D weights through peft's ParamWrapper, which has no dropout
+    # (harness/cell/training.py)
+    experts_adapted = bool(shape.experts) and _all_linear(lora_target_modules)
     phase, parts, notes = rules.training(
         shape, spec, b, persistent, grads=grads, states=states, targets=targets, batch_size=batch_size,
-        seq_len=seq_len, lora_r=lora_r, gc=gradient_checkpointing, device=device, dropout=dropout,
-        optimizer=optimizer, loss_tokens=loss_tokens, grad_accum=grad_accum,
-        expert_lora=bool(_expert_adapters(shape, lora_target_modules, lora_r)) and spec.finetune == "lora")
+        seq_len=seq_len, lora_r=lora_r, gc=gradient_checkpointing, device=device,
+        dropout=lora_dropout > 0 and not experts_adapted, optimizer=optimizer, loss_tokens=loss_tokens,
+        grad_accum=grad_accum, expert_lora=experts_adapted and spec.finetune == "lora")
     return Estimate(spec.name, parts, phase, fmt, notes + _family_note(shape))
 
 

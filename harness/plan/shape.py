@@ -13,7 +13,6 @@ from pathlib import Path
 from harness.core.errors import ConfigError
 
 SHIPPED = Path(__file__).parent / "model_configs"
-LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 # How each family's decoder layer differs from Llama's (read from transformers 5's modeling files): attention
 # projections fused into one (Phi-3 qkv_proj, GPT-NeoX query_key_value); the MLP's gate and up fused (Phi-3) or no

@@ -79,9 +79,9 @@ class OverlapIndex:
         return sorted(out.values())
 
 
-def overlap_record(train_rows: list[dict], test_rows: list[dict], columns: tuple, dropped: int = 0) -> dict:
-    """data.json's ``overlap``: how many test rows duplicate (exact) or nearly duplicate (near) a training row."""
-    index = OverlapIndex.of(test_rows, columns)
+def overlap_record(train_rows: list[dict], index: OverlapIndex, dropped: int = 0) -> dict:
+    """data.json's ``overlap``: how many of ``index``'s test rows duplicate (exact) or nearly duplicate (near) a
+    training row."""
     kind: dict[int, str] = {}
     examples = []
     for j, row in enumerate(train_rows):
@@ -91,7 +91,7 @@ def overlap_record(train_rows: list[dict], test_rows: list[dict], columns: tuple
             if len(examples) < EXAMPLES:
                 examples.append({"test_row": i, "train_row": j, "kind": how, "share": round(share, 3)})
     exact = sum(k == "exact" for k in kind.values())
-    return {"test_rows": len(test_rows), "exact": exact, "near": len(kind) - exact,
+    return {"test_rows": len(index.sizes), "exact": exact, "near": len(kind) - exact,
             "overlapping_test_rows": sorted(kind), "ngram": N, "near_share": NEAR_SHARE,
             "dropped_from_train": dropped, "examples": examples}
 

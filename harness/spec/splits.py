@@ -109,15 +109,14 @@ def _carve(task, pool: Split, n_val: int, fraction: float) -> tuple[Split, Split
     """(train, validation) from the training source: an embedded pool's last rows, else a hashed fraction."""
     if pool.desc == "embedded train":  # past the training rows, which stay as they are without validation
         train, val = pool.rows[:-n_val], pool.rows[-n_val:]
-        carved = (pool, Split(f"embedded train (its last {len(val)} rows)", val, []))
+        train_desc, val_desc = pool.desc, f"embedded train (its last {len(val)} rows)"
     else:
         train, val = data_mod.carve(pool.rows, fraction)
-        carved = (Split(f"{pool.desc} (rest)", train, pool.dropped),
-                  Split(f"{pool.desc} ({fraction:g} held out by content hash)", val, []))
+        train_desc, val_desc = f"{pool.desc} (rest)", f"{pool.desc} ({fraction:g} held out by content hash)"
     if not train or not val:
         raise DataError(f"{task.name}: the training source ({pool.desc}, {len(pool.rows)} rows) is too small to hold "
                         f"out validation rows; give a validation split with --data {task.name}.validation=FILE")
-    return Split(carved[0].desc, train, carved[0].dropped), carved[1]
+    return Split(train_desc, train, pool.dropped), Split(val_desc, val, [])
 
 
 def _check_apart(task: str, validation: list[dict], test: list[dict]) -> None:
@@ -135,7 +134,7 @@ def _train_rows(task, pool: list[dict], test: list[dict], limit: int, drop: bool
     columns = task.text_columns or task.columns
     if not drop:
         rows = pool[:limit]
-        return rows, overlap_record(rows, test, columns) if measure else None
+        return rows, overlap_record(rows, OverlapIndex.of(test, columns)) if measure else None
     index = OverlapIndex.of(test, columns)
     rows, skipped = [], 0
     for row in pool:
@@ -145,7 +144,7 @@ def _train_rows(task, pool: list[dict], test: list[dict], limit: int, drop: bool
             skipped += 1
         else:
             rows.append(row)
-    return rows, overlap_record(rows, test, columns, dropped=skipped)
+    return rows, overlap_record(rows, index, dropped=skipped)
 
 
 def _read(task, source, role: str, columns: dict) -> Split:
