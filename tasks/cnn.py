@@ -7,7 +7,7 @@ teaches the format, and ROUGE against the reference highlights measures the gain
 from __future__ import annotations
 
 from harness.spec.metrics import ROUGE_TYPES, rouge
-from harness.spec.prompts import completion_text, fit_prompt, n_tokens, render_prompt
+from harness.spec.prompts import Query
 from harness.spec.task import Context, Task, register_task
 from tasks.embedded import cnn_gen
 
@@ -32,16 +32,11 @@ class CNN(Task):
     def embedded(self, split: str) -> list[dict]:
         return cnn_gen.generate("train" if split == "train" else "validation")
 
-    def _prompt(self, ctx: Context, row: dict, reserve: int) -> str:
-        return fit_prompt(ctx, lambda article: render_prompt(ctx, article, SYSTEM), row["article"], reserve)
+    def query(self, row: dict, ctx: Context) -> Query:
+        return Query(text=row["article"], system=SYSTEM)
 
-    def train_pair(self, row: dict, ctx: Context) -> dict:
-        completion = completion_text(ctx, row["highlights"])
-        reserve = n_tokens(ctx.tok, completion) + 1  # + the EOS trl appends
-        return {"prompt": self._prompt(ctx, row, reserve), "completion": completion}
-
-    def eval_prompt(self, row: dict, ctx: Context) -> str:
-        return self._prompt(ctx, row, ctx.max_new_tokens)
+    def answer(self, row: dict, ctx: Context) -> str:
+        return row["highlights"]
 
     def reference(self, row: dict) -> str:
         return row["highlights"]

@@ -1,8 +1,9 @@
 """A document store for the ReAct loop: Search[entity] and Lookup[keyword] over {title, text} pages.
 
 It follows the Wikipedia environment of ReAct (Yao et al. 2023): Search on an exact title returns the first
-sentences of the page; otherwise it lists similar titles, ranked with BM25 (the bm25s library). Lookup
-returns, one call at a time, the next sentence of the current page that contains the keyword.
+sentences of the page; otherwise it lists similar titles, ranked by the harness's retriever (BM25, the bm25s library;
+harness/spec/retrieval.py). Lookup returns, one call at a time, the next sentence of the current page that contains
+the keyword.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import re
 from pathlib import Path
 
 from harness.core.errors import DataError
+from harness.spec.retrieval import BM25
 
 SENTENCE = re.compile(r"(?<=[.!?])\s+")
 FIRST_SENTENCES = 3  # ReAct's env shows the first 5 sentences of a Wikipedia page; our pages are short
@@ -23,15 +25,12 @@ def _key(title: str) -> str:
 
 class DocStore:
     def __init__(self, pages: list[dict]):
-        import bm25s
-
         if not pages:
             raise DataError("the document store is empty; give --docstore a JSONL file of {title, text} pages")
         self.titles = [p["title"] for p in pages]
         self.sentences = {_key(p["title"]): [s for s in SENTENCE.split(p["text"].strip()) if s] for p in pages}
-        corpus = [f"{p['title']} {p['text']}" for p in pages]
-        self._bm25 = bm25s.BM25()
-        self._bm25.index(bm25s.tokenize(corpus, stopwords="en", show_progress=False), show_progress=False)
+        self.pages = [{"title": p["title"], "text": p["text"]} for p in pages]
+        self._retriever = BM25([f"{p['title']} {p['text']}" for p in pages])
 
     @classmethod
     def from_jsonl(cls, path: str) -> DocStore:
@@ -54,12 +53,7 @@ class DocStore:
         return cls(pages)
 
     def similar(self, query: str, k: int = 5) -> list[str]:
-        import bm25s
-
-        k = min(k, len(self.titles))
-        docs, scores = self._bm25.retrieve(bm25s.tokenize([query], stopwords="en", show_progress=False), k=k,
-                                           show_progress=False)
-        return [self.titles[int(d)] for d, s in zip(docs[0], scores[0]) if s > 0]
+        return [self.titles[i] for i, _ in self._retriever.search(query, k)]
 
     def page(self, title: str) -> list[str] | None:
         return self.sentences.get(_key(title))

@@ -12,7 +12,8 @@ from functools import lru_cache
 
 from harness.core.errors import ConfigError, DataError
 from harness.spec.metrics import register_metric
-from harness.spec.prompts import completion_text, fit_prompt, n_tokens, render_prompt
+from harness.spec.prompts import Passage, Query, completion_text, n_tokens, passage_block
+from harness.spec.splits import uses_embedded
 from harness.spec.task import ROLES, Context, GenerationStats, Task, register_task
 from tasks import react
 from tasks.docstore import Browser, DocStore
@@ -41,9 +42,15 @@ def load_docstore(path: str) -> DocStore:
     return DocStore.from_jsonl(path)
 
 
+def store_path(cfg) -> str | None:
+    """The document store the run names: --docstore, or --corpus fever= (the same flag under the name every task
+    shares)."""
+    return cfg.docstore or cfg.corpus.get("fever")
+
+
 def uses_embedded_store(cfg) -> bool:
     """The ReAct loop searches the embedded encyclopedia: no --docstore, or --docstore embedded."""
-    return cfg.docstore in (None, EMBEDDED)
+    return store_path(cfg) in (None, EMBEDDED)
 
 
 def check_docstore(cfg) -> None:
@@ -54,10 +61,15 @@ def check_docstore(cfg) -> None:
     """
     key = "fever.eval" if cfg.data.get("fever.eval") else "fever"
     eval_source = cfg.data.get(key, EMBEDDED)
-    if cfg.docstore is None and eval_source.strip() != EMBEDDED:
+    if store_path(cfg) is None and eval_source.strip() != EMBEDDED:
         raise ConfigError(f"--data {key}={eval_source} in react mode would search the embedded fictional "
                           "encyclopedia; pass --docstore FILE.jsonl with {title, text} pages for your claims, or "
                           "--docstore embedded to use the embedded store on purpose")
+
+
+def closed(ctx: Context) -> bool:
+    """The claim is answered with a label alone (--fever-mode closed), not through the ReAct loop."""
+    return ctx.cfg is not None and ctx.cfg.fever_mode == "closed"
 
 
 @register_task
@@ -78,8 +90,29 @@ class Fever(Task):
     def options(self, cfg) -> dict:
         opts = {"fever_mode": cfg.fever_mode}
         if cfg.fever_mode == "react":
-            opts.update(react_max_steps=cfg.react_max_steps, docstore=cfg.docstore or "embedded")
+            opts.update(react_max_steps=cfg.react_max_steps, docstore=store_path(cfg) or "embedded")
         return opts
+
+    def knowledge_base(self, cfg) -> str | None:
+        """The document store: --docstore / --corpus fever=FILE, else the embedded encyclopedia for the embedded
+        claims (your own claims need your own pages)."""
+        path = store_path(cfg)
+        if path is not None:
+            return path
+        return EMBEDDED if uses_embedded(self.name, cfg.data) else None
+
+    def embedded_corpus(self) -> list[dict]:
+        return [{"id": p["title"], "title": p["title"], "text": p["text"]} for p in fever_gen.encyclopedia()[0]]
+
+    def method_issue(self, method, cfg) -> str | None:
+        if method.retrieve is not None and cfg.fever_mode == "react":
+            raise ConfigError(f"method {method.name}: in --fever-mode react the ReAct loop retrieves by itself "
+                              "(Search and Lookup), so retrieve=K has nothing to add; use --fever-mode closed, or "
+                              "leave retrieve out")
+        if method.retrieve is not None and self.knowledge_base(cfg) is None:
+            return ("fever's claims are your own and the embedded store holds only the embedded world; pass "
+                    "--corpus fever=FILE.jsonl (or --docstore FILE.jsonl) with pages for them")
+        return super().method_issue(method, cfg)
 
     def embedded(self, split: str) -> list[dict]:
         return fever_gen.generate("train" if split == "train" else "validation")
@@ -88,7 +121,7 @@ class Fever(Task):
         if cfg.fever_mode == "react":
             check_docstore(cfg)
             if not uses_embedded_store(cfg):
-                load_docstore(cfg.docstore)  # a bad --docstore fails before any cell spends compute
+                load_docstore(store_path(cfg))  # a bad --docstore fails before any cell spends compute
         return super().load(cfg, roles)
 
     def normalize(self, rows, columns, where):
@@ -114,40 +147,39 @@ class Fever(Task):
         return out, dropped
 
     # --- prompts -----------------------------------------------------------------------------------------
-    def _react_prompt(self, row: dict, ctx: Context) -> str:
-        return render_prompt(ctx, f"Claim: {row['claim']}", REACT_SYSTEM)
-
-    def _closed_prompt(self, row: dict, ctx: Context, reserve: int) -> str:
+    def query(self, row: dict, ctx: Context) -> Query:
         claim = f"Claim: {row['claim']}"
+        if not closed(ctx):
+            return Query(head=claim, system=REACT_SYSTEM)
         if not row.get("evidence"):
-            return render_prompt(ctx, claim, CLOSED_SYSTEM)
-        return fit_prompt(ctx, lambda ev: render_prompt(ctx, f"{claim}\nEvidence: {ev}", CLOSED_SYSTEM),
-                          row["evidence"], reserve)
+            return Query(head=claim, system=CLOSED_SYSTEM)
+        return Query(head=f"{claim}\nEvidence: ", text=row["evidence"], system=CLOSED_SYSTEM)
 
-    def train_pair(self, row: dict, ctx: Context) -> dict:
-        if ctx.cfg is not None and ctx.cfg.fever_mode == "closed":
-            completion = completion_text(ctx, row["label"])
-            return {"prompt": self._closed_prompt(row, ctx, n_tokens(ctx.tok, completion) + 1),
-                    "completion": completion}
-        target = row["trajectories"] or f"Thought 1: I can answer directly.\nAction 1: Finish[{row['label']}]"
-        return {"prompt": self._react_prompt(row, ctx), "completion": completion_text(ctx, target)}
+    def answer(self, row: dict, ctx: Context) -> str:
+        if closed(ctx):
+            return row["label"]
+        return row["trajectories"] or f"Thought 1: I can answer directly.\nAction 1: Finish[{row['label']}]"
 
-    def eval_prompt(self, row: dict, ctx: Context) -> str:
-        if ctx.cfg is not None and ctx.cfg.fever_mode == "closed":
-            return self._closed_prompt(row, ctx, ctx.max_new_tokens)
-        return self._react_prompt(row, ctx)
+    def search_text(self, row: dict) -> str:
+        return row["claim"]
+
+    def with_passages(self, row: dict, query: Query, passages: list[Passage], ctx: Context) -> Query:
+        """In closed mode the retrieved pages are the evidence, in place of the row's own."""
+        if not passages:
+            return query
+        return Query(head=f"Claim: {row['claim']}\nEvidence: ", text=passage_block(passages), system=CLOSED_SYSTEM)
 
     def reference(self, row: dict) -> str:
         return row["label"]
 
     # --- evaluation --------------------------------------------------------------------------------------
     def evaluate(self, model, rows, ctx, stats: GenerationStats) -> list[dict]:
-        if ctx.cfg is not None and ctx.cfg.fever_mode == "closed":
+        if closed(ctx):
             preds = super().evaluate(model, rows, ctx, stats)
             for p in preds:
                 p["label"] = react.normalize_label(p["output"].splitlines()[0] if p["output"] else "")
             return preds
-        store = fever_gen.store() if uses_embedded_store(ctx.cfg) else load_docstore(ctx.cfg.docstore)
+        store = fever_gen.store() if uses_embedded_store(ctx.cfg) else load_docstore(store_path(ctx.cfg))
         prompts = [self.eval_prompt(r, ctx) for r in rows]
         episodes = [react.Episode(Browser(store)) for _ in rows]
         # The llama2 template puts a space after [/INST]; the trajectory starts where training completions start.

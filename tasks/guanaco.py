@@ -11,7 +11,7 @@ import json
 
 from harness.core.errors import DataError
 from harness.spec.metrics import register_metric, rouge
-from harness.spec.prompts import completion_text, fit_prompt, n_tokens, render_prompt
+from harness.spec.prompts import Query, completion_text, n_tokens
 from harness.spec.task import Context, GenerationStats, Task, register_task
 from tasks import ifeval
 from tasks.chat_format import ParseError, parse_llama2
@@ -97,22 +97,15 @@ class Guanaco(Task):
         return {"id": str(row.get("id", i)), "system": system, "history": history, "prompt": prompt.strip(),
                 "response": response.strip(), "instruction_id_list": ids, "kwargs": kwargs}
 
-    def _prompt(self, row: dict, ctx: Context, reserve: int) -> str:
-        history = list(row["history"])
-        while True:  # drop the oldest turns first when a long conversation leaves no room for the question
-            make = lambda text, h=tuple(history): render_prompt(ctx, text, row["system"], list(h))  # noqa: E731
-            if not history or n_tokens(ctx.tok, make("")) + reserve + 32 <= ctx.max_seq_len:
-                return fit_prompt(ctx, make, row["prompt"], reserve)
-            history.pop(0)
+    def query(self, row: dict, ctx: Context) -> Query:
+        return Query(text=row["prompt"], system=row["system"], history=tuple(tuple(t) for t in row["history"]))
 
-    def train_pair(self, row: dict, ctx: Context) -> dict:
-        completion = completion_text(ctx, row["response"])
+    def answer(self, row: dict, ctx: Context) -> str:
+        return row["response"]
+
+    def train_reserve(self, ctx: Context, completion: str) -> int:
         # Long answers may take at most half the window; trl then cuts the end of the answer, not the prompt.
-        reserve = min(n_tokens(ctx.tok, completion) + 1, ctx.max_seq_len // 2)
-        return {"prompt": self._prompt(row, ctx, reserve), "completion": completion}
-
-    def eval_prompt(self, row: dict, ctx: Context) -> str:
-        return self._prompt(row, ctx, ctx.max_new_tokens)
+        return min(n_tokens(ctx.tok, completion) + 1, ctx.max_seq_len // 2)
 
     def reference(self, row: dict) -> str:
         return row["response"]

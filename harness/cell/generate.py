@@ -4,10 +4,20 @@ Prompts are sorted by length so that each batch pads little, then results are pu
 Generated-token counts stop at the first end-of-sequence token, so padding never inflates tokens/s.
 ``HFBackend`` serves these to a task through its Context (harness.spec.task.Backend); harness/cell/vllm.py is
 the other backend.
+
+**A shared prefix, computed once.** Every prompt of a few-shot cell starts with the same tokens: the system prompt
+and the shots. With ``prefix_cache``, those tokens run through the model once, and each batch starts from a copy of
+their KV cache; a batch is then laid out as [prefix][padding][the rest of each prompt] instead of
+[padding][prompt], and the attention mask and the positions (transformers counts them from the mask) make the two
+layouts the same computation. Outputs are token-identical to recomputing the prefix (tests/unit/test_generation.py;
+docs/benchmarks.md measures it on SmolLM2). Where the model's cache cannot be reused this way, generation steps
+aside to the plain path and the record says why.
 """
 
 from __future__ import annotations
 
+import copy
+import inspect
 import time
 
 from harness.core.console import progress_bar
@@ -20,7 +30,8 @@ def encode_prompts(tok, prompts: list[str]) -> list[list[int]]:
 
 
 def generate(model, tok, prompts: list[str], max_new_tokens: int, batch_size: int, stats: GenerationStats,
-             stop_strings: list[str] | None = None, label: str = "generate") -> list[str]:
+             stop_strings: list[str] | None = None, label: str = "generate", prefix_for=None) -> list[str]:
+    """Greedy answers to ``prompts``; ``prefix_for(token ids)`` may give the ``Prefix`` they all start with."""
     import torch
     from transformers import GenerationConfig
 
@@ -28,6 +39,8 @@ def generate(model, tok, prompts: list[str], max_new_tokens: int, batch_size: in
         return []
     device = next(model.parameters()).device
     ids = encode_prompts(tok, prompts)
+    prefix = prefix_for(model, ids) if prefix_for is not None else None
+    shared = prefix.length if prefix is not None else 0
     order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
     stop_ids = eos_ids(tok, model)
     config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, use_cache=True,
@@ -41,11 +54,16 @@ def generate(model, tok, prompts: list[str], max_new_tokens: int, batch_size: in
             width = max(len(ids[i]) for i in batch)
             input_ids = torch.full((len(batch), width), tok.pad_token_id, dtype=torch.long)
             attention = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, i in enumerate(batch):  # left padding: the prompt ends where generation starts
-                input_ids[row, width - len(ids[i]):] = torch.tensor(ids[i])
-                attention[row, width - len(ids[i]):] = 1
+            for row, i in enumerate(batch):  # left padding (after a shared prefix): each prompt ends where it generates
+                rest = ids[i][shared:]
+                input_ids[row, :shared] = torch.tensor(ids[i][:shared], dtype=torch.long)
+                attention[row, :shared] = 1
+                input_ids[row, width - len(rest):] = torch.tensor(rest)
+                attention[row, width - len(rest):] = 1
             t0 = time.perf_counter()
             gen_kwargs = {"tokenizer": tok} if stop_strings else {}
+            if prefix is not None:
+                gen_kwargs[prefix.keyword] = prefix.copy(len(batch))
             out = model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device),
                                  generation_config=config, **gen_kwargs)
             stats.seconds += time.perf_counter() - t0
@@ -57,6 +75,59 @@ def generate(model, tok, prompts: list[str], max_new_tokens: int, batch_size: in
                 outputs[i] = tok.decode(new[:cut], skip_special_tokens=True)
             advance(len(batch), tok_s=f"{stats.tokens_per_s:.1f}")
     return [o.strip() for o in outputs]
+
+
+MIN_PREFIX = 16  # shared tokens below which a prefix is not worth a separate forward pass (the harness's choice)
+
+
+def shared_length(ids: list[list[int]]) -> int:
+    """Tokens every prompt starts with, leaving each at least one token of its own to start generating from."""
+    if not ids:
+        return 0
+    limit = min(len(x) for x in ids) - 1
+    n = 0
+    while n < limit and all(x[n] == ids[0][n] for x in ids):
+        n += 1
+    return n
+
+
+class Prefix:
+    """The KV cache of a prompt prefix, computed once; ``copy(n)`` gives a batch of ``n`` its own copy."""
+
+    def __init__(self, cache, length: int, keyword: str):
+        self.cache, self.length, self.keyword = cache, length, keyword
+
+    @classmethod
+    def of(cls, model, tokens: list[int]) -> Prefix:
+        import torch
+        from transformers import DynamicCache
+
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        keyword = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+        cache = DynamicCache(config=base.config)
+        device = next(model.parameters()).device
+        model.eval()
+        with torch.inference_mode():
+            model(input_ids=torch.tensor([tokens], device=device), use_cache=True, **{keyword: cache})
+        return cls(cache, len(tokens), keyword)
+
+    def copy(self, n: int):
+        cache = copy.deepcopy(self.cache)
+        cache.batch_repeat_interleave(n)
+        return cache
+
+
+def prefix_blockers(model) -> list[str]:
+    """What keeps a model's prompt prefix from being cached once and reused (none for the families the harness
+    covers with full attention or sliding windows; recurrent or encoder-decoder models do not fit the layout)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = base.config
+    out = []
+    if getattr(config, "is_encoder_decoder", False):
+        out.append("an encoder-decoder model")
+    if "attention_mask" not in inspect.signature(base.forward).parameters:
+        out.append("a forward pass that takes no attention mask")
+    return out
 
 
 def eos_ids(tok, model) -> list[int]:
@@ -108,13 +179,39 @@ def completion_nll(model, tok, prompts: list[str], completions: list[str], batch
 
 
 class HFBackend:
-    """``--generate-backend hf`` (the default): transformers' own generate on the cell's model, in this process."""
+    """``--generate-backend hf`` (the default): transformers' own generate on the cell's model, in this process.
+
+    ``prefix_cache``: compute the prefix that all prompts of a call share once (see the module docstring);
+    ``prefix_record`` then says what was reused, or why it stepped aside."""
 
     name = "hf"
 
+    def __init__(self, prefix_cache: bool = False):
+        self.prefix_cache = prefix_cache
+        self.prefix_record: dict = {}
+
     def generate(self, model, tok, prompts: list[str], max_new_tokens: int, batch_size: int, stats: GenerationStats,
                  stop_strings: list[str] | None = None, label: str = "generate") -> list[str]:
-        return generate(model, tok, prompts, max_new_tokens, batch_size, stats, stop_strings, label)
+        return generate(model, tok, prompts, max_new_tokens, batch_size, stats, stop_strings, label,
+                        self._prefix if self.prefix_cache else None)
+
+    def _prefix(self, model, ids: list[list[int]]) -> Prefix | None:
+        record = self.prefix_record
+        blockers = prefix_blockers(model)
+        if blockers:
+            record.update(applied=False, why="the model has " + " and ".join(blockers))
+            return None
+        n = shared_length(ids)
+        if n < MIN_PREFIX:
+            record.setdefault("applied", False)
+            record.setdefault("why", f"the prompts share fewer than {MIN_PREFIX} leading tokens")
+            return None
+        t0 = time.perf_counter()
+        prefix = Prefix.of(model, ids[0][:n])
+        record.update(applied=True, why=None, calls=record.get("calls", 0) + 1,
+                      shared_tokens=max(n, record.get("shared_tokens", 0)),
+                      prefill_s=record.get("prefill_s", 0.0) + time.perf_counter() - t0)
+        return prefix
 
     def completion_nll(self, model, tok, prompts: list[str], completions: list[str], batch_size: int,
                        label: str = "score") -> list[tuple[float, int]]:

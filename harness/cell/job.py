@@ -34,6 +34,9 @@ from harness.spec.cell import CellSpec
 from harness.spec.metrics import summarise
 from harness.spec.models import resolve_model
 from harness.spec.precision import precision_record, resolve_device
+from harness.spec.prompting import Prompting
+from harness.spec.prompts import n_tokens
+from harness.spec.retrieval import knowledge_base
 from harness.spec.task import ROLES, Context, GenerationStats, get_task, load_tasks
 
 BACKENDS = {"hf": HFBackend, "vllm": VLLMBackend}  # --generate-backend
@@ -115,12 +118,19 @@ def execute(spec: CellSpec, task, store: CellStore, data: dict, model_location: 
     if cfg.generate_backend == "vllm":
         check_available(device)
     tok = load_tokenizer(model_location)
-    backend = BACKENDS[cfg.generate_backend]()
+    # A few-shot cell's prompts all start with the same shots: their KV cache is computed once (cell/generate.py)
+    backend = BACKENDS[cfg.generate_backend](prefix_cache=cfg.prefix_cache and method.shots is not None)
     ctx = Context(tok=tok, max_seq_len=cfg.max_seq_len, max_new_tokens=hp["max_new_tokens"],
                   template=cfg.template, batch_size=cfg.eval_batch_size, cfg=cfg, backend=backend)
+    corpus = knowledge_base(task, cfg) if method.retrieve is not None else None
+    if method.prompting:  # the method's shots and passages, which every prompt of the cell asks for
+        ctx.prompting = Prompting(task, method, ctx, data["train"], cfg.seed, corpus, cfg.retriever)
+    if corpus is not None:
+        store.write_json("data.json", {**data["fingerprint"], "knowledge_base": corpus.fingerprint()})
     pairs = [task.train_pair(r, ctx) for r in data["train"]] if method.trains else []
     rows = data["validation"] if spec.is_tuning else data["test"]  # what the cell is scored on
-    val_pairs = [task.train_pair(r, ctx) for r in data["validation"]] if cfg.early_stop and method.trains else None
+    val_pairs = ([task.train_pair(r, ctx, training=False) for r in data["validation"]]
+                 if cfg.early_stop and method.trains else None)
     probe = weights.probe_inputs(task, rows, ctx) if method.trains else []  # the weight checks' prompts
     stats = GenerationStats()
     try:
@@ -158,6 +168,9 @@ def execute(spec: CellSpec, task, store: CellStore, data: dict, model_location: 
     finally:
         backend.close()
     del model
+    if ctx.prompting is not None:  # what each prompt held: shots kept, passages' documents (qa scores recall by them)
+        for p in predictions:
+            p.update(ctx.prompting.info(p.get("prompt", "")))
     values = task.score(predictions) if predictions and "output" in predictions[0] else {}
     if spec.is_tuning:
         values["loss"] = [p["loss"] for p in predictions]
@@ -173,6 +186,7 @@ def execute(spec: CellSpec, task, store: CellStore, data: dict, model_location: 
         "params": {"trainable": train_record["trainable_params"], "total": total,
                    "trainable_pct": 100.0 * train_record["trainable_params"] / total if total else 0.0},
         "precision": precision_record(method, device),
+        "prompts": prompt_record(predictions, tok, eval_s, ctx.prompting, backend),
     }
     store.write_json("metrics.json", {"task": task.name, "method": method.name, "seed": cfg.seed,
                                       "split": "validation" if spec.is_tuning else "test",
@@ -182,10 +196,25 @@ def execute(spec: CellSpec, task, store: CellStore, data: dict, model_location: 
     store.finish("ok")
 
 
+def prompt_record(predictions: list[dict], tok, eval_s: float, prompting, backend) -> dict:
+    """What a query costs at evaluation, the price a prompting method pays at every query: its prompt tokens and
+    eval seconds per example; and what the prompts held (shots kept and dropped, the knowledge base)."""
+    lengths = [n_tokens(tok, p["prompt"]) for p in predictions if p.get("prompt")]
+    out = {"examples": len(predictions), "prompt_tokens_mean": sum(lengths) / len(lengths) if lengths else None,
+           "prompt_tokens_max": max(lengths) if lengths else None,
+           "eval_s_per_example": eval_s / len(predictions) if predictions else None}
+    if prompting is not None:
+        out.update(prompting.record(predictions))
+    reuse = getattr(backend, "prefix_record", None)
+    if reuse:
+        out["prefix_cache"] = reuse
+    return out
+
+
 def validate(task, model, rows: list[dict], ctx: Context, stats: GenerationStats, by: str) -> list[dict]:
     """A tuning cell's figures on the validation rows: each row's loss (its completion's mean token negative
     log-likelihood, as training computes it), and, unless the choice is by loss, the task's own evaluation."""
-    pairs = [task.train_pair(r, ctx) for r in rows]
+    pairs = [task.train_pair(r, ctx, training=False) for r in rows]
     nll = ctx.completion_nll(model, [p["prompt"] for p in pairs], [p["completion"] for p in pairs],
                              ctx.batch_size, label="validation loss")
     out = task.evaluate(model, rows, ctx, stats) if by != "loss" else [

@@ -98,7 +98,8 @@ class VLLMBackend:
 
     name = "vllm"
 
-    def __init__(self):
+    def __init__(self, prefix_cache: bool = False):
+        # vLLM caches shared prompt prefixes by itself (automatic prefix caching); the flag is the HF backend's.
         self._model = None  # the model object the engine was built from: the engine serves it alone
         self._engine: dict = {}
 

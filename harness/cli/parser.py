@@ -59,8 +59,9 @@ def add_config_flags(parser: argparse.ArgumentParser, only: tuple | None = None,
 def config_from_args(args: dict, config_file: str | None = None):
     """The RunConfig of parsed flags (as ``vars(parser.parse_args())`` holds them): defaults < YAML < flags."""
     args = dict(args)
-    if "data" in args:
-        args["data"] = parse_data_flags(args["data"])
+    for key in ("data", "corpus"):
+        if key in args:
+            args[key] = parse_data_flags(args[key], f"--{key}")
     if "columns" in args:
         args["columns"] = parse_columns_flags(args["columns"])
     return resolve(args, config_file)

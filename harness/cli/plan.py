@@ -2,6 +2,11 @@
 
     python run_matrix.py plan --model llama2-7b --gpu T4 --methods full,lora,qlora4,qlora8
     python run_matrix.py plan --model path/to/config.json --memory-budget 24GIB --max-seq-len 1024
+    python run_matrix.py plan --tasks qa,cnn --methods base,fewshot,rag,lora:retrieve=3
+
+With --tasks, the prompts each method sends on those tasks are estimated from the tasks' embedded rows (shots
+and retrieved passages make them longer; harness/plan/prompts.py), and memory is estimated at those lengths
+instead of at --max-seq-len.
 
 Reads only a config.json (shipped ones for the common models, in harness/plan/model_configs), loads no weights
 and imports no torch, so it answers offline in well under a second. Memory comes from harness.plan.estimate,
@@ -15,12 +20,14 @@ import argparse
 from harness.cli.parser import Parser, add_config_flags, config_from_args
 from harness.core.errors import ConfigError
 from harness.core.units import GIB, parse_bytes
+from harness.plan import prompts
 from harness.plan.budget import GPU_MEMORY
 from harness.plan.estimate import OPTIMIZERS, estimate
 from harness.plan.shape import shipped_names
 from harness.plan.speed import (
     DEFAULT_MFU,
     FP16_GPUS,
+    PEAK_TFLOPS,
     largest_batch,
     measured_rates,
     resolve_shape,
@@ -28,8 +35,10 @@ from harness.plan.speed import (
 )
 from harness.report.render import plain
 from harness.report.table import Column, Table, Value
+from harness.spec.task import get_task
 
-SHARED = ("model", "methods", "batch_size", "eval_batch_size", "max_seq_len", "grad_accum", "lora_r",
+SHARED = ("model", "tasks", "data", "corpus", "fever_mode", "passage_words", "train_limit", "eval_limit",
+          "max_new_tokens", "methods", "batch_size", "eval_batch_size", "max_seq_len", "grad_accum", "lora_r",
           "gradient_checkpointing", "gpu", "memory_budget", "device", "out", "tune", "seeds")
 COLUMNS = ("weights", "quant_constants", "adapters", "gradients", "optimizer", "activations", "logits",
            "kv_cache", "workspace")
@@ -53,6 +62,7 @@ def parser() -> argparse.ArgumentParser:
 
 def cmd_plan(argv: list[str]) -> int:
     flags = vars(parser().parse_args(argv))
+    with_tasks = "tasks" in flags
     extra = {k: flags.pop(k) for k in ("lora_target_modules", "optimizer", "mfu")}
     cfg = config_from_args(flags)  # the run's own checks: sizes, methods, budget
     args = argparse.Namespace(**cfg.to_dict(), **extra)
@@ -71,14 +81,22 @@ def cmd_plan(argv: list[str]) -> int:
     print(f"plan: {shape.name} ({size} params, {shape.num_hidden_layers} layers, hidden "
           f"{shape.hidden_size}) on {where}; train batch {args.batch_size} x {args.max_seq_len} tokens, "
           f"{'with' if args.gradient_checkpointing else 'no'} gradient checkpointing, {args.optimizer}, LoRA r="
-          f"{args.lora_r}; base = generation, batch {args.eval_batch_size} x {args.max_seq_len}")
+          f"{args.lora_r}; base = generation, batch {args.eval_batch_size} x {args.max_seq_len}"
+          + (" (with --tasks: each method's estimated prompt length instead of --max-seq-len)" if with_tasks else ""))
     if budget is not None:
         print(f"budget: {budget / GIB:.1f} GiB" + (" (--memory-budget)" if args.memory_budget else ""))
     columns = [Column("method")] + [Column(c.replace("quant_constants", "quant").replace("_", " ")) for c in COLUMNS]
     columns += [Column(c) for c in ("total GiB", "fits", "largest batch", "peak in")]
-    rows = []
+    sizes = {spec.name: [x for x in (prompts.estimate(t, spec, cfg) for t in cfg.tasks) if x is not None]
+             for spec in specs} if with_tasks else {}
+    rows, lengths = [], []
     for spec in specs:
-        kw = {"seq_len": args.max_seq_len, "lora_r": args.lora_r, "device": device, "mixed_precision": precision,
+        seq_len = args.max_seq_len
+        if sizes.get(spec.name) and len(sizes[spec.name]) == len(cfg.tasks):  # every task's rows were estimated
+            longest = max(x.train_tokens if spec.trains else x.eval_tokens + x.new_tokens for x in sizes[spec.name])
+            seq_len = max(2, min(args.max_seq_len, longest))
+        lengths.append(seq_len)
+        kw = {"seq_len": seq_len, "lora_r": args.lora_r, "device": device, "mixed_precision": precision,
               "lora_target_modules": args.lora_target_modules or spec.lora_target_modules,
               "gradient_checkpointing": args.gradient_checkpointing, "optimizer": args.optimizer,
               "grad_accum": args.grad_accum}
@@ -91,23 +109,51 @@ def cmd_plan(argv: list[str]) -> int:
     print(plain(Table(tuple(columns), tuple(rows))))
     print("memory: GiB at the estimated peak; rules and their sources in harness/plan/estimate.py, checked against "
           "measurement in docs/memory.md")
+    if with_tasks:
+        print_prompts(cfg, sizes, shape, args.gpu, args.mfu)
     rates = measured_rates(args.out, args.model, device, args.gpu)
     print("time:")
-    for spec in specs:
-        line = time_line(shape, spec, rates, args.gpu, args.mfu, args.batch_size * args.max_seq_len)
+    for spec, seq_len in zip(specs, lengths):
+        line = time_line(shape, spec, rates, args.gpu, args.mfu, args.batch_size * seq_len)
         print("  " + line + tuning_cost(cfg, spec))
     return 0
 
 
+def print_prompts(cfg, sizes: dict, shape, gpu: str | None, mfu: float) -> None:
+    """Each task x method's prompt tokens per query, against the same task's zero-shot prompt: what a prompting
+    method pays at every query; with --gpu, the prefill FLOPs of 1,000 queries (2N per prompt token) in seconds."""
+    print(f"prompts: tokens per query, estimated from the embedded rows at {prompts.CHARS_PER_TOKEN} characters per "
+          "token; memory above, and training time below, are estimated at each method's longest")
+    for task in cfg.tasks:
+        for spec in cfg.specs:
+            size = next((x for x in sizes.get(spec.name, []) if x.task == task), None)
+            why = get_task(task).method_issue(spec, cfg)
+            if why:
+                print(f"  {task} x {spec.name}: left out ({why})")
+                continue
+            if size is None:
+                print(f"  {task} x {spec.name}: the rows are your own (--data), read only when the run starts; "
+                      f"estimated at --max-seq-len {cfg.max_seq_len}")
+                continue
+            ratio = size.eval_tokens / size.zero_shot if size.zero_shot else 1.0
+            cap = f"; capped by --max-seq-len {cfg.max_seq_len} (shots dropped, text cut)" if size.capped else ""
+            train = f", training rows ~{size.train_tokens}" if spec.trains else ""
+            prefill = ""
+            if gpu:
+                seconds = 1000 * 2 * shape.n_params * size.eval_tokens / (mfu * PEAK_TFLOPS[gpu] * 1e12)
+                prefill = f"; prefill of 1,000 queries ~{seconds:.1f} s on {gpu} (FLOPs: 2N per prompt token)"
+            print(f"  {task} x {spec.name}: ~{size.eval_tokens} ({ratio:.1f}x zero-shot){train}{cap}{prefill}")
+
+
 def tuning_cost(cfg, spec) -> str:
     """How many times a method trains under --tune and --seeds: each grid point, then the chosen point."""
-    grid = cfg.grids.get(spec.name)
+    key, grid = cfg.grids.get(spec.name, (None, ()))
     seeds = len(cfg.seed_list)
     if not grid and seeds == 1:
         return ""
     runs = (len(grid) + 1 if grid else 1) * seeds
-    what = [f"{len(grid)} grid points ({', '.join(f'{v:g}' for v in grid)}) on validation, then the chosen one on "
-            "test"] if grid else []
+    what = [f"{len(grid)} grid points ({key} = {', '.join(f'{v:g}' for v in grid)}) on validation, then the chosen "
+            "one on test"] if grid else []
     if seeds > 1:
         what.append(f"each for {seeds} seeds" if grid else f"once for each of {seeds} seeds")
     verb = "trains" if spec.trains else "runs"

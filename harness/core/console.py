@@ -85,13 +85,25 @@ class PlainProgress:
 
 
 def quiet_libraries() -> None:
-    """Our own progress lines replace the libraries' per-call bars, and known deprecation chatter is dropped: a
-    process that trains or evaluates calls this once, before its first model."""
+    """Our own progress lines replace the libraries' per-call bars, and known chatter is dropped: a process that
+    trains or evaluates calls this once, before its first model (and before bitsandbytes is imported).
+
+    * huggingface_hub logs each retry of an unreachable Hub ("Name or service not known ... HEAD https://...")
+      above the one line the harness prints for the same failure (harness/cell/load.py).
+    * bitsandbytes 0.50, imported on a CPU with AVX512-BF16, tries to fetch a packed bfloat16 4-bit kernel from
+      the Hub and logs "Failed to load CPU gemm_4bit_forward from kernels-community ... Set trust_remote_code=True"
+      when it may not: that kernel serves the packed path the harness keeps 4-bit layers off on CPUs anyway
+      (harness/cell/load.py, keep_4bit_unpacked), so the line reports nothing the run depends on.
+    """
+    import logging
     import warnings
 
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     import datasets
+    import huggingface_hub
     import transformers
 
+    huggingface_hub.utils.logging.set_verbosity_error()
     datasets.disable_progress_bars()
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()

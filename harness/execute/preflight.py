@@ -1,7 +1,9 @@
 """Checks before the first cell spends compute: each failure is one line for the whole run, not one per cell.
 
 The run folder is writable, a rerun does not mix settings into a completed cell, the model resolves (config and
-tokenizer, no weights), and every optional integration that was asked for is installed and usable.
+tokenizer, no weights), every optional integration that was asked for is installed and usable, and what the
+methods put in their prompts exists: enough training rows for the shots, a readable knowledge base for retrieval,
+gold documents for RAFT.
 """
 
 from __future__ import annotations
@@ -11,12 +13,16 @@ from pathlib import Path
 
 from harness.cell.load import check_loadable
 from harness.cell.vllm import check_available
+from harness.core.console import console
 from harness.core.errors import ConfigError
 from harness.evaluate.cross_task import check_cross_eval
 from harness.evaluate.lm_eval import check_lm_eval
 from harness.integrations.trackers import check_trackers
+from harness.plan.matrix import left_out
 from harness.spec.config import RunConfig
 from harness.spec.precision import resolve_device
+from harness.spec.retrieval import knowledge_base
+from harness.spec.task import get_task
 
 
 def check_writable(run_dir: Path) -> None:
@@ -61,3 +67,33 @@ def check_liger(cfg: RunConfig) -> None:
         raise ConfigError("--liger-kernel runs Triton kernels on a CUDA GPU and this run is on a CPU; leave it out")
     if importlib.util.find_spec("liger_kernel") is None:
         raise ConfigError('--liger-kernel needs liger-kernel, which is not installed; pip install -e ".[liger]"')
+
+
+def check_prompting(cfg: RunConfig, datasets: dict) -> None:
+    """Each method's shots fit its task's training split, each knowledge base a method retrieves from reads (a bad
+    --corpus is one line here), and RAFT's training rows name their gold documents."""
+    skipped = left_out(cfg)
+    retrieving = set()
+    for name in cfg.tasks:
+        task, train = get_task(name), datasets[name].get("train", [])
+        for method in cfg.specs:
+            if (name, method.name) in skipped:
+                continue
+            key, grid = cfg.grids.get(method.name, (None, ()))
+            shots = max(grid) if key == "shots" else method.shots
+            if shots is not None and shots > len(train):
+                raise ConfigError(f"{name} x {method.name}: shots={shots} is more than the {len(train)} training rows "
+                                  f"of {name}; lower shots, or raise --train-limit")
+            if method.retrieve is not None or key == "retrieve":
+                retrieving.add(name)
+            if method.raft is not None and not any(r.get("gold") for r in train):
+                raise ConfigError(f"{name} x {method.name}: raft keeps each training row's gold document, and the "
+                                  f"{name} training rows name none; give them a gold column (--columns "
+                                  f"{name}:gold=YOUR_COLUMN) or drop raft")
+        if name in retrieving:
+            knowledge_base(task, cfg)  # reads and splits it: a missing, empty or malformed file fails here
+    for name in cfg.corpus:
+        if name not in retrieving:
+            console.print(f"[yellow]warning: --corpus {name}={cfg.corpus[name]} is read by retrieve=K methods only, "
+                          f"and no method of {name} retrieves; add rag or NAME:retrieve=K to use it[/]",
+                          soft_wrap=True)

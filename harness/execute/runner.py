@@ -14,9 +14,9 @@ from collections import Counter
 from harness.core.console import console, quiet_libraries
 from harness.core.files import atomic_write_json, read_json
 from harness.execute.executors import make_executor
-from harness.execute.preflight import check_integrations, check_resumable, check_writable
+from harness.execute.preflight import check_integrations, check_prompting, check_resumable, check_writable
 from harness.plan.budget import budget_skip, memory_budget, over_budget_before
-from harness.plan.matrix import Cell, chosen_cells, number, plan, run_size
+from harness.plan.matrix import Cell, chosen_cells, left_out, number, plan, run_size
 from harness.records.tuning import run_tunings
 from harness.spec.config import RunConfig
 from harness.spec.models import resolve_model
@@ -32,11 +32,14 @@ def run_matrix(cfg: RunConfig, command: str | None = None) -> list[Cell]:
     check_resumable(cells)
     device = resolve_device(cfg.device)
     datasets = {name: get_task(name).load(cfg) for name in cfg.tasks}
+    check_prompting(cfg, datasets)
     warn_overlap(datasets)
     model = resolve_model(cfg.model)  # builds a catalogue model's cache once, before cells race to build it
     check_integrations(cfg, model)
     check_writable(cfg.run_dir)  # last: a run refused above leaves no folder behind
     write_manifest(cfg, cells, command)
+    for (task, method), why in left_out(cfg).items():
+        console.print(f"[yellow]left out: {task} x {method}: {why}[/]", soft_wrap=True)
     console.print(f"[bold]run[/] {cfg.run_dir}  model={cfg.model}  device={device}  cells={run_size(cfg)}  "
                   f"executor={cfg.executor}" + (f" x{cfg.parallel}" if cfg.parallel > 1 else ""))
     budget = memory_budget(cfg, device)
@@ -127,7 +130,9 @@ def write_manifest(cfg: RunConfig, cells: list[Cell], command: str | None = None
         if folder not in folders:
             known.append({"task": c.task, "method": c.spec.method.name, "folder": folder})
             folders.add(folder)
-    atomic_write_json(path, {"command": command, "config": cfg.to_dict(), "cells": known})
+    skipped = [{"task": t, "method": m, "why": why} for (t, m), why in left_out(cfg).items()]
+    atomic_write_json(path, {"command": command, "config": cfg.to_dict(), "cells": known,
+                             **({"left_out": skipped} if skipped else {})})
 
 
 def summary_line(cells: list[Cell]) -> tuple[int, str]:

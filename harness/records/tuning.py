@@ -43,20 +43,27 @@ class Tuning:
 
     @property
     def edge(self) -> str | None:
-        """"lowest" or "highest" when the chosen rate is the grid's smallest or largest: the best may lie beyond."""
+        """"lowest" or "highest" when the chosen value is the grid's smallest or largest: the best may lie beyond
+        (a count of shots or passages cannot go below 1)."""
         values = [p.value for p in self.points]
         if self.chosen is None or len(values) < 3:
             return None
-        return "lowest" if self.chosen == min(values) else "highest" if self.chosen == max(values) else None
+        if self.chosen == min(values):
+            return None if self.key != "lr" and self.chosen <= 1 else "lowest"
+        return "highest" if self.chosen == max(values) else None
 
     def edge_note(self) -> str:
         """What a choice at the edge of its grid means, and a grid that looks past it."""
         up = self.edge == "highest"
-        further = [self.chosen * f for f in ((1, 3, 9) if up else (1 / 9, 1 / 3, 1))]
-        grid = "|".join(f"{v:.3g}" for v in further)
+        if self.key == "lr":
+            further = [f"{self.chosen * f:.3g}" for f in ((1, 3, 9) if up else (1 / 9, 1 / 3, 1))]
+        else:  # counts: the next whole numbers that way
+            c = int(self.chosen)
+            further = [str(v) for v in ((c, 2 * c, 3 * c) if up else sorted({max(1, c // 3), max(1, c // 2), c}))]
+        what = "rate" if self.key == "lr" else "count"
         return (f"{self.task} x {self.method}: the chosen {self.key} ({self.chosen:g}) is the {self.edge} of its "
-                f"grid, so the best rate may lie {'above' if up else 'below'} it; look further with --methods "
-                f"'{self.method}:{self.key}={grid}'")
+                f"grid, so the best {what} may lie {'above' if up else 'below'} it; look further with --methods "
+                f"'{self.method}:{self.key}={'|'.join(further)}'")
 
 
 def tunings(records: list[dict], seeds: int | None = None) -> list[Tuning]:

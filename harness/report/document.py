@@ -16,6 +16,7 @@ from harness.core.units import parse_budget
 from harness.records.tuning import run_tunings
 from harness.report import html as html_page
 from harness.report.compare import comparison_table, paired_comparisons
+from harness.report.cost import cost_table
 from harness.report.cross_task import cross_markdown, cross_rows, cross_table
 from harness.report.lm_eval import lm_eval_table
 from harness.report.recommend import paragraphs
@@ -38,6 +39,7 @@ class Section:
     lm_eval: Table | None = None
     recommendation: str | None = None
     tuning: Table | None = None  # the tuned methods' grids on validation (harness/report/tuning.py)
+    cost: Table | None = None  # quality against training and per-query cost (harness/report/cost.py)
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,7 @@ def build(records: list[dict], title: str, command: str | None = None, compariso
     rows = cross_rows(records)
     tunings = tested(list(tunings or ()), records)
     sections = tuple(Section(task, table, tuple(extra_tables(task, records)), lm_eval_table(records, task),
-                             (recommendations or {}).get(task), tuning_table(task, tunings))
+                             (recommendations or {}).get(task), tuning_table(task, tunings), cost_table(task, records))
                      for task, table in task_tables(records).items())
     compared = comparison_table(comparisons) if comparisons else None
     lines = notes(records, command)
@@ -82,6 +84,8 @@ def to_markdown(report: Report) -> str:
         parts += [f"## {s.task}", "", markdown_table(s.table), ""]
         if s.recommendation:
             parts += [f"**Recommendation.** {s.recommendation}", ""]
+        if s.cost is not None:
+            parts += [f"**{s.cost.title}**", "", markdown_table(s.cost), ""]
         if s.tuning is not None:
             parts += [f"**{s.tuning.title}**", "", markdown_table(s.tuning), ""]
         for caption, table in s.extras:
@@ -100,6 +104,8 @@ def to_terminal(report: Report, console) -> None:
     readable in an 80-column terminal."""
     for s in report.sections:
         terminal(s.table, console)
+        if s.cost is not None and prompts(report.records, s.task):
+            terminal(s.cost, console)
         if s.tuning is not None:
             terminal(s.tuning, console)
         if s.lm_eval is not None:
@@ -109,6 +115,12 @@ def to_terminal(report: Report, console) -> None:
     for s in report.sections:
         if s.recommendation:
             console.print(s.recommendation, soft_wrap=True)
+
+
+def prompts(records, task: str) -> bool:
+    """The task has a method whose prompts hold shots or passages: its cost view is worth the terminal's room."""
+    return any(r["task"] == task and (r["config"]["method"].get("shots") or r["config"]["method"].get("retrieve"))
+               for r in records)
 
 
 def write_reports(run_dir: Path, records: list[dict], command: str | None = None, budget: str | None = None,

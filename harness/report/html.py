@@ -1,7 +1,8 @@
 """A self-contained ``report.html``: the report's tables plus its plots embedded as PNG data URIs.
 
 Plots (harness/report/plots.py): quality (the task's main metric) against peak memory with the Pareto frontier
-marked, training loss curves per method, and tokens/s per method; with --cross-eval, one plot per trained task of
+marked, quality against training plus per-query cost (harness/report/cost.py), training loss curves per method, and
+tokens/s per method; with --cross-eval, one plot per trained task of
 its gain there against the change on the other tasks (harness/report/cross_task.py). Everything is built from the
 stored records alone.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import html
 
+from harness.report.cost import cost_plot
 from harness.report.cross_task import cross_html
 from harness.report.plots import loss_curves, quality_vs_memory, throughput
 from harness.report.render import html_table
@@ -37,6 +39,8 @@ def render(report) -> str:
         shown = [r for r in shown_all if r["task"] == s.task]  # one point and bar per method: seed means
         parts.append(f"<h2>{html.escape(s.task)}</h2>")
         parts.append(html_table(s.table))
+        if s.cost is not None:
+            parts += [f"<h4>{html.escape(s.cost.title)}</h4>", html_table(s.cost)]
         for caption, table in s.extras:
             parts.append(f"<h4>{html.escape(caption)}</h4>")
             parts.append(html_table(table))
@@ -45,7 +49,7 @@ def render(report) -> str:
         if s.tuning is not None:
             parts += [f"<h4>{html.escape(s.tuning.title)}</h4>", html_table(s.tuning)]
         images = [(make.__name__, make(s.task, subset)) for make, subset in
-                  ((quality_vs_memory, shown), (loss_curves, recs), (throughput, shown),
+                  ((quality_vs_memory, shown), (cost_plot, recs), (loss_curves, recs), (throughput, shown),
                    (validation_curves, list(report.tunings)))]
         parts.append("<div class='plots'>" + "".join(f"<img alt='{name} {html.escape(s.task)}' src='{uri}'>"
                                                       for name, uri in images if uri) + "</div>")

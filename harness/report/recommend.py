@@ -5,6 +5,10 @@ methods that are not significantly worse than it (the paired bootstrap of the re
 method - best includes 0 or favours the method); of those, pick the lowest peak memory, then the shortest wall
 time (train_s + eval_s). With several seeds a method's figures are means over its seeds, its comparison uses
 every (seed, example) pair, and the budget rules it out when any of its cells is over.
+
+Then, where the task has both, one sentence weighs the best method that only prompts against the best trained one:
+the share of the trained method's quality it reaches with no training, at what multiple of its prompt tokens and
+eval seconds per query (a prompting row pays at every query, a trained row once, harness/report/cost.py).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from dataclasses import dataclass
 from harness.core.stats import mean_of
 from harness.core.units import Budget, parse_budget
 from harness.report.compare import paired_comparisons
+from harness.report.cost import cost_of
 from harness.report.seeds import collapse
 from harness.spec.metrics import get_metric
 
@@ -29,6 +34,7 @@ class Option:
     peak: float | None
     wall: float | None
     over: str | None
+    cost: dict | None = None  # harness/report/cost.py: train seconds, eval seconds and prompt tokens per query
 
     @classmethod
     def of(cls, row: dict, budget: Budget | None) -> Option:
@@ -37,7 +43,7 @@ class Option:
         reasons = [budget.over(_peak(c), _wall(c)) for c in cells] if budget else []
         return cls(row["method"], row["config"]["method"].get("finetune") != "none", q["value"],
                    (q["ci_low"], q["ci_high"]), mean_of([_peak(c) for c in cells]), mean_of([_wall(c) for c in cells]),
-                   next((r for r in reasons if r), None))
+                   next((r for r in reasons if r), None), cost_of(row))
 
 
 @dataclass(frozen=True)
@@ -116,12 +122,37 @@ def _decide(task: str, metric: str, options: list[Option], budget: Budget | None
                 f"({_d(_diff(rows, pick.name, best.name))}) at {_costs(pick, best)}.")
     if not pick.trains and any(o.trains for o in fits):
         text += f" The base model wins: no fine-tuned method is significantly better on {metric}."
+    text += _prompting_against_training(fits, m, metric)
     if unpaired:
         text += (" Not compared with " + best.name + " (different eval data or too few shared examples), so left "
                  "out: " + ", ".join(o.name for o in unpaired) + ".")
     if ruled:
         text += f" Ruled out by the budget ({budget.text}): {why_out}."
     return Recommendation(task, pick.name, best.name, tuple(o.name for o in ruled), text)
+
+
+def _prompting_against_training(options: list[Option], m, metric: str) -> str:
+    """' rag reaches 0.93 of lora's f1 with no training, at 3.1x the prompt tokens and 1.4x the eval seconds per
+    query (lora trained for 95 s).' Empty unless the task has a method that only prompts and one that trains."""
+    prompt_only = [o for o in options if not o.trains]
+    trained = [o for o in options if o.trains]
+    if not prompt_only or not trained:
+        return ""
+    p = max(prompt_only, key=lambda o: m.gain(o.value, 0.0))
+    t = max(trained, key=lambda o: m.gain(o.value, 0.0))
+    if m.higher_is_better and t.value > 0:
+        text = f" {p.name} reaches {p.value / t.value:.2f} of {t.name}'s {metric} with no training"
+    else:
+        text = f" {p.name} scores {metric} {p.value:.3f} against {t.name}'s {t.value:.3f} with no training"
+    pc, tc = p.cost or {}, t.cost or {}
+    ratios = [f"{pc[k] / tc[k]:.1f}x the {what}" for k, what in (("prompt_tokens", "prompt tokens"),
+                                                                 ("eval_s_per_query", "eval seconds per query"))
+              if pc.get(k) and tc.get(k)]
+    if ratios:
+        text += ", at " + " and ".join(ratios)
+    if tc.get("train_s"):
+        text += f" ({t.name} trained for {tc['train_s']:.0f} s)"
+    return text + "."
 
 
 def _diff(rows: list[dict], a: str, b: str) -> tuple | None:

@@ -97,7 +97,10 @@ def _mean_record(recs: list[dict]) -> dict:
     meas = [r["metrics"]["measurements"] for r in recs]
     memory = {k: mean_of(x["memory"].get(k) for x in meas) for k in meas[0]["memory"]}
     timing = {k: mean_of(x["timing"].get(k) for x in meas) for k in meas[0]["timing"]}
-    measurements = {"memory": memory, "timing": timing, "params": first["metrics"]["measurements"]["params"]}
+    prompts = {k: mean_of(x.get("prompts", {}).get(k) for x in meas)
+               for k in meas[0].get("prompts", {}) if isinstance(meas[0]["prompts"][k], (int, float))}
+    measurements = {"memory": memory, "timing": timing, "params": first["metrics"]["measurements"]["params"],
+                    "prompts": prompts}
     metrics = {"task": first["task"], "method": first["method"], "main_metric": first["metrics"]["main_metric"],
                "quality": quality, "extra": {}, "measurements": measurements}
     return {"task": first["task"], "method": first["method"], "dir": first["dir"], "status": {"status": "ok"},

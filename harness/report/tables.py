@@ -12,6 +12,7 @@ from pathlib import Path
 
 from harness.core.files import read_json
 from harness.core.units import MIB
+from harness.report.cost import prompt_notes
 from harness.report.seeds import collapse, label, multi_seed, seed_of
 from harness.report.table import Column, Status, Table, Value, mib
 from harness.spec.metrics import get_metric
@@ -80,7 +81,8 @@ def extra_tables(task: str, records: list[dict]) -> list[tuple[str, Table]]:
     return out
 
 
-CELL_MEASURES = (("peak_mem_mib", "memory", "peak_bytes"), ("peak_rss_mib", "memory", "peak_rss_bytes"),
+CELL_MEASURES = (("peak_mem_mib", "memory", "peak_bytes"), ("prompt_tokens", "prompts", "prompt_tokens_mean"),
+                 ("eval_s_per_example", "prompts", "eval_s_per_example"), ("peak_rss_mib", "memory", "peak_rss_bytes"),
                  ("cuda_max_allocated_mib", "memory", "cuda_max_allocated_bytes"),
                  ("cuda_max_reserved_mib", "memory", "cuda_max_reserved_bytes"),
                  ("footprint_mib", "memory", "model_footprint_bytes"),
@@ -106,7 +108,7 @@ def cells_table(records: list[dict]) -> Table:
             row += [Value(q["value"], (q["ci_low"], q["ci_high"])) if (q := m["quality"].get(n)) else None
                     for n in metrics]
             for _, part, key in CELL_MEASURES:
-                v = m["measurements"][part].get(key)
+                v = (m["measurements"].get(part) or {}).get(key)
                 row.append(v / MIB if part == "memory" and v is not None else v)
         rows.append(tuple(row) + (None,) * (len(columns) - len(row)))
     return Table(columns, tuple(rows))
@@ -137,6 +139,8 @@ def notes(records: list[dict], command: str | None = None) -> list[str]:
                    "all their seeds together; the other columns are means. The paired comparisons pair values by "
                    "(seed, example).")
     out += training_notes(records)
+    out += prompt_notes(records)
+    out += left_out_notes(records)
     seen = set()
     for r in records:
         path = Path(r["dir"]) / "data.json"
@@ -155,6 +159,15 @@ def notes(records: list[dict], command: str | None = None) -> list[str]:
         if overlap:
             out.append(overlap_note(r["task"], overlap))
     return out
+
+
+def left_out_notes(records: list[dict]) -> list[str]:
+    """A line per method the run left out of a task because it cannot apply there (run.json ``left_out``)."""
+    if not records:
+        return []
+    manifest = Path(records[0]["dir"]).parent.parent / "run.json"
+    skipped = read_json(manifest).get("left_out", []) if manifest.is_file() else []
+    return [f"Left out of {s['task']}: {s['method']} ({s['why']})." for s in skipped]
 
 
 def overlap_note(task: str, overlap: dict) -> str:

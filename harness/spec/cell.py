@@ -22,6 +22,14 @@ from harness.spec.config import RunConfig
 from harness.spec.methods import MethodSpec, folder_name, save_kind
 
 CONFIG = "config.json"
+# Method fields added after cell hashes were first made: hashed only when set, so that a cell of a method that does
+# not use them keeps its hash, and a rerun resumes it.
+HASHED_WHEN_SET = {"shots": None, "shot_select": "random", "retrieve": None, "raft": None}
+
+
+def method_dict(method: MethodSpec) -> dict:
+    """The method's fields as a cell hashes and stores them."""
+    return {k: v for k, v in dataclasses.asdict(method).items() if k not in HASHED_WHEN_SET or v != HASHED_WHEN_SET[k]}
 
 
 @dataclass(frozen=True)
@@ -44,7 +52,7 @@ class CellSpec:
         ``tuning`` with role "point" makes a tuning cell at ``tuning["value"]``; with role "chosen", the test cell of
         the rate chosen on validation."""
         if tuning is not None:
-            method = dataclasses.replace(method, lr=tuning["value"])
+            method = dataclasses.replace(method, **{tuning["key"]: tuning["value"]})
         if tuning is not None and tuning["role"] == "point":  # scored on validation; nothing kept, nothing more
             cfg = dataclasses.replace(cfg, save="none", cross_eval=False, lm_eval=None)
         hp = {
@@ -79,6 +87,8 @@ class CellSpec:
                       validation_fraction=cfg.validation_fraction)
         if cfg.drop_overlap and method.trains:
             hp["drop_overlap"] = True
+        if method.retrieve is not None:  # where the passages come from, and how they are cut and ranked
+            hp.update(corpus=task.knowledge_base(cfg), passage_words=cfg.passage_words, retriever=cfg.retriever)
         if tuning is not None and tuning["role"] == "point":
             hp.update(eval_split="validation", tune_by=cfg.tune_by)
         data = {k: v for k, v in cfg.data.items() if k.split(".")[0] == task.name}
@@ -89,7 +99,7 @@ class CellSpec:
         return self.hyperparameters.get("eval_split") == "validation"
 
     def _hashed(self) -> dict:
-        return {"task": self.task, "method": dataclasses.asdict(self.method), "model": self.model,
+        return {"task": self.task, "method": method_dict(self.method), "model": self.model,
                 "data": self.data, "columns": self.columns, "hyperparameters": self.hyperparameters}
 
     @property
@@ -101,15 +111,23 @@ class CellSpec:
         return self.run.seed
 
     @property
+    def point(self) -> str:
+        """A tuning cell's grid point, ``lr=0.001`` or ``shots=3``; empty for any other cell."""
+        if not self.is_tuning:
+            return ""
+        key = self.tuning["key"] if self.tuning else "lr"
+        return f"{key}={getattr(self.method, key):g}"
+
+    @property
     def folder(self) -> str:
         """The cell's folder under its task: the method's name, with the seed when the run has several."""
-        point = f".lr={self.method.lr:g}" if self.is_tuning else ""
+        point = f".{self.point}" if self.is_tuning else ""
         return folder_name(self.method) + point + (f"-seed{self.seed}" if len(self.run.seed_list) > 1 else "")
 
     @property
     def label(self) -> str:
         seeds = self.run.seeds or ()
-        point = f" lr={self.method.lr:g} (tuning)" if self.is_tuning else ""
+        point = f" {self.point} (tuning)" if self.is_tuning else ""
         return f"{self.task} x {self.method.name}{point}" + (f" seed {self.seed}" if len(seeds) > 1 else "")
 
     def to_json(self) -> dict:

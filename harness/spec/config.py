@@ -8,6 +8,7 @@ Cross-field rules are checked in ``__post_init__`` (the TRL ``ModelConfig`` / HE
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,8 +39,9 @@ class RunConfig:
     tasks: tuple = _f(("cnn",), "tasks to run, comma-separated (see `run_matrix.py list`)", cli="list", group=RUN)
     methods: tuple = _f(
         ("base", "lora", "qlora"),
-        "methods to compare, comma-separated; NAME:key=value overrides a method field, e.g. lora:lr=1e-3; "
-        "NAME:lr=a|b|c tunes that method's learning rate over a grid (see --tune)",
+        "methods to compare, comma-separated: base (zero-shot), fewshot (3 shots), rag (3 retrieved passages), full, "
+        "lora, qlora4, qlora8; NAME:key=value overrides a method field, e.g. lora:lr=1e-3, lora:retrieve=3, "
+        "base:shots=5:shot_select=similar; NAME:lr=a|b|c (or shots=, retrieve=) tunes it over a grid (see --tune)",
         cli="list", group=RUN,
     )
     model: str = _f("smollm2-135m", "catalogue name, Hugging Face Hub id, or local model folder", group=RUN)
@@ -55,6 +57,13 @@ class RunConfig:
         "TASK:canonical=yours,... (repeatable): map your column names onto the task's schema, "
         "e.g. cnn:article=story,highlights=summary",
         cli="columns", group=RUN,
+    )
+    corpus: dict = _f(
+        {},
+        "TASK=FILE (repeatable): the task's knowledge base for retrieve=K methods, a JSONL of {title, text} or "
+        "{id, text} documents, split into passages of --passage-words; qa and fever bring their own for their "
+        "embedded data (for fever, --docstore FILE says the same)",
+        cli="kv", group=RUN,
     )
     train_limit: int | None = _f(None, "training rows per task (default: the task's own default)", type=int,
                                  group=RUN)
@@ -115,8 +124,13 @@ class RunConfig:
     react_max_steps: int = _f(5, "maximum Thought/Action steps in the ReAct loop (the gold ones take 2-3)",
                               type=int, group=EVAL)
     docstore: str | None = _f(None, "fever document store: a JSONL of {title, text} pages, or 'embedded' (the "
-                                    "default for the embedded claims; needed by name with your own claims)",
-                              group=EVAL)
+                                    "default for the embedded claims; needed by name with your own claims); the "
+                                    "same as --corpus fever=FILE", group=EVAL)
+    passage_words: int = _f(100, "words per passage when --corpus documents are split for retrieval (100 as in "
+                                 "DPR, Karpukhin et al. 2020; Ovadia et al. 2024 used 256 tokens)", type=int,
+                            group=EVAL)
+    retriever: str = _f("bm25", "how retrieve=K ranks passages: bm25 (the bm25s library)", choices=("bm25",),
+                        group=EVAL)
     cross_eval: bool = _f(False, "evaluate every trained model on every task of the run, not only its own",
                           cli="bool", group=EVAL)
     lm_eval: tuple | None = _f(None, "lm-evaluation-harness tasks to run on each cell's final model, "
@@ -140,6 +154,10 @@ class RunConfig:
                          choices=("T4", "L4", "A10G", "A100-40GB", "A100-80GB", "H100", "H200"), group=EXECUTE)
     force: bool = _f(False, "run cells even when the memory estimate says they do not fit", cli="bool",
                      group=EXECUTE)
+    prefix_cache: bool = _f(True, "compute the prompt prefix that every query of a few-shot cell shares (its shots) "
+                                  "once and reuse its KV cache; outputs are token-identical to recomputing it "
+                                  "(docs/benchmarks.md); --no-prefix-cache recomputes it for every query",
+                            cli="bool", group=EXECUTE)
     ray_address: str | None = _f(None, "Ray cluster to submit cells to, e.g. ray://head:10001 (default: a local "
                                        "Ray instance)", group=EXECUTE)
     num_processes: int = _f(1, "train each cell with N processes under accelerate launch (data-parallel)",
@@ -168,13 +186,13 @@ class RunConfig:
             if value is not None and value <= 0:
                 raise ConfigError(f"--{_flag(name)} must be a positive integer, got {value}")
         for name in ("batch_size", "grad_accum", "eval_batch_size", "lora_r", "lora_alpha", "max_seq_len",
-                     "bootstrap", "react_max_steps"):
+                     "bootstrap", "react_max_steps", "passage_words"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"--{_flag(name)} must be a positive integer, got {getattr(self, name)}")
         if self.epochs <= 0:
             raise ConfigError(f"--epochs must be positive, got {self.epochs}")
-        if self.lr is not None and self.lr <= 0:
-            raise ConfigError(f"--lr must be positive, got {self.lr}")
+        if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"--lr must be a positive finite number, got {self.lr}")
         if not 0 <= self.lora_dropout < 1:
             raise ConfigError(f"--lora-dropout must be in [0, 1), got {self.lora_dropout}")
         if self.max_seq_len < 64:
@@ -236,33 +254,37 @@ class RunConfig:
             raise ConfigError("--early-stop evaluates inside one training process; drop --num-processes or it")
         if not 0 < self.validation_fraction < 1:
             raise ConfigError(f"--validation-fraction must be between 0 and 1, got {self.validation_fraction}")
+        if self.docstore is not None and self.corpus.get("fever") not in (None, self.docstore):
+            raise ConfigError(f"--docstore {self.docstore} and --corpus fever={self.corpus['fever']} name two stores "
+                              "for fever; give one of them")
         if self.run_name is not None and not re.fullmatch(r"[A-Za-z0-9._-]+", self.run_name):
             raise ConfigError(f"--run-name {self.run_name!r} may hold only letters, digits, '.', '_' and '-'")
 
     def _grids(self, specs: tuple, explicit: list) -> dict:
-        """{method: learning-rate grid}: a method's own NAME:lr=a|b|c, else --tune's grid, else none."""
+        """{method: (key, grid)}: a method's own NAME:key=a|b|c, else --tune's learning-rate grid, else none."""
         shared = None
         if self.tune is not None:
             key, sep, values = self.tune.partition("=")
             if key.strip() != "lr":
-                raise ConfigError(f"--tune {self.tune!r}: only the learning rate can be tuned; write --tune lr or "
-                                  "--tune lr=1e-5,5e-5,2e-4")
+                raise ConfigError(f"--tune {self.tune!r}: only the learning rate can be tuned for every method at "
+                                  "once; write --tune lr or --tune lr=1e-5,5e-5,2e-4 (a method's own shots or "
+                                  "retrieve take a grid in --methods, e.g. fewshot:shots=1|3|5)")
             if self.lr is not None:
                 raise ConfigError("--lr fixes the learning rate that --tune searches; drop one of them")
-            shared = parse_values(values.split(","), f"--tune {self.tune}", "lr=1e-5,5e-5,2e-4") if sep else None
+            shared = parse_values(values.split(","), f"--tune {self.tune}") if sep else None
             if not any(s.trains for s in specs):
                 raise ConfigError("--tune searches the learning rates of trained methods, and --methods has none; "
                                   "add full, lora, qlora4 or qlora8")
         grids = {}
         for spec, grid in zip(specs, explicit):
-            if grid is not None and not spec.trains:
+            if grid is not None and grid[0] == "lr" and not spec.trains:
                 raise ConfigError(f"method {spec.name} does not train, so it has no learning rate to tune")
-            if grid is not None and self.lr is not None:
+            if grid is not None and grid[0] == "lr" and self.lr is not None:
                 raise ConfigError(f"--lr fixes the learning rate that {spec.name}'s grid searches; drop one of them")
             if grid is not None:
                 grids[spec.name] = grid
             elif self.tune is not None and spec.trains:
-                grids[spec.name] = shared or default_grid(spec.lr)
+                grids[spec.name] = ("lr", shared or default_grid(spec.lr))
         return grids
 
     @property
@@ -310,12 +332,12 @@ FIELDS = {f.name: f for f in FLAGS}
 # Settings that change how or where cells run, or what is logged or decided afterwards, but not a cell's
 # results: they stay out of the run name, so switching executor or budget resumes the same run.
 EXECUTION_ONLY = ("executor", "parallel", "cell_memory_limit", "ray_address", "gpu", "memory_budget", "force",
-                  "budget", "report_to")
+                  "budget", "report_to", "prefix_cache")
 TRACKERS = ("mlflow", "wandb", "tensorboard")
 # Settings added after run names were first derived: hashed only when set away from their default, so a command
 # that does not use them keeps the run name (and so resumes the run folder) it had before they existed.
 HASHED_WHEN_SET = ("trl_changes", "liger_kernel", "tune", "tune_by", "validation_limit", "validation_fraction",
-                   "drop_overlap", "early_stop")
+                   "drop_overlap", "early_stop", "corpus", "passage_words", "retriever")
 
 
 def _default(f):

@@ -1,13 +1,16 @@
-"""The method matrix: base prompting, full fine-tuning, LoRA, and QLoRA in 4 and 8 bits.
+"""The method matrix: prompting (zero-shot, few-shot, with retrieval), full fine-tuning, LoRA, and QLoRA in 4 and 8
+bits, and any trained method with shots or retrieval in its prompts.
 
 A method is a frozen ``MethodSpec``. Variants are partials of one factory, not subclasses (the torchtune
-pattern): ``qlora4 = partial(lora, bits=4)``. ``resolve_method("lora:lr=1e-3")`` applies field overrides
-written on the command line or in YAML, and the spec's ``__post_init__`` rejects impossible combinations.
+pattern): ``qlora4 = partial(lora, bits=4)``, ``fewshot = partial(base, shots=3)``. ``resolve_method("lora:lr=1e-3")``
+applies field overrides written on the command line or in YAML (``lora:retrieve=3`` trains and evaluates LoRA on
+prompts that hold retrieved passages), and the spec's ``__post_init__`` rejects impossible combinations.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from dataclasses import dataclass, field
 from functools import partial
@@ -33,6 +36,16 @@ class MethodSpec:
     lr: float | None = _f(None, "this method's learning rate; --lr overrides it for every method")
     lora_target_modules: str = _f("all-linear", "peft target modules: all attention and MLP projections")
     requires_cuda: bool = _f(False, "the method cannot run without a CUDA device")
+    # --- what the prompt holds (harness/spec/prompting.py builds it; every task's prompt goes through it) ---------
+    shots: int | None = _f(None, "worked examples from the task's training split in each prompt, as chat turns "
+                                 "(user, then assistant), as lm-eval's --fewshot_as_multiturn does; unset: zero-shot")
+    shot_select: str = _f("random", "how shots are chosen: random (one seeded draw serves every query of a cell) or "
+                                    "similar (the training examples nearest each query by BM25)")
+    retrieve: int | None = _f(None, "passages of the task's knowledge base (--corpus) ranked highest for the query, "
+                                    "placed before it with their titles; unset: none")
+    raft: float | None = _f(None, "RAFT's recipe (Zhang et al. 2024) for training with retrieval: the share of "
+                                  "training prompts that keep the row's gold passage among the retrieved ones; the "
+                                  "rest hold distractors only (needs retrieve, a trained method and gold ids)")
 
     def __post_init__(self):
         if self.finetune not in ("none", "full", "lora"):
@@ -49,6 +62,26 @@ class MethodSpec:
             raise ConfigError(f"method {self.name}: lr must be a number, got {self.lr!r}")
         if self.finetune != "none" and (self.lr is None or self.lr <= 0):
             raise ConfigError(f"method {self.name}: a trained method needs a positive lr, got {self.lr}")
+        if self.lr is not None and not math.isfinite(self.lr):
+            raise ConfigError(f"method {self.name}: lr must be a finite number, got {self.lr}")
+        for key in ("shots", "retrieve"):
+            value = getattr(self, key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ConfigError(f"method {self.name}: {key} must be a whole number of at least 1, got {value!r}; "
+                                  f"leave {key} out for none")
+        if self.shot_select not in SHOT_SELECT:
+            raise ConfigError(f"method {self.name}: shot_select must be one of {', '.join(SHOT_SELECT)}, got "
+                              f"{self.shot_select!r}")
+        if self.shot_select != "random" and self.shots is None:
+            raise ConfigError(f"method {self.name}: shot_select={self.shot_select} chooses shots, and the method has "
+                              "none; add shots=K")
+        if self.raft is not None:
+            if isinstance(self.raft, bool) or not isinstance(self.raft, (int, float)) or not 0 <= self.raft <= 1:
+                raise ConfigError(f"method {self.name}: raft is the share of training prompts that keep the gold "
+                                  f"passage, a number from 0 to 1, got {self.raft!r}")
+            if self.retrieve is None or not self.trains:
+                raise ConfigError(f"method {self.name}: raft shapes the retrieved passages of training prompts; it "
+                                  "needs a trained method with retrieve=K, e.g. lora:retrieve=3:raft=0.8")
 
     @property
     def quantized(self) -> bool:
@@ -62,11 +95,26 @@ class MethodSpec:
     def bits(self) -> int | None:
         return 4 if self.load_in_4bit else 8 if self.load_in_8bit else None
 
+    @property
+    def prompting(self) -> bool:
+        """The prompts hold more than the query: shots, retrieved passages, or both."""
+        return self.shots is not None or self.retrieve is not None
+
+
+SHOT_SELECT = ("random", "similar")
+
 
 @METHODS.register("base")
 def base(name: str = "base", **overrides) -> MethodSpec:
     """Zero-shot prompting of the unmodified model: the baseline every fine-tune must beat."""
     return MethodSpec(name=name, finetune="none", **overrides)
+
+
+# Three shots and three passages: lm-eval and HELM default to a handful of in-context examples (HELM's
+# max_train_instances is 5, lm-eval's --num_fewshot is set per task), and three passages fit the default 512-token
+# window with the question; the counts are the harness's defaults, tunable as fewshot:shots=1|3|5.
+METHODS.add("fewshot", partial(base, name="fewshot", shots=3))
+METHODS.add("rag", partial(base, name="rag", retrieve=3))
 
 
 @METHODS.register("full")
@@ -120,34 +168,44 @@ def resolve_method(text: str) -> MethodSpec:
         raise ConfigError(f"method {text!r}: {e}") from None
 
 
-TUNABLE = ("lr",)  # the settings a grid may search (--tune, NAME:lr=a|b|c)
+# The settings a grid may search (--tune, NAME:lr=a|b|c, NAME:shots=1|3|5), each with an example of its grid.
+TUNABLE = {"lr": "lr=3e-4|1e-3|3e-3", "shots": "shots=1|3|5", "retrieve": "retrieve=1|3|5"}
 
 
-def split_grid(text: str) -> tuple[str, tuple[float, ...] | None]:
-    """``lora:lr=3e-4|1e-3|3e-3`` -> (``lora``, (3e-4, 1e-3, 3e-3)); text without a grid -> (text, None)."""
+def split_grid(text: str) -> tuple[str, tuple | None]:
+    """``lora:lr=3e-4|1e-3|3e-3`` -> (``lora``, ("lr", (3e-4, 1e-3, 3e-3))); text without a grid -> (text, None)."""
     if "|" not in text:
         return text, None
     base_name, *pairs = text.split(":")
     kept, grid = [base_name], None
     for pair in pairs:
         key, _, raw = pair.partition("=")
+        key = key.strip()
         if "|" not in raw:
             kept.append(pair)
             continue
-        if key.strip() not in TUNABLE or grid is not None:
-            raise ConfigError(f"method {text!r}: only {', '.join(TUNABLE)} takes a grid (a|b|c), once")
-        grid = parse_values(raw.split("|"), f"method {text!r}")
+        if key not in TUNABLE or grid is not None:
+            raise ConfigError(f"method {text!r}: only {', '.join(TUNABLE)} take a grid (a|b|c), one per method")
+        grid = (key, parse_values(raw.split("|"), f"method {text!r}", key))
     return ":".join(kept), grid
 
 
-def parse_values(items, where: str, example: str = "lr=3e-4|1e-3|3e-3") -> tuple[float, ...]:
-    """Learning rates of a grid: positive numbers, each once, in the order given."""
+def parse_values(items, where: str, key: str = "lr") -> tuple:
+    """The values of a grid over ``key``, each once, in the order given: positive finite learning rates, or whole
+    numbers of at least 1 for shots and retrieve."""
+    example = TUNABLE[key]
     values = []
     for item in items:
         value = _scalar(str(item).strip())
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-            raise ConfigError(f"{where}: grid value {item!r} is not a positive number; write e.g. {example}")
-        values.append(float(value))
+        if key == "lr":
+            ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+            what = "a positive finite number"
+        else:
+            ok = not isinstance(value, bool) and isinstance(value, int) and value >= 1
+            what = "a whole number of at least 1"
+        if not ok:
+            raise ConfigError(f"{where}: grid value {item!r} is not {what}; write e.g. {example}")
+        values.append(float(value) if key == "lr" else value)
     if len(values) < 2 or len(set(values)) != len(values):
         raise ConfigError(f"{where}: a grid needs at least two different values, e.g. {example}")
     return tuple(values)

@@ -1,11 +1,58 @@
-"""Prompts as a task renders them: the model's chat template (or the raw Llama-2 format), cut by tokens to fit
-``--max-seq-len`` with room left for the answer."""
+"""Every prompt a task sends, built in one place: the model's chat template (or the raw Llama-2 format), the
+method's shots as earlier chat turns, its retrieved passages before the query, all cut by tokens to fit
+``--max-seq-len`` with room left for the answer.
+
+A task says what a row asks (``Query``: a system prompt, the user text, and the part of it that may be cut) and
+what it answers; ``build`` does the rest, in HELM's order (its in-context adapter): shots are dropped from the end
+until the prompt fits with the query whole, then the row's own earlier turns from the start, then the query's
+cuttable text is truncated. The count of shots each prompt kept is returned, so a cell can say how many it dropped.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass, replace
 
 from harness.core.errors import ConfigError
 
 LLAMA2_SYS = "<<SYS>>\n{system}\n<</SYS>>\n\n"
+MIN_TEXT = 8  # tokens of cuttable text a prompt must keep; below this a summary has nothing left to summarise
+HISTORY_ROOM = 32  # tokens a conversation's earlier turns must leave the last instruction before they are dropped
+
+
+@dataclass(frozen=True)
+class Query:
+    """A row as the user turn of a prompt: ``head`` + ``text`` + ``tail``, where only ``text`` (an article, the
+    evidence, the passages) is cut to fit; ``history`` holds the row's own earlier (user, assistant) turns."""
+
+    text: str = ""
+    head: str = ""
+    tail: str = ""
+    system: str | None = None
+    history: tuple = ()
+
+    def user(self, text: str | None = None) -> str:
+        return f"{self.head}{self.text if text is None else text}{self.tail}"
+
+
+@dataclass(frozen=True)
+class Passage:
+    """One retrieved passage: the document it comes from (its id), its title and its text."""
+
+    doc: str
+    title: str
+    text: str
+
+
+def passage_block(passages: list[Passage]) -> str:
+    """The passages as the prompt shows them: numbered, each under its title."""
+    return "\n\n".join(f"[{i}] {p.title}\n{p.text}" for i, p in enumerate(passages, 1))
+
+
+@dataclass(frozen=True)
+class Built:
+    prompt: str
+    shots: int  # shots the prompt kept
+    history: int  # the row's earlier turns it kept
 
 
 def render_prompt(ctx, user: str, system: str | None = None, history: list | None = None) -> str:
@@ -31,6 +78,37 @@ def render_prompt(ctx, user: str, system: str | None = None, history: list | Non
     return ctx.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
+def build(ctx, query: Query, reserve: int, shots: list | tuple = ()) -> Built:
+    """The prompt of ``query`` with ``shots`` ((user, assistant) turns) before it, fitted to ``ctx.max_seq_len`` with
+    ``reserve`` tokens left for the answer (see the module docstring for the order things give way)."""
+    shots, history = list(shots), list(query.history)
+
+    def make(text: str, k: int) -> str:
+        return render_prompt(ctx, query.user(text), query.system, shots[:k] + history)
+
+    k = len(shots)
+    while k and n_tokens(ctx.tok, make(query.text, k)) + reserve > ctx.max_seq_len:
+        k -= 1
+    while history and n_tokens(ctx.tok, make("", k)) + reserve + HISTORY_ROOM > ctx.max_seq_len:
+        history.pop(0)
+    if not query.text:
+        return Built(make("", k), k, len(history))
+    overhead = n_tokens(ctx.tok, make("", k))
+    budget = ctx.max_seq_len - overhead - reserve
+    if budget < MIN_TEXT:
+        raise ConfigError(f"--max-seq-len {ctx.max_seq_len} leaves no room for the input after the prompt "
+                          f"template ({overhead} tokens) and the answer ({reserve}); raise --max-seq-len")
+    return Built(make(truncate_tokens(ctx.tok, query.text, budget), k), k, len(history))
+
+
+def with_passages(query: Query, passages: list[Passage]) -> Query:
+    """``query`` with the passages before its own text, both cut from the end when they do not fit."""
+    if not passages:
+        return query
+    block = passage_block(passages)
+    return replace(query, text=f"{block}\n\n{query.text}" if query.text else block)
+
+
 def completion_text(ctx, answer: str) -> str:
     """The training target after the prompt. trl appends the tokenizer's EOS when it is missing; with the
     llama2 template a space separates [/INST] from the answer, as in the format."""
@@ -46,13 +124,3 @@ def truncate_tokens(tok, text: str, budget: int) -> str:
     if len(ids) <= budget:
         return text
     return tok.decode(ids[:max(budget, 0)], skip_special_tokens=True)
-
-
-def fit_prompt(ctx, make_prompt, text: str, reserve: int) -> str:
-    """Render ``make_prompt(text)``, truncating ``text`` by tokens so prompt + ``reserve`` fits max_seq_len."""
-    overhead = n_tokens(ctx.tok, make_prompt(""))
-    budget = ctx.max_seq_len - overhead - reserve
-    if budget < 8:
-        raise ConfigError(f"--max-seq-len {ctx.max_seq_len} leaves no room for the input after the prompt "
-                          f"template ({overhead} tokens) and the answer ({reserve}); raise --max-seq-len")
-    return make_prompt(truncate_tokens(ctx.tok, text, budget))

@@ -52,14 +52,16 @@ def coerce(key: str, value, origin: str):
     return str(value)
 
 
-def parse_data_flags(items: list[str]) -> dict:
+def parse_data_flags(items: list[str], flag: str = "--data") -> dict:
+    """TASK=SOURCE items (--data, --corpus) as a dict."""
+    example = "cnn=embedded or cnn=data/cnn.jsonl" if flag == "--data" else "qa=pages.jsonl"
     out = {}
     for item in items:
         if "=" not in item:
-            raise ConfigError(f"--data {item!r} must be TASK=SOURCE, e.g. cnn=embedded or cnn=data/cnn.jsonl")
+            raise ConfigError(f"{flag} {item!r} must be TASK=SOURCE, e.g. {example}")
         task, source = item.split("=", 1)
         if not task.strip() or not source.strip():
-            raise ConfigError(f"--data {item!r} must be TASK=SOURCE with both parts non-empty")
+            raise ConfigError(f"{flag} {item!r} must be TASK=SOURCE with both parts non-empty")
         out[task.strip()] = source.strip()
     return out
 
@@ -106,7 +108,7 @@ def resolve(cli: dict, config_file: str | None = None) -> RunConfig:
             else:
                 values[key] = coerce(key, value, config_file)
     for key, value in cli.items():
-        if key in ("data", "columns") and key in values:
+        if key in ("data", "columns", "corpus") and key in values:
             values[key] = {**values[key], **value}  # a flag for one task keeps the file's other tasks
         else:
             values[key] = coerce(key, value, "the command line")

@@ -51,6 +51,12 @@ def named_sources(task: str, data: dict) -> tuple[str | None, dict]:
     return shared, own
 
 
+def uses_embedded(task: str, data: dict) -> bool:
+    """Every split of ``task`` comes from its embedded data (no --data, or --data TASK=embedded)."""
+    shared, own = named_sources(task, data)
+    return (shared or "embedded").strip() == "embedded" and all(v.strip() == "embedded" for v in own.values())
+
+
 def load(task, cfg, roles: tuple = ROLES) -> dict:
     """The splits of ``task`` (a harness.spec.task.Task) under ``cfg``; see the module docstring."""
     columns = cfg.columns.get(task.name, {})

@@ -1,8 +1,10 @@
 """What a task plugin builds on: the Task base class, the Context it renders and evaluates with, and the registry.
 
-A task knows its schema, its embedded default data, how to render a row into a chat prompt (harness.spec.prompts),
-how to run its evaluation (plain batched generation through the Context's backend by default), and how to score
-predictions. Scoring reads only the stored predictions, so scores can be recomputed without generating again.
+A task knows its schema, its embedded default data, what a row asks and answers (``query``, ``answer``; every prompt,
+shots and retrieved passages included, is then built in one place: ``Task.prompt`` with harness.spec.prompts and
+harness.spec.prompting), how to run its evaluation (plain batched generation through the Context's backend by
+default), and how to score predictions. Scoring reads only the stored predictions, so scores can be recomputed
+without generating again.
 Task packages (the built-in ``tasks``, or a user's own) import this layer and harness.spec.metrics, nothing else
 of the harness, and are found through an entry point (``load_tasks``).
 """
@@ -16,7 +18,8 @@ from typing import Protocol
 
 from harness.core.errors import DataError
 from harness.core.registry import Registry
-from harness.spec import splits
+from harness.spec import prompts, splits
+from harness.spec.prompts import Passage, Query
 
 TASKS = Registry("task")
 ROLES = splits.ROLES  # train, validation, test
@@ -63,6 +66,7 @@ class Context:
     batch_size: int = 16
     cfg: object = None
     backend: Backend | None = None  # set by the cell for evaluation; rendering prompts needs none
+    prompting: object = None  # the method's shots and passages (harness.spec.prompting.Prompting); None: zero-shot
 
     def generate(self, model, prompts: list[str], stats: GenerationStats, max_new_tokens: int | None = None,
                  stop_strings: list[str] | None = None, label: str = "generate") -> list[str]:
@@ -147,11 +151,64 @@ class Task:
         return splits.load(self, cfg, roles)
 
     # --- prompts -----------------------------------------------------------------------------------------
-    def train_pair(self, row: dict, ctx: Context) -> dict:
+    def query(self, row: dict, ctx: Context) -> Query:
+        """What ``row`` asks, as the user turn of a prompt (harness.spec.prompts.Query)."""
         raise NotImplementedError
 
-    def eval_prompt(self, row: dict, ctx: Context) -> str:
+    def answer(self, row: dict, ctx: Context) -> str:
+        """What ``row`` answers: the training target, and a shot's assistant turn."""
         raise NotImplementedError
+
+    def search_text(self, row: dict) -> str:
+        """The text retrieval ranks passages for, and similar shots are found by (the query's own text)."""
+        return self.query(row, Context(tok=None, max_seq_len=0, max_new_tokens=0)).user()
+
+    def with_passages(self, row: dict, query: Query, passages: list[Passage], ctx: Context) -> Query:
+        """``query`` with retrieved passages; by default before its own text (harness.spec.prompts.with_passages)."""
+        return prompts.with_passages(query, passages)
+
+    def knowledge_base(self, cfg) -> str | None:
+        """Where retrieve=K finds passages: --corpus TASK=FILE, else None (a task with its own overrides this)."""
+        return cfg.corpus.get(self.name)
+
+    def embedded_corpus(self) -> list[dict]:
+        """The task's own knowledge base for its embedded data, as {id, title, text} documents."""
+        raise NotImplementedError(f"{self.name} has no embedded knowledge base")
+
+    def method_issue(self, method, cfg) -> str | None:
+        """Why ``method`` cannot apply to this task under ``cfg`` (the cell is left out, with this line), or None.
+        A method the task refuses outright raises ConfigError instead."""
+        if method.retrieve is not None and self.knowledge_base(cfg) is None:
+            return f"{self.name} has no knowledge base; pass --corpus {self.name}=FILE.jsonl"
+        return None
+
+    def train_reserve(self, ctx: Context, completion: str) -> int:
+        """Tokens a training prompt leaves for its completion: all of it, and the EOS trl appends."""
+        return prompts.n_tokens(ctx.tok, completion) + 1
+
+    def prompt(self, row: dict, ctx: Context, reserve: int, training: bool = False) -> str:
+        """The prompt of ``row`` with the method's shots and passages, fitted with ``reserve`` tokens to spare; the
+        one place every prompt of every task is built. ``training``: a training row (RAFT's passages apply)."""
+        p = ctx.prompting
+        query, shots, passages = self.query(row, ctx), [], []
+        if p is not None:
+            passages = p.passages(row, training)
+            query = self.with_passages(row, query, passages, ctx)
+            shots = [(self.with_passages(s, self.query(s, ctx), p.passages(s), ctx).user(),
+                      prompts.completion_text(ctx, self.answer(s, ctx))) for s in p.shots(row)]
+        built = prompts.build(ctx, query, reserve, shots)
+        if p is not None:
+            p.note(built.prompt, built.shots, passages)
+        return built.prompt
+
+    def train_pair(self, row: dict, ctx: Context, training: bool = True) -> dict:
+        """A prompt/completion pair; ``training=False`` renders it as an evaluation would see it (validation loss)."""
+        completion = prompts.completion_text(ctx, self.answer(row, ctx))
+        return {"prompt": self.prompt(row, ctx, self.train_reserve(ctx, completion), training),
+                "completion": completion}
+
+    def eval_prompt(self, row: dict, ctx: Context) -> str:
+        return self.prompt(row, ctx, ctx.max_new_tokens)
 
     def reference(self, row: dict) -> str:
         raise NotImplementedError

@@ -79,7 +79,8 @@ def test_report_is_rebuilt_from_records_alone_without_a_model(ci_run, tmp_path):
                                                         for m in ("base", "lora", "full")}
     assert "lora" in done.stderr and "rougeL" in done.stderr  # the terminal table
     page = (run / "report.html").read_text()
-    assert page.count("<img") == 9 and page.count("data:image/png;base64,") == 9
+    # per task: quality against memory, quality against cost, loss curves
+    assert page.count("<img") == 12 and page.count("data:image/png;base64,") == 12
     assert "Paired comparisons" in page and "confusion" in page
 
 

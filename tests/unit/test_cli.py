@@ -12,7 +12,7 @@ pytestmark = pytest.mark.usefixtures("tokenizer_dir")
 
 @pytest.mark.parametrize("argv, expected", [
     (["--tasks", "cnn,summarise"], "unknown task 'summarise'; valid tasks: cnn"),
-    (["--methods", "lora,qlora16"], "unknown method 'qlora16'; valid methods: base, full, lora, qlora"),
+    (["--methods", "lora,qlora16"], "unknown method 'qlora16'; valid methods: base, fewshot, full, lora, qlora"),
     (["--methods", "full:bits=8"], "quantization without an adapter"),
     (["--methods", "qlora8:load_in_4bit=true"], "4-bit and 8-bit at once"),
     (["--methods", "lora,lora"], "method 'lora' is listed twice"),
@@ -68,7 +68,7 @@ def test_unwritable_out(tmp_path, capsys):
 def test_subprocess_has_no_traceback(tmp_path):
     done = run_cli("--tasks", "nope", "--out", str(tmp_path))
     assert done.returncode == 2
-    assert done.stderr.strip() == "error: unknown task 'nope'; valid tasks: cnn, fever, guanaco"
+    assert done.stderr.strip() == "error: unknown task 'nope'; valid tasks: cnn, fever, guanaco, qa"
     assert done.stdout == ""
 
 

@@ -45,5 +45,5 @@ def test_overrides():
         resolve_method("lora:rank=4")
     with pytest.raises(ConfigError, match="lr must be a number"):
         resolve_method("lora:lr=fast")
-    with pytest.raises(ConfigError, match="unknown method 'lorax'; valid methods: base, full, lora"):
+    with pytest.raises(ConfigError, match="unknown method 'lorax'; valid methods: base, fewshot, full, lora"):
         resolve_method("lorax")

@@ -10,15 +10,18 @@ from harness.spec.config import HASHED_WHEN_SET, RunConfig
 
 def test_tune_lr_gives_each_trained_method_three_rates_around_its_own():
     cfg = RunConfig(methods=("base", "full", "lora", "qlora4"), tune="lr")
-    assert cfg.grids == {"full": (1.67e-05, 5e-05, 1.5e-04), "lora": (3.33e-4, 1e-3, 3e-3),
-                         "qlora4": (3.33e-4, 1e-3, 3e-3)}
-    assert RunConfig(methods=("full", "lora"), tune="lr=1e-5,2e-4").grids == {"full": (1e-5, 2e-4),
-                                                                               "lora": (1e-5, 2e-4)}
+    assert cfg.grids == {"full": ("lr", (1.67e-05, 5e-05, 1.5e-04)), "lora": ("lr", (3.33e-4, 1e-3, 3e-3)),
+                         "qlora4": ("lr", (3.33e-4, 1e-3, 3e-3))}
+    assert RunConfig(methods=("full", "lora"), tune="lr=1e-5,2e-4").grids == {"full": ("lr", (1e-5, 2e-4)),
+                                                                               "lora": ("lr", (1e-5, 2e-4))}
     # a method's own grid wins, and only it is tuned without --tune
     mixed = RunConfig(methods=("full", "lora:lr=3e-4|1e-3|3e-3"), tune="lr=1e-5,5e-5")
-    assert mixed.grids == {"full": (1e-5, 5e-5), "lora": (3e-4, 1e-3, 3e-3)}
+    assert mixed.grids == {"full": ("lr", (1e-5, 5e-5)), "lora": ("lr", (3e-4, 1e-3, 3e-3))}
     assert [s.name for s in mixed.specs] == ["full", "lora"]
-    assert RunConfig(methods=("full", "lora:lr=3e-4|1e-3")).grids == {"lora": (3e-4, 1e-3)}
+    assert RunConfig(methods=("full", "lora:lr=3e-4|1e-3")).grids == {"lora": ("lr", (3e-4, 1e-3))}
+    # the prompt's shots and passages take grids too, on any method
+    assert RunConfig(methods=("fewshot:shots=1|3|5", "rag:retrieve=1|2")).grids == {
+        "fewshot": ("shots", (1, 3, 5)), "rag": ("retrieve", (1, 2))}
     assert not RunConfig(methods=("full", "lora")).needs_validation
     assert RunConfig(methods=("lora",), early_stop=2).needs_validation
 
@@ -26,11 +29,16 @@ def test_tune_lr_gives_each_trained_method_three_rates_around_its_own():
 @pytest.mark.parametrize("kwargs, message", [
     ({"methods": ("lora",), "tune": "r"}, "only the learning rate can be tuned"),
     ({"methods": ("lora",), "tune": "lr=1e-3"}, "at least two different values"),
-    ({"methods": ("lora",), "tune": "lr=1e-3,x"}, "'x' is not a positive number"),
+    ({"methods": ("lora",), "tune": "lr=1e-3,x"}, "'x' is not a positive finite number"),
+    ({"methods": ("lora",), "tune": "lr=1e-3,nan"}, "'nan' is not a positive finite number"),
+    ({"methods": ("lora:lr=1e-3|inf",)}, "'inf' is not a positive finite number"),
+    ({"methods": ("fewshot:shots=1|2.5",)}, "'2.5' is not a whole number of at least 1"),
+    ({"methods": ("rag:retrieve=0|3",)}, "'0' is not a whole number of at least 1"),
+    ({"methods": ("lora",), "lr": float("nan")}, "--lr must be a positive finite number"),
     ({"methods": ("lora",), "tune": "lr", "lr": 1e-3}, "--lr fixes the learning rate"),
     ({"methods": ("base",), "tune": "lr"}, "--methods has none"),
     ({"methods": ("base:lr=1|2",)}, "base does not train"),
-    ({"methods": ("lora:lora_target_modules=q_proj|v_proj",)}, "only lr takes a grid"),
+    ({"methods": ("lora:lora_target_modules=q_proj|v_proj",)}, "only lr, shots, retrieve take a grid"),
     ({"methods": ("lora",), "early_stop": 0}, "--early-stop must be a positive integer"),
     ({"methods": ("lora",), "validation_fraction": 1.0}, "--validation-fraction must be between 0 and 1"),
 ])
@@ -107,7 +115,8 @@ def test_plan_multiplies_a_tuned_methods_time_by_its_trainings_and_says_so():
     cfg = RunConfig(methods=("base", "full", "lora:lr=1e-4|1e-3"), tune="lr", seeds=(0, 1))
     base, full, lora = cfg.specs
     assert tuning_cost(cfg, base) == "; the run runs it 2 times (once for each of 2 seeds): 2x this time"
-    assert tuning_cost(cfg, full).startswith("; the run trains it 8 times (3 grid points (1.67e-05, 5e-05, 0.00015)")
+    assert tuning_cost(cfg, full).startswith(
+        "; the run trains it 8 times (3 grid points (lr = 1.67e-05, 5e-05, 0.00015)")
     assert "6x this time" in tuning_cost(cfg, lora)
     assert tuning_cost(RunConfig(methods=("lora",)), RunConfig(methods=("lora",)).specs[0]) == ""
 
