@@ -16,23 +16,25 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("HARNESS_PROGRESS", "0")  # the rounds' own lines are the output
 
-from benchmarks.synthetic import LLAMA2_7B  # noqa: E402
-from harness.cell.generate import HFBackend  # noqa: E402
-from harness.cell.load import load_model, load_tokenizer  # noqa: E402
-from harness.core.console import quiet_libraries  # noqa: E402
-from harness.spec.config import RunConfig  # noqa: E402
-from harness.spec.methods import resolve_method  # noqa: E402
-from harness.spec.models import resolve_model  # noqa: E402
-from harness.spec.prompting import Prompting  # noqa: E402
-from harness.spec.prompts import n_tokens  # noqa: E402
-from harness.spec.task import Context, GenerationStats, get_task, load_tasks  # noqa: E402
+from benchmarks.synthetic import LLAMA2_7B
+from harness.cell.generate import HFBackend
+from harness.cell.load import load_model, load_tokenizer
+from harness.core.console import quiet_libraries
+from harness.spec.config import RunConfig
+from harness.spec.methods import resolve_method
+from harness.spec.models import resolve_model
+from harness.spec.prompting import Prompting
+from harness.spec.prompts import n_tokens
+from harness.spec.task import Context, GenerationStats, get_task, load_tasks
 
 
 def build(args):

@@ -6,15 +6,19 @@
 #   3. conformance: the conformance matrix on CUDA (benchmarks/conformance.py --device cuda: every family x
 #      full, lora, qlora4, the harness's path against plain trl, bfloat16 tolerances), with the per-row attention
 #      switched on there (HARNESS_PADDING_FREE_CUDA=1; off on CUDA by default until step 5 shows it helps);
-#   4. goals: benchmarks/gpu_bench.py --preset goals (Llama-2-7B shape: lora at 4096 tokens without recomputation
+#   4. approaches: the prompting and retrieval rows end to end on CUDA (tiny-llama: qa, cnn and fever closed x base,
+#      fewshot, rag, lora, lora:retrieve=3), and prefix: few-shot evaluation with the shared prefix's KV cache
+#      reused against recomputed (benchmarks/bench_prefix.py, a Llama-2-7B-shaped model in bfloat16);
+#   5. goals: benchmarks/gpu_bench.py --preset goals (Llama-2-7B shape: lora at 4096 tokens without recomputation
 #      for MFU, qlora4 at batch 1 x 1024 with checkpointing for peak memory; the harness's changes on and off);
-#   5. onoff: gpu_bench.py --preset onoff (lora and qlora4 at 1024 tokens on mixed-length rows: the changes on,
+#   6. onoff: gpu_bench.py --preset onoff (lora and qlora4 at 1024 tokens on mixed-length rows: the changes on,
 #      off, with torch's varlen flash attention, with Liger's kernels); every gpu_bench row also holds the
 #      estimate against torch.cuda.max_memory_allocated;
-#   6. table: gpu_bench.py --preset table (every method x 512/1024 x checkpointing), if time is left;
-#   7. gpu-tests: the suite's GPU-marked tests, one process (the carried wheels hold no pytest-xdist).
+#   7. table: gpu_bench.py --preset table (every method x 512/1024 x checkpointing), if time is left;
+#   8. gpu-tests: the suite's GPU-marked tests, one process (the carried wheels hold no pytest-xdist).
 # A failed step does not stop the others; the script ends within BUDGET_S seconds (default 540). Results go to
-# $OUT: log.txt env.txt conformance_cuda.md goals.{md,json} onoff.{md,json} table.{md,json}.
+# $OUT: log.txt env.txt conformance_cuda.md approaches.md prefix.{txt,json} goals.{md,json} onoff.{md,json}
+# table.{md,json}.
 #
 #   OUT=/path/to/out bash benchmarks/gpu_matrix.sh            # the GPU machine (device tool, carry [".whl"])
 #   OUT=/tmp/gpuout bash benchmarks/gpu_matrix.sh --dry-run   # any machine: check the wheels, print the steps
@@ -163,6 +167,15 @@ main() {
   step conformance 150 env HARNESS_PADDING_FREE_CUDA=1 bash -c "'$PY' benchmarks/conformance.py --device $device \
     --methods $conf_methods \
     $([ $MODE = tiny ] && echo '--families llama,mistral') > '$OUT/conformance_$device.md'"
+  # The new rows on CUDA: few-shot and retrieval prompts, a LoRA trained on retrieved passages; the report comes back.
+  step approaches 90 bash -c "'$PY' run_matrix.py --model tiny-llama --device $device --executor inline \
+    --tasks qa,cnn,fever --fever-mode closed --methods base,fewshot,rag,lora,lora:retrieve=3 --train-limit 16 \
+    --eval-limit 8 --out '$WORK/results' --run-name approaches && cp '$WORK/results/approaches/report.md' \
+    '$OUT/approaches.md'"
+  local shape=llama2-7b
+  [ $MODE = tiny ] && shape=model
+  step prefix 90 bash -c "'$PY' benchmarks/bench_prefix.py --model tiny-llama --shape $shape --device $device \
+    --rows 32 --rounds 2 --json '$OUT/prefix.json' > '$OUT/prefix.txt'"
   step goals 150 "$PY" benchmarks/gpu_bench.py "${tiny[@]}" --preset goals --out "$OUT/goals.md" \
     --json "$OUT/goals.json" --budget-s 110
   step onoff 170 "$PY" benchmarks/gpu_bench.py "${tiny[@]}" --preset onoff --methods lora,qlora4 \

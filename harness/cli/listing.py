@@ -16,7 +16,8 @@ def cmd_list(argv: list[str]) -> int:
     for name, factory in METHODS.items():
         spec = factory()
         bits = f", {spec.bits}-bit weights" if spec.bits else ""
-        print(f"  {name:10} finetune={spec.finetune}{bits}, lr={spec.lr}")
+        prompt = "".join(f", {k}={getattr(spec, k)}" for k in ("shots", "retrieve") if getattr(spec, k))
+        print(f"  {name:10} finetune={spec.finetune}{bits}, lr={spec.lr}{prompt}")
     print("catalogue models:")
     for name, build in CATALOGUE.items():
         print(f"  {name:16} {(build.__doc__ or '').strip().splitlines()[0]}")

@@ -121,7 +121,8 @@ def _decide(task: str, metric: str, options: list[Option], budget: Budget | None
         text = (f"{task}: recommend {pick.name}: {metric} within the CI of {best.name} "
                 f"({_d(_diff(rows, pick.name, best.name))}) at {_costs(pick, best)}.")
     if not pick.trains and any(o.trains for o in fits):
-        text += f" The base model wins: no fine-tuned method is significantly better on {metric}."
+        model = "The base model" if pick.name == "base" else f"The base model, prompted as {pick.name},"
+        text += f" {model} wins: no fine-tuned method is significantly better on {metric}."
     text += _prompting_against_training(fits, m, metric)
     if unpaired:
         text += (" Not compared with " + best.name + " (different eval data or too few shared examples), so left "

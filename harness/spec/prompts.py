@@ -91,8 +91,9 @@ def build(ctx, query: Query, reserve: int, shots: list | tuple = ()) -> Built:
         k -= 1
     while history and n_tokens(ctx.tok, make("", k)) + reserve + HISTORY_ROOM > ctx.max_seq_len:
         history.pop(0)
-    if not query.text:
-        return Built(make("", k), k, len(history))
+    whole = make(query.text, k)
+    if not query.text or n_tokens(ctx.tok, whole) + reserve <= ctx.max_seq_len:
+        return Built(whole, k, len(history))
     overhead = n_tokens(ctx.tok, make("", k))
     budget = ctx.max_seq_len - overhead - reserve
     if budget < MIN_TEXT:

@@ -110,7 +110,7 @@ def test_report_html_renders_in_chromium(ci_run, tmp_path):
     found = re.search(r'<div id="render-check">images=(\d+) rendered=(\d+) tables=(\d+)</div>', dom.stdout)
     assert found, dom.stdout[-500:] + dom.stderr[-500:]
     images, rendered, tables = map(int, found.groups())
-    assert images == rendered == 9
+    assert images == rendered == 12  # per task: quality against memory, against cost, and loss curves
     assert tables >= 4  # one per task plus the paired comparisons (plus fever's confusion tables)
     shot = tmp_path / "report.png"
     subprocess.run([chromium, *CHROMIUM_FLAGS, *profile, "--window-size=1280,2400", f"--screenshot={shot}",

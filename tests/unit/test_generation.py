@@ -31,11 +31,13 @@ def test_a_shared_prefix_computed_once_gives_token_identical_outputs(tiny_model,
     task = get_task("cnn")
     ctx = Context(tok=tokenizer, max_seq_len=1024, max_new_tokens=24, cfg=RunConfig(methods=("fewshot",)))
     ctx.prompting = Prompting(task, resolve_method("fewshot"), ctx, cnn_gen.generate("train")[:8], 0)
-    prompts = [task.eval_prompt(r, ctx) for r in cnn_gen.generate("validation")[:10]]
+    # The cell's own few-shot prompts, each ending in raw text of its own: the tiny random model answers a chat
+    # prompt with its end token at once, and would compare nothing but that.
+    prompts = [task.eval_prompt(r, ctx) + r["article"][:80] for r in cnn_gen.generate("validation")[:10]]
     plain, reused = HFBackend(), HFBackend(prefix_cache=True)
     a = plain.generate(tiny_model, tokenizer, prompts, 24, 4, GenerationStats())
     b = reused.generate(tiny_model, tokenizer, prompts, 24, 4, GenerationStats())
-    assert a == b and any(a)
+    assert a == b and sum(map(bool, a)) >= len(a) // 2
     assert reused.prefix_record["applied"] and reused.prefix_record["shared_tokens"] > 300  # the shots
     assert plain.prefix_record == {}
 

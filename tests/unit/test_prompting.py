@@ -9,6 +9,7 @@ from harness.spec.config import RunConfig
 from harness.spec.methods import resolve_method
 from harness.spec.prompting import Prompting, normalised
 from harness.spec.prompts import Query, build, n_tokens
+from harness.spec.resolve import resolve
 from harness.spec.retrieval import knowledge_base
 from harness.spec.task import Context, get_task
 from tasks.embedded import cnn_gen, qa_gen
@@ -89,14 +90,15 @@ def test_shots_that_do_not_fit_are_dropped_from_the_end_and_recorded(tokenizer):
 
 
 def test_build_drops_shots_first_then_truncates_the_text(tokenizer):
-    ctx = Context(tok=tokenizer, max_seq_len=120, max_new_tokens=8)
+    ctx = Context(tok=tokenizer, max_seq_len=160, max_new_tokens=8)
+    shots = [("an example question " * 12, "an example answer")] * 3  # about 45 tokens each with its turns
     query = Query(text="word " * 300, system="Summarise.")
-    shots = [("an example question " * 5, "an example answer")] * 3
     built = build(ctx, query, 8, shots)
-    assert built.shots == 0 and n_tokens(tokenizer, built.prompt) + 8 <= 120
+    assert built.shots == 0 and n_tokens(tokenizer, built.prompt) + 8 <= 160  # the query did not fit: no shots
     short = Query(text="a short text", system="Summarise.")
     built = build(ctx, short, 8, shots)
-    assert 0 < built.shots < 3 and "a short text" in built.prompt
+    assert 0 < built.shots < 3 and "a short text" in built.prompt  # some fit, the last ones went
+    assert n_tokens(tokenizer, built.prompt) + 8 <= 160
 
 
 def test_bm25_puts_the_gold_page_in_the_top_3_for_most_embedded_qa_questions(tokenizer):
@@ -158,3 +160,15 @@ def test_the_embedded_qa_test_split_is_half_seen_half_unseen_against_its_trainin
         assert row["question"] not in questions  # a seen fact is asked in other words
     fewer = get_task("qa").load(dataclasses.replace(cfg, train_limit=10))
     assert [r["part"] for r in fewer["test"]].count("seen") < qa_gen.SEEN  # seen means: a training row asked it
+
+
+def test_prompting_fields_read_the_same_from_yaml_as_from_the_command_line(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("tasks: [qa]\nmethods: [{name: rag, retrieve: 5}, 'fewshot:shots=2:shot_select=similar', "
+                    "{name: lora, retrieve: 3, raft: 0.8}]\ncorpus: {qa: kb.jsonl}\n")
+    cfg = resolve({}, str(path))
+    rag, few, lora = cfg.specs
+    assert (rag.name, rag.retrieve, rag.trains) == ("rag:retrieve=5", 5, False)
+    assert (few.shots, few.shot_select) == (2, "similar")
+    assert (lora.retrieve, lora.raft, lora.trains) == (3, 0.8, True)
+    assert cfg.corpus == {"qa": "kb.jsonl"}
