@@ -76,8 +76,12 @@ def run_cell(cell_dir: Path, data: dict | None = None) -> dict:
     except Exception as e:  # noqa: BLE001  (isolation: any failure is recorded, the matrix goes on)
         error = (classify(e), one_line(e), getattr(e, "step", None))
     if error is None:
-        console.print(f"[green]done[/] {label} in {time.perf_counter() - t0:.0f} s")
-        return store.read_json("status.json")
+        status = store.read_json("status.json")
+        if status["status"] == "pruned":
+            console.print(f"[yellow]pruned[/] {label}: {status['message']}", soft_wrap=True)
+        else:
+            console.print(f"[green]done[/] {label} in {time.perf_counter() - t0:.0f} s")
+        return status
     measure.free_memory(device)  # after the except block, so the traceback no longer pins the model
     kind, message, step = error
     console.print(f"[red]failed[/] {label}: {kind}: {message}")
@@ -96,7 +100,8 @@ def split_roles(spec: CellSpec) -> tuple:
 
 def only(data: dict, roles: tuple) -> dict:
     """The rows and fingerprints of ``roles`` in data the runner loaded (the inline executor passes it)."""
-    keep = set(roles) | ({"overlap"} if "test" in roles else set())
+    keep = set(roles) | ({"overlap"} if "test" in roles else set()) | (
+        {"validation_overlap"} if "validation" in roles else set())
     return {**{k: v for k, v in data.items() if k in roles},
             "fingerprint": {k: v for k, v in data["fingerprint"].items() if k in keep}}
 
@@ -129,8 +134,10 @@ def execute(spec: CellSpec, task, store: CellStore, data: dict, model_location: 
         store.write_json("data.json", {**data["fingerprint"], "knowledge_base": corpus.fingerprint()})
     pairs = [task.train_pair(r, ctx) for r in data["train"]] if method.trains else []
     rows = data["validation"] if spec.is_tuning else data["test"]  # what the cell is scored on
+    # A search's trial is pruned on its validation loss (harness/execute/search.py); early stopping reads it too.
+    prune = spec.tuning.get("prune") if spec.is_tuning and spec.tuning else None
     val_pairs = ([task.train_pair(r, ctx, training=False) for r in data["validation"]]
-                 if cfg.early_stop and method.trains else None)
+                 if (cfg.early_stop or prune) and method.trains else None)
     probe = weights.probe_inputs(task, rows, ctx) if method.trains else []  # the weight checks' prompts
     stats = GenerationStats()
     try:
@@ -150,12 +157,23 @@ def execute(spec: CellSpec, task, store: CellStore, data: dict, model_location: 
                 if method.trains:
                     base_logits = weights.logits(model, probe)
                     model, train_record = training.train(model, tok, method, pairs, cfg, device, merge=False,
-                                                         cell_dir=store.dir, eval_pairs=val_pairs)
+                                                         cell_dir=store.dir, eval_pairs=val_pairs, prune=prune)
                 else:
                     _, total = training.count_parameters(model)
                     train_record = {"trained": False, "trainable_params": 0, "total_params": total}
+            pruned = (train_record.get("validation") or {}).get("pruned")
+            if pruned:  # a trial worse than the earlier ones: its loss curve is its record, and nothing more runs
+                store.write_json("train.json", train_record)
+                median = "-" if pruned["median"] is None else f"{pruned['median']:.6g}"
+                store.finish("pruned", message=f"pruned at step {pruned['step']}: validation loss "
+                                               f"{pruned['loss']:.6g} above the median {median} of the "
+                                               f"{pruned['of']} earlier trials at that step")
+                return
             if method.trains:  # --save, then the checks that the trained weights are applied (harness/cell/weights.py)
-                model, weight_record = weights.finalize(model, method, tok, cfg, store, probe, base_logits)
+                # A search's trial may legitimately change nothing (a rate far too low): its checks are recorded, not
+                # fatal; the chosen settings' test cell runs them all as usual.
+                model, weight_record = weights.finalize(model, method, tok, cfg, store, probe, base_logits,
+                                                        strict=not spec.is_tuning)
                 train_record.update(weight_record)
             store.write_json("train.json", train_record)
             t_eval = time.perf_counter()

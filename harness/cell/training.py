@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import statistics
 import tempfile
 import time
 
@@ -52,6 +53,19 @@ def _callback(total_steps: int, advance, curve: list):
     return Monitor()
 
 
+def _validation_log(validation: dict):
+    """Every evaluation's validation loss, in order, for early stopping, the pruner and train.json."""
+    from transformers import TrainerCallback
+
+    class Log(TrainerCallback):
+        def on_evaluate(self, args, state, control, metrics=None, **kw):
+            loss = (metrics or {}).get("eval_loss")
+            if loss is not None:
+                validation["evals"].append({"step": state.global_step, "loss": float(loss)})
+
+    return Log()
+
+
 def _early_stopping(patience: int, record: dict):
     """Stop when the validation loss has not improved for ``patience`` evaluations; keep the best weights.
 
@@ -68,7 +82,6 @@ def _early_stopping(patience: int, record: dict):
             loss = (metrics or {}).get("eval_loss")
             if loss is None:
                 return
-            record["evals"].append({"step": state.global_step, "loss": float(loss)})
             if record["best_loss"] is None or loss < record["best_loss"]:
                 record.update(best_loss=float(loss), best_step=state.global_step, waited=0)
                 self.model = model
@@ -94,15 +107,47 @@ def _early_stopping(patience: int, record: dict):
     return EarlyStop()
 
 
+def _pruning(prune: dict, validation: dict):
+    """Stop a search's trial whose validation loss, at one of its evaluations, is worse than the median of the
+    earlier complete trials' losses at the same step: Optuna's MedianPruner, in an in-memory study that holds those
+    trials (``prune["earlier"]``: {step: loss} each), so that the cell needs no storage of the search's own."""
+    import optuna
+    from transformers import TrainerCallback
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="minimize", pruner=optuna.pruners.MedianPruner(
+        n_startup_trials=prune["startup"], n_warmup_steps=0))
+    earlier = [{int(k): float(v) for k, v in steps.items()} for steps in prune["earlier"] if steps]  # JSON keys
+    for values in earlier:
+        study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.COMPLETE,
+                                                  value=values[max(values)], intermediate_values=values))
+    trial = study.ask()
+
+    class Prune(TrainerCallback):
+        def on_evaluate(self, args, state, control, metrics=None, **kw):
+            loss = (metrics or {}).get("eval_loss")
+            if loss is None:
+                return
+            trial.report(float(loss), state.global_step)
+            if trial.should_prune():
+                at = [v[state.global_step] for v in earlier if state.global_step in v]
+                validation["pruned"] = {"step": state.global_step, "loss": float(loss),
+                                        "median": float(statistics.median(at)) if at else None, "of": len(at)}
+                control.should_training_stop = True
+
+    return Prune()
+
+
 def train(model, tok, spec, pairs: list[dict], cfg, device: str, merge: bool = True, save_to: str | None = None,
-          callbacks: tuple = (), cell_dir=None, eval_pairs: list[dict] | None = None):
+          callbacks: tuple = (), cell_dir=None, eval_pairs: list[dict] | None = None, prune: dict | None = None):
     """Train ``model`` on prompt/completion ``pairs``; return (model ready for generation, train record).
 
     ``merge=False`` returns a LoRA model with its adapter unmerged. ``save_to`` saves the trained weights with
     the trainer (an adapter for LoRA; under FSDP or DeepSpeed the trainer gathers the shards), before any
     merge. ``callbacks`` are extra TrainerCallbacks (harness/cell/distributed.py records what each process saw).
     ``cell_dir`` names the cell whose tracker runs (--report-to) the trainer logs to. ``eval_pairs`` (validation
-    rows) with --early-stop evaluate the loss four times an epoch and stop when it stops improving.
+    rows) with --early-stop evaluate the loss four times an epoch and stop when it stops improving; with ``prune``
+    (a search's trial: harness/execute/search.py) the same evaluations stop a trial worse than the earlier ones.
     """
     from datasets import Dataset
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
@@ -130,13 +175,16 @@ def train(model, tok, spec, pairs: list[dict], cfg, device: str, merge: bool = T
                                  target_modules=spec.lora_target_modules, task_type="CAUSAL_LM")
 
     lr = cfg.lr if cfg.lr is not None else spec.lr
-    early, evaluation = None, {}
-    if cfg.early_stop and eval_pairs:
+    early, evaluation, validation = None, {}, None
+    if (cfg.early_stop or prune) and eval_pairs:
         # Four evaluations an epoch: often enough to stop within a quarter epoch of the best point, rarely
         # enough that the validation forward passes stay a small share of the time (the harness's choice).
         every = max(1, _planned_steps(len(pairs), cfg) // max(1, math.ceil(4 * cfg.epochs)))
-        early = {"patience": cfg.early_stop, "eval_every_steps": every, "validation_rows": len(eval_pairs),
-                 "evals": [], "best_loss": None, "best_step": None, "waited": 0, "stopped_at_step": None}
+        validation = {"every_steps": every, "rows": len(eval_pairs), "evals": []}
+        if cfg.early_stop:
+            early = {"patience": cfg.early_stop, "eval_every_steps": every, "validation_rows": len(eval_pairs),
+                     "evals": validation["evals"], "best_loss": None, "best_step": None, "waited": 0,
+                     "stopped_at_step": None}
         evaluation = {"eval_strategy": "steps", "eval_steps": every, "prediction_loss_only": True,
                       "per_device_eval_batch_size": cfg.batch_size}
     precision = mixed_precision(device)
@@ -153,7 +201,7 @@ def train(model, tok, spec, pairs: list[dict], cfg, device: str, merge: bool = T
         use_cpu=device == "cpu", bf16=precision == "bf16", fp16=precision == "fp16", **evaluation)
     dataset = Dataset.from_list([{"prompt": p["prompt"], "completion": p["completion"]} for p in pairs])
     eval_dataset = Dataset.from_list([{"prompt": p["prompt"], "completion": p["completion"]}
-                                      for p in eval_pairs]) if early else None
+                                      for p in eval_pairs]) if validation is not None else None
     router_logits = getattr(model.config.get_text_config(), "output_router_logits", None)  # trl sets it, below
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, eval_dataset=eval_dataset,
                          processing_class=tok, peft_config=peft_config)
@@ -169,9 +217,13 @@ def train(model, tok, spec, pairs: list[dict], cfg, device: str, merge: bool = T
         trainer.remove_callback(cb)
     for cb in callbacks:
         trainer.add_callback(cb)
+    if validation is not None:
+        trainer.add_callback(_validation_log(validation))
     stopper = _early_stopping(cfg.early_stop, early) if early else None
     if stopper is not None:
         trainer.add_callback(stopper)
+    if prune and validation is not None:
+        trainer.add_callback(_pruning(prune, validation))
     with progress_bar(f"train {spec.name}", steps) as advance:
         trainer.add_callback(_callback(steps, advance, curve))
         t0 = time.perf_counter()
@@ -208,6 +260,8 @@ def train(model, tok, spec, pairs: list[dict], cfg, device: str, merge: bool = T
     if early is not None:
         early.pop("waited")
         record["early_stop"] = early
+    if validation is not None:
+        record["validation"] = validation
     return model, record
 
 

@@ -113,11 +113,12 @@ def check(name: str, ours: list, reference: list, tol: dict) -> dict:
             "what": what, **tol}
 
 
-def finalize(model, spec, tok, cfg, store, probe_inputs: list, base_logits: list):
+def finalize(model, spec, tok, cfg, store, probe_inputs: list, base_logits: list, strict: bool = True):
     """Save what --save asks for, run the checks; return (model for generation, record for train.json).
 
     ``model`` is the trained model with any LoRA adapter still unmerged; ``base_logits`` are the base model's
-    logits on ``probe_inputs``, taken before training. Raises AdapterCheckError when a check fails.
+    logits on ``probe_inputs``, taken before training. Raises AdapterCheckError when a check fails, unless not
+    ``strict`` (a search's trial), where the failure is recorded and said in one line.
     """
     t0 = time.perf_counter()
     device = resolve_device(cfg.device)
@@ -145,8 +146,10 @@ def finalize(model, spec, tok, cfg, store, probe_inputs: list, base_logits: list
     if kind == MODEL:
         save_folder(store.path(MODEL), lambda tmp: (model.save_pretrained(tmp), tok.save_pretrained(tmp)))
     failed = [c for c in checks if not c["passed"]]
-    if failed:
+    if failed and strict:
         raise AdapterCheckError("; ".join(_failure(c, spec) for c in failed))
+    if failed:
+        console.print(f"[yellow]note: {'; '.join(_failure(c, spec) for c in failed)}[/]", soft_wrap=True)
     record = {"checks": checks, "adapter_merged": merged, "checks_s": time.perf_counter() - t0,
               "saved": {"kind": kind, "folder": kind, **({"note": note} if note else {})}}
     return model, record

@@ -23,6 +23,7 @@ from harness.core.units import GIB, parse_bytes
 from harness.plan import prompts
 from harness.plan.budget import GPU_MEMORY
 from harness.plan.estimate import OPTIMIZERS, estimate
+from harness.plan.matrix import trials
 from harness.plan.shape import shipped_names
 from harness.plan.speed import (
     DEFAULT_MFU,
@@ -38,8 +39,8 @@ from harness.report.table import Column, Table, Value
 from harness.spec.task import get_task
 
 SHARED = ("model", "tasks", "data", "corpus", "fever_mode", "passage_words", "train_limit", "eval_limit",
-          "max_new_tokens", "methods", "batch_size", "eval_batch_size", "max_seq_len", "grad_accum", "lora_r",
-          "gradient_checkpointing", "gpu", "memory_budget", "device", "out", "tune", "seeds")
+          "max_new_tokens", "tune_trials", "methods", "batch_size", "eval_batch_size", "max_seq_len", "grad_accum",
+          "lora_r", "gradient_checkpointing", "gpu", "memory_budget", "device", "out", "tune", "seeds")
 COLUMNS = ("weights", "quant_constants", "adapters", "gradients", "optimizer", "activations", "logits",
            "kv_cache", "workspace")
 
@@ -146,16 +147,16 @@ def print_prompts(cfg, sizes: dict, shape, gpu: str | None, mfu: float) -> None:
 
 
 def tuning_cost(cfg, spec) -> str:
-    """How many times a method trains under --tune and --seeds: each grid point, then the chosen point."""
-    key, grid = cfg.grids.get(spec.name, (None, ()))
+    """How many times a method trains under --tune and --seeds: each trial of its search, then the chosen one."""
+    search = cfg.searches.get(spec.name)
     seeds = len(cfg.seed_list)
-    if not grid and seeds == 1:
+    if not search and seeds == 1:
         return ""
-    runs = (len(grid) + 1 if grid else 1) * seeds
-    what = [f"{len(grid)} grid points ({key} = {', '.join(f'{v:g}' for v in grid)}) on validation, then the chosen "
-            "one on test"] if grid else []
+    n = trials(cfg, spec.name) if search else 0
+    runs = (n + 1 if search else 1) * seeds
+    what = [f"{n} trials over {search.describe()} on validation, then the chosen one on test"] if search else []
     if seeds > 1:
-        what.append(f"each for {seeds} seeds" if grid else f"once for each of {seeds} seeds")
+        what.append(f"each for {seeds} seeds" if search else f"once for each of {seeds} seeds")
     verb = "trains" if spec.trains else "runs"
     return f"; the run {verb} it {runs} times ({'; '.join(what)}): {runs}x this time"
 

@@ -40,9 +40,17 @@ class InlineExecutor:
         self.cfg = cfg
 
     def run(self, cells: list, data: dict | None = None) -> None:
-        for cell in cells:
-            console.rule(f"cell {cell.index}/{cell.of}: {cell.label}")
-            run_cell(cell.store.dir, (data or {}).get(cell.task))
+        before = os.environ.get("HARNESS_CELL")
+        try:
+            for cell in cells:
+                console.rule(f"cell {cell.index}/{cell.of}: {cell.label}")
+                os.environ["HARNESS_CELL"] = cell.label  # progress lines name this cell, as a child's do
+                run_cell(cell.store.dir, (data or {}).get(cell.task))
+        finally:
+            if before is None:
+                os.environ.pop("HARNESS_CELL", None)
+            else:
+                os.environ["HARNESS_CELL"] = before
 
 
 def visible_gpus() -> list[str]:

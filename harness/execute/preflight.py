@@ -79,12 +79,13 @@ def check_prompting(cfg: RunConfig, datasets: dict) -> None:
         for method in cfg.specs:
             if (name, method.name) in skipped:
                 continue
-            key, grid = cfg.grids.get(method.name, (None, ()))
-            shots = max(grid) if key == "shots" else method.shots
+            search = cfg.searches.get(method.name)
+            dims = search.dims if search else {}
+            shots = int(dims["shots"].span[1]) if "shots" in dims else method.shots
             if shots is not None and shots > len(train):
                 raise ConfigError(f"{name} x {method.name}: shots={shots} is more than the {len(train)} training rows "
                                   f"of {name}; lower shots, or raise --train-limit")
-            if method.retrieve is not None or key == "retrieve":
+            if method.retrieve is not None or "retrieve" in dims:
                 retrieving.add(name)
             if method.raft is not None and not any(r.get("gold") for r in train):
                 raise ConfigError(f"{name} x {method.name}: raft keeps each training row's gold document, and the "

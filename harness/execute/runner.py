@@ -15,6 +15,7 @@ from harness.core.console import console, quiet_libraries
 from harness.core.files import atomic_write_json, read_json
 from harness.execute.executors import make_executor
 from harness.execute.preflight import check_integrations, check_prompting, check_resumable, check_writable
+from harness.execute.search import check_optuna, run_searches
 from harness.plan.budget import budget_skip, memory_budget, over_budget_before
 from harness.plan.matrix import Cell, chosen_cells, left_out, number, plan, run_size
 from harness.records.tuning import run_tunings
@@ -34,6 +35,8 @@ def run_matrix(cfg: RunConfig, command: str | None = None) -> list[Cell]:
     datasets = {name: get_task(name).load(cfg) for name in cfg.tasks}
     check_prompting(cfg, datasets)
     warn_overlap(datasets)
+    if cfg.searches:
+        check_optuna()
     model = resolve_model(cfg.model)  # builds a catalogue model's cache once, before cells race to build it
     check_integrations(cfg, model)
     check_writable(cfg.run_dir)  # last: a run refused above leaves no folder behind
@@ -44,12 +47,21 @@ def run_matrix(cfg: RunConfig, command: str | None = None) -> list[Cell]:
                   f"executor={cfg.executor}" + (f" x{cfg.parallel}" if cfg.parallel > 1 else ""))
     budget = memory_budget(cfg, device)
     run_cells(cells, executor, datasets, cfg, device, model.location, budget)
-    if cfg.grids:  # each tuned method's rate, chosen on validation; then its test cells at that rate
+    if cfg.searches:  # each tuned method's trials on validation; then its test cells with the chosen settings
+        trials: list[Cell] = []
+
+        def run_trials(batch: list[Cell]) -> None:
+            number(batch, max(run_size(cfg), len(cells) + len(trials) + len(batch)), start=len(cells) + len(trials))
+            trials.extend(batch)
+            write_manifest(cfg, cells + trials, command)
+            run_cells(batch, executor, datasets, cfg, device, model.location, budget)
+
+        run_searches(cfg, run_trials)
         chosen = chosen_cells(cfg, choices(cfg))
-        number(chosen, run_size(cfg), start=len(cells))
-        write_manifest(cfg, cells + chosen, command)
+        number(chosen, len(cells) + len(trials) + len(chosen), start=len(cells) + len(trials))
+        write_manifest(cfg, cells + trials + chosen, command)
         run_cells(chosen, executor, datasets, cfg, device, model.location, budget)
-        cells += chosen
+        cells += trials + chosen
     for cell in cells:
         cell.outcome = read_outcome(cell)
     return cells
@@ -88,28 +100,39 @@ def run_cells(cells: list[Cell], executor, datasets: dict, cfg: RunConfig, devic
 
 
 def choices(cfg: RunConfig) -> dict:
-    """{(task, method): chosen rate} from the tuning cells' records, each choice printed with its grid."""
+    """{(task, method): {"number", "params"}} of each search's chosen trial, from the tuning cells' records, each
+    choice printed with its trials."""
     out = {}
     for t in run_tunings(cfg.run_dir, len(cfg.seed_list)):
-        curve = ", ".join(f"{p.value:g}: {'-' if p.measure is None else format(p.measure, '.4f')}" for p in t.points)
-        if t.chosen is None:
-            console.print(f"[red]tuning {t.task} x {t.method}: no grid point finished ({curve}); its test cell does "
-                          "not run[/]", soft_wrap=True)
+        states = Counter(x.state for x in t.trials)
+        counts = ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
+        chosen = t.chosen_trial
+        if chosen is None:
+            console.print(f"[red]search {t.task} x {t.method}: no trial completed ({counts}); its test cell does not "
+                          "run[/]", soft_wrap=True)
             continue
-        console.print(f"[bold]tuning[/] {t.task} x {t.method}: {t.by} on validation ({t.validation_rows} rows) "
-                      f"by {t.key}: {curve}; chosen {t.key}={t.chosen:g}", soft_wrap=True)
-        if t.edge:
-            console.print(f"[yellow]warning: {t.edge_note()}[/]", soft_wrap=True)
-        out[t.task, t.method] = t.chosen
+        settings = ", ".join(f"{k}={v:g}" for k, v in chosen.params.items())
+        console.print(f"[bold]search[/] {t.task} x {t.method}: {len(t.trials)} trials on validation "
+                      f"({t.validation_rows} rows; {counts}), by {t.by}: chosen trial {chosen.number} ({settings}; "
+                      f"{t.by} {chosen.measure:.4f})", soft_wrap=True)
+        out[t.task, t.method] = {"number": chosen.number, "params": dict(chosen.params)}
     return out
 
 
 def warn_overlap(datasets: dict) -> None:
-    """One warning line per task whose test rows overlap its training rows (harness/spec/overlap.py)."""
+    """One warning line per task whose test or validation rows overlap its training rows (harness/spec/overlap.py),
+    and one where carving validation rows left fewer training rows than asked."""
     for name, data in datasets.items():
-        text = describe(name, data["fingerprint"]["overlap"]) if "overlap" in data["fingerprint"] else None
-        if text:
-            console.print(f"[yellow]warning: {text}[/]", soft_wrap=True)
+        fp = data["fingerprint"]
+        for key, split in (("overlap", "test"), ("validation_overlap", "validation")):
+            text = describe(name, fp[key], split) if key in fp else None
+            if text:
+                console.print(f"[yellow]warning: {text}[/]", soft_wrap=True)
+        if fp.get("train", {}).get("asked"):
+            console.print(f"[yellow]warning: {name}: holding out {fp['validation']['rows']} validation rows left "
+                          f"{fp['train']['rows']} training rows of the {fp['train']['asked']} asked (--train-limit); "
+                          f"give validation rows of their own with --data {name}.validation=FILE, or lower "
+                          "--validation-limit[/]", soft_wrap=True)
 
 
 def read_outcome(cell: Cell) -> dict:
@@ -143,8 +166,11 @@ def summary_line(cells: list[Cell]) -> tuple[int, str]:
     """
     failed = [c for c in cells if c.outcome.get("status") == "failed"]
     skipped = [c for c in cells if c.outcome.get("status") == "skipped"]
-    ok = len(cells) - len(failed) - len(skipped)
+    pruned = [c for c in cells if c.outcome.get("status") == "pruned"]
+    ok = len(cells) - len(failed) - len(skipped) - len(pruned)
     text = f"{ok} of {len(cells)} cells ok"
+    if pruned:
+        text += f", {len(pruned)} pruned (search trials stopped early, worse than the earlier ones)"
     if skipped:
         reasons = "; ".join(f"{c.label}: {c.outcome.get('message')}" for c in skipped)
         text += f", {len(skipped)} skipped ({reasons})"

@@ -1,7 +1,8 @@
 """The matrix: every task x method x seed of a run as a planned cell, each with its folder in the run.
 
-A method with a learning-rate grid (--tune, NAME:lr=a|b|c) becomes one tuning cell per grid point, scored on the
-validation split, and, once the runner has chosen its rate from those cells' records, one test cell at that rate.
+A tuned method (--tune, NAME:lr=1e-4..1e-2, NAME:lr=a|b|c) has no cell here: its search (harness/execute/search.py)
+makes one tuning cell per trial and seed (``trial_cells``), scored on the validation split, and, once a choice is
+made from those cells' records, one test cell per seed with the chosen settings (``chosen_cells``).
 A method that cannot apply to a task (retrieval on a task with no knowledge base) is left out of that task's cells,
 with the task's one line on why and the fix (``left_out``); it is not run and is no failure.
 
@@ -59,28 +60,26 @@ def plan(cfg: RunConfig) -> list[Cell]:
                               f"is the embedded data, which needs no mapping; add --data {task}=FILE, or drop "
                               "--columns")
     skipped = left_out(cfg)
-    cells = []
-    for task in tasks:
-        for method in cfg.specs:
-            if (task.name, method.name) in skipped:
-                continue
-            grid = cfg.grids.get(method.name)
-            for value in (grid[1] if grid else (None,)):
-                point = None if grid is None else {"role": "point", "key": grid[0], "value": value,
-                                                   "grid": list(grid[1]), "by": _by(cfg, task)}
-                cells += [_cell(cfg, task, method, seed, point) for seed in cfg.seed_list]
+    cells = [_cell(cfg, task, method, seed, None) for task in tasks for method in cfg.specs
+             if (task.name, method.name) not in skipped and method.name not in cfg.searches for seed in cfg.seed_list]
     number(cells, run_size(cfg))
     return cells
 
 
+def trial_cells(cfg: RunConfig, task, method, tuning: dict) -> list[Cell]:
+    """One trial's tuning cells, one per seed: ``tuning`` holds its study, number, settings and pruning data."""
+    return [_cell(cfg, task, method, seed, {**tuning, "role": "trial", "by": _by(cfg, task)})
+            for seed in cfg.seed_list]
+
+
 def chosen_cells(cfg: RunConfig, choices: dict) -> list[Cell]:
-    """The test cells of the tuned methods, at the rate each chose: ``choices`` maps (task, method) to the value."""
+    """The test cells of the tuned methods with the settings each chose: ``choices`` maps (task, method) to
+    {"number": the chosen trial, "params": its settings}."""
     cells = []
     for task in (get_task(name) for name in cfg.tasks):
         for method in cfg.specs:
             if (task.name, method.name) in choices:
-                key, grid = cfg.grids[method.name]
-                chosen = {"role": "chosen", "key": key, "value": choices[task.name, method.name], "grid": list(grid),
+                chosen = {"role": "chosen", "study": f"{task.name}/{method.name}", **choices[task.name, method.name],
                           "by": _by(cfg, task)}
                 cells += [_cell(cfg, task, method, seed, chosen) for seed in cfg.seed_list]
     return cells
@@ -93,12 +92,18 @@ def number(cells: list[Cell], total: int, start: int = 0) -> None:
 
 
 def run_size(cfg: RunConfig) -> int:
-    """Every cell the run will have: each tuned method's grid points and its test cell, every other method's cell,
-    on every task it applies to."""
+    """Every cell the run will have: each tuned method's trials and its test cell, every other method's cell, on
+    every task it applies to (a search whose best sits at an edge may use fewer or, for a grid, more trials)."""
     skipped = left_out(cfg)
-    per_seed = sum(len(cfg.grids[m.name][1]) + 1 if m.name in cfg.grids else 1
+    per_seed = sum(trials(cfg, m.name) + 1 if m.name in cfg.searches else 1
                    for t in cfg.tasks for m in cfg.specs if (t, m.name) not in skipped)
     return per_seed * len(cfg.seed_list)
+
+
+def trials(cfg: RunConfig, method: str) -> int:
+    """The trials a method's search runs: --tune-trials, or a grid's points when the grid is the larger."""
+    search = cfg.searches[method]
+    return max(len(search.grid()), cfg.tune_trials) if search.is_grid else cfg.tune_trials
 
 
 def left_out(cfg: RunConfig) -> dict:
@@ -107,8 +112,9 @@ def left_out(cfg: RunConfig) -> dict:
     out = {}
     for task in (get_task(name) for name in cfg.tasks):
         for method in cfg.specs:
-            grid = cfg.grids.get(method.name)
-            probe = dataclasses.replace(method, **{grid[0]: grid[1][0]}) if grid else method
+            search = cfg.searches.get(method.name)
+            probe = dataclasses.replace(method, **{k: int(d.span[0]) for k, d in search.dims.items()
+                                                   if k in ("shots", "retrieve")}) if search else method
             reason = task.method_issue(probe, cfg)
             if reason:
                 out[task.name, method.name] = reason

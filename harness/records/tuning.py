@@ -1,28 +1,74 @@
-"""The learning-rate choice of a tuned method, from its tuning cells' records on the validation split.
+"""A tuned method's search as its records hold it: every trial's settings, state and validation figures, and the
+choice.
 
-Each grid point's figure is the mean over its seeds of the chosen measure (the task's main metric, or the
-validation loss with --tune-by loss); the best point in the measure's direction wins, a tie going to the lower
-validation loss, then to the point listed first. A point whose cells failed, or that lacks a seed, takes no part.
-The runner chooses with this before it runs the test cells, and the report shows the same choice, so both read
-it from the records alone and neither reads a test figure.
+Each trial is one tuning cell per seed (config.json ``tuning``: study, trial number, settings). A trial's figure is
+the mean over its seeds of the choosing measure (the task's main metric, or the validation loss with --tune-by
+loss); a trial that was pruned, failed, or lacks a seed takes no part. The best complete trial in the measure's
+direction wins, a tie going to the lower validation loss, then to the earlier trial. The search engine
+(harness/execute/search.py) tells Optuna the same figures, and the report makes the same choice, from the records
+alone; the search's own record (``search/TASK/METHOD.json``) adds what the records of cells cannot say: the space as
+searched (and widened), the settings left out, and the settings' importances.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
+from harness.core.files import read_json
 from harness.core.stats import mean_of
 from harness.records.load import load_records
+from harness.spec.methods import folder_name
 from harness.spec.metrics import get_metric
+from harness.spec.search import KEYS
+
+SEARCH_FOLDER = "search"
+
+
+def search_path(run_dir, task: str, method) -> Path:
+    """Where the engine writes a search's record: ``RUN/search/TASK/METHOD.json`` (``method``: a spec or a name)."""
+    return Path(run_dir) / SEARCH_FOLDER / task / f"{folder_name(method)}.json"
+
+
+def trial_outcome(stores: list, by: str) -> dict:
+    """One trial from its cells' records (one per seed): {"state", "value", "loss", "losses"}. The state is "failed"
+    when any cell failed or left no record, "pruned" when any was pruned, else "complete" with ``value`` the mean
+    over seeds of ``by`` and ``loss`` of the validation loss; ``losses`` are the validation losses during training,
+    {step: mean over seeds}, at the steps every seed evaluated."""
+    values, final, steps, state = [], [], [], "complete"
+    for store in stores:
+        status, _ = store.state()
+        if status != "complete":
+            return {"state": "failed", "value": None, "loss": None, "losses": {}}
+        outcome = store.read_json("status.json")["status"]
+        if store.path("train.json").is_file():
+            evals = (store.read_json("train.json").get("validation") or {}).get("evals", [])
+            steps.append({e["step"]: e["loss"] for e in evals})
+        if outcome == "pruned":
+            state = "pruned"
+        elif outcome != "ok":
+            state = "failed"
+        else:
+            quality = store.read_json("metrics.json")["quality"]
+            values.append(quality.get(by, {}).get("value"))
+            final.append(quality.get("loss", {}).get("value"))
+    shared = set.intersection(*(set(s) for s in steps)) if steps else set()
+    losses = {k: sum(s[k] for s in steps) / len(steps) for k in sorted(shared)}
+    if state == "complete" and (not values or None in values):
+        state = "failed"
+    if state != "complete":
+        return {"state": state, "value": None, "loss": None, "losses": losses}
+    return {"state": "complete", "value": sum(values) / len(values), "loss": mean_of(final), "losses": losses}
 
 
 @dataclass(frozen=True)
-class Point:
-    value: float
-    measure: float | None  # mean over seeds of the choosing measure; None when a seed's cell did not finish
-    seeds: int  # seeds with a figure
-    statuses: tuple  # each cell's status (ok, failed, skipped)
-    metric: float | None  # the task's main metric on validation (mean over seeds), when it was generated for
+class Trial:
+    number: int
+    params: dict  # the settings the trial ran with
+    state: str  # complete, pruned or failed
+    measure: float | None  # the mean over seeds of the choosing measure; None unless complete
+    seeds: int
+    metric: float | None  # the task's main metric on validation (mean over seeds), when it was generated
     loss: float | None  # the validation loss (mean over seeds)
 
 
@@ -30,89 +76,86 @@ class Point:
 class Tuning:
     task: str
     method: str
-    key: str
-    by: str  # the measure that chooses: a metric name, or "loss"
+    by: str
     main_metric: str
-    points: tuple  # Point per grid value, in grid order
-    chosen: float | None
+    trials: tuple
+    chosen: int | None  # the chosen trial's number
     validation_rows: int | None
+    record: dict = field(default_factory=dict)  # the search's own record, when it wrote one
 
     @property
-    def higher_is_better(self) -> bool:
-        return get_metric(self.by).higher_is_better
+    def keys(self) -> list[str]:
+        """The settings the search covered, in harness.spec.search's order of them."""
+        found = set(self.record.get("searched") or {}) | {k for t in self.trials for k in t.params}
+        return [k for k in KEYS if k in found]
 
     @property
-    def edge(self) -> str | None:
-        """"lowest" or "highest" when the chosen value is the grid's smallest or largest: the best may lie beyond
-        (a count of shots or passages cannot go below 1)."""
-        values = [p.value for p in self.points]
-        if self.chosen is None or len(values) < 3:
-            return None
-        if self.chosen == min(values):
-            return None if self.key != "lr" and self.chosen <= 1 else "lowest"
-        return "highest" if self.chosen == max(values) else None
+    def chosen_trial(self) -> Trial | None:
+        return next((t for t in self.trials if t.number == self.chosen), None)
 
-    def edge_note(self) -> str:
-        """What a choice at the edge of its grid means, and a grid that looks past it."""
-        up = self.edge == "highest"
-        if self.key == "lr":
-            further = [f"{self.chosen * f:.3g}" for f in ((1, 3, 9) if up else (1 / 9, 1 / 3, 1))]
-        else:  # counts: the next whole numbers that way
-            c = int(self.chosen)
-            further = [str(v) for v in ((c, 2 * c, 3 * c) if up else sorted({max(1, c // 3), max(1, c // 2), c}))]
-        what = "rate" if self.key == "lr" else "count"
-        return (f"{self.task} x {self.method}: the chosen {self.key} ({self.chosen:g}) is the {self.edge} of its "
-                f"grid, so the best {what} may lie {'above' if up else 'below'} it; look further with --methods "
-                f"'{self.method}:{self.key}={'|'.join(further)}'")
+    @property
+    def left_out(self) -> dict:
+        return (self.record.get("space") or {}).get("left_out", {})
+
+    @property
+    def edges(self) -> dict:
+        return self.record.get("edges", {})
 
 
-def tunings(records: list[dict], seeds: int | None = None) -> list[Tuning]:
+def tunings(records: list[dict], run_dir=None, seeds: int | None = None) -> list[Tuning]:
     """One Tuning per (task, method) among tuning-cell records (``load_records(run, split="validation")``).
 
-    ``seeds``: how many seeds each point needs for its mean (default: the most any point has)."""
-    grouped: dict[tuple, list[dict]] = {}
+    ``seeds``: how many seeds each trial needs for its mean (default: the most any trial has)."""
+    grouped: dict[tuple, dict[int, list[dict]]] = {}
     for r in records:
-        grouped.setdefault((r["task"], r["method"]), []).append(r)
+        tuning = r["config"].get("tuning") or {}
+        if tuning.get("role") != "trial":
+            continue
+        grouped.setdefault((r["task"], r["method"]), {}).setdefault(tuning["number"], []).append(r)
     out = []
-    for (task, method), recs in grouped.items():
-        tuning = recs[0]["config"]["tuning"]
-        by_value: dict[float, list[dict]] = {v: [] for v in tuning["grid"]}
-        for r in recs:
-            by_value.setdefault(r["config"]["tuning"]["value"], []).append(r)
-        need = seeds or max(len(v) for v in by_value.values())
-        points = tuple(_point(v, rs, tuning["by"], need) for v, rs in by_value.items())
-        main = next((r["metrics"]["main_metric"] for r in recs if r.get("metrics")), tuning["by"])
-        rows = next((r["metrics"]["quality"][tuning["by"]]["n"] for r in recs if r.get("metrics")), None)
-        out.append(Tuning(task, method, tuning["key"], tuning["by"], main, points,
-                          choose(points, get_metric(tuning["by"]).higher_is_better), rows))
+    for (task, method), by_number in grouped.items():
+        first = next(iter(by_number.values()))[0]
+        by = first["config"]["tuning"]["by"]
+        need = seeds or max(len(v) for v in by_number.values())
+        trials = tuple(_trial(n, recs, by, need) for n, recs in sorted(by_number.items()))
+        main = next((r["metrics"]["main_metric"] for recs in by_number.values() for r in recs if r.get("metrics")), by)
+        rows = next((r["metrics"]["quality"][by]["n"] for recs in by_number.values() for r in recs
+                     if r.get("metrics") and by in r["metrics"]["quality"]), None)
+        record = {}
+        if run_dir is not None:
+            path = search_path(run_dir, task, method)
+            record = read_json(path) if path.is_file() else {}
+        out.append(Tuning(task, method, by, main, trials, choose(trials, get_metric(by).higher_is_better), rows,
+                          record))
     return out
 
 
-def _point(value: float, recs: list[dict], by: str, need: int) -> Point:
+def _trial(number: int, recs: list[dict], by: str, need: int) -> Trial:
+    statuses = [r["status"]["status"] for r in recs]
     done = [r for r in recs if r.get("metrics") and r["status"]["status"] == "ok"]
 
     def mean(name: str):
         vals = [r["metrics"]["quality"].get(name, {}).get("value") for r in done]
         return mean_of(vals) if vals and None not in vals else None
 
-    measure = mean(by) if len(done) >= need else None
+    state = "pruned" if "pruned" in statuses else "complete" if len(done) == len(recs) >= need else "failed"
     main = done[0]["metrics"]["main_metric"] if done else None
-    return Point(value, measure, len(done), tuple(r["status"]["status"] for r in recs), mean(main) if main else None,
-                 mean("loss"))
+    return Trial(number, dict(recs[0]["config"]["tuning"]["params"]), state,
+                 mean(by) if state == "complete" else None, len(done), mean(main) if main else None, mean("loss"))
 
 
-def choose(points: tuple, higher_is_better: bool) -> float | None:
-    """The value of the best point by its measure; None when no point has one."""
-    scored = [p for p in points if p.measure is not None]
+def choose(trials: tuple, higher_is_better: bool) -> int | None:
+    """The number of the best complete trial by its measure; None when no trial completed."""
+    scored = [t for t in trials if t.state == "complete" and t.measure is not None]
     if not scored:
         return None
     sign = 1 if higher_is_better else -1
     # A tie on the measure (a metric that rounds alike, e.g. 0 everywhere on a model that has learnt nothing yet)
-    # goes to the lower validation loss, then to the point listed first.
-    return max(scored, key=lambda p: (sign * p.measure, -(p.loss if p.loss is not None else float("inf")),
-                                      -points.index(p))).value
+    # goes to the lower validation loss, then to the earlier trial.
+    return max(scored, key=lambda t: (sign * t.measure, -(t.loss if t.loss is not None else float("inf")),
+                                      -t.number)).number
 
 
 def run_tunings(run_dir, seeds: int | None = None) -> list[Tuning]:
     """The tunings of a run folder, from its records."""
-    return tunings(load_records(run_dir, split="validation"), seeds)
+    return tunings(load_records(run_dir, split="validation"), run_dir, seeds)

@@ -24,7 +24,7 @@ from harness.report.render import csv_text, terminal
 from harness.report.render import markdown as markdown_table
 from harness.report.table import Table
 from harness.report.tables import cells_table, extra_tables, notes, task_tables
-from harness.report.tuning import tested, tuning_note, tuning_table
+from harness.report.tuning import search_notes, tested, tuning_note, tuning_table
 
 COMPARISONS_NOTE = "Main metric of each task; paired bootstrap over the same eval examples (95% CI)."
 
@@ -38,8 +38,9 @@ class Section:
     extras: tuple = ()
     lm_eval: Table | None = None
     recommendation: str | None = None
-    tuning: Table | None = None  # the tuned methods' grids on validation (harness/report/tuning.py)
+    tuning: Table | None = None  # the tuned methods' trials on validation (harness/report/tuning.py)
     cost: Table | None = None  # quality against training and per-query cost (harness/report/cost.py)
+    search: tuple = ()  # what each tuned method's search covered, widened, left out, and found important
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,8 @@ def build(records: list[dict], title: str, command: str | None = None, compariso
     rows = cross_rows(records)
     tunings = tested(list(tunings or ()), records)
     sections = tuple(Section(task, table, tuple(extra_tables(task, records)), lm_eval_table(records, task),
-                             (recommendations or {}).get(task), tuning_table(task, tunings), cost_table(task, records))
+                             (recommendations or {}).get(task), tuning_table(task, tunings), cost_table(task, records),
+                             tuple(search_notes([t for t in tunings if t.task == task])))
                      for task, table in task_tables(records).items())
     compared = comparison_table(comparisons) if comparisons else None
     lines = notes(records, command)
@@ -88,6 +90,7 @@ def to_markdown(report: Report) -> str:
             parts += [f"**{s.cost.title}**", "", markdown_table(s.cost), ""]
         if s.tuning is not None:
             parts += [f"**{s.tuning.title}**", "", markdown_table(s.tuning), ""]
+            parts += [line for note in s.search for line in (note, "")]
         for caption, table in s.extras:
             parts += [f"**{caption}**", "", markdown_table(table), ""]
         if s.lm_eval is not None:
@@ -108,6 +111,8 @@ def to_terminal(report: Report, console) -> None:
             terminal(s.cost, console)
         if s.tuning is not None:
             terminal(s.tuning, console)
+            for note in s.search:
+                console.print(note.replace("**", ""), soft_wrap=True)
         if s.lm_eval is not None:
             terminal(s.lm_eval, console)
     if report.cross is not None:

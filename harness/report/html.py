@@ -48,6 +48,7 @@ def render(report) -> str:
             parts += [f"<h4>{html.escape(s.lm_eval.title)}</h4>", html_table(s.lm_eval)]
         if s.tuning is not None:
             parts += [f"<h4>{html.escape(s.tuning.title)}</h4>", html_table(s.tuning)]
+            parts += [f"<p class='note'>{html.escape(n.replace('**', ''))}</p>" for n in s.search]
         images = [(make.__name__, make(s.task, subset)) for make, subset in
                   ((quality_vs_memory, shown), (cost_plot, recs), (loss_curves, recs), (throughput, shown),
                    (validation_curves, list(report.tunings)))]

@@ -134,10 +134,14 @@ def notes(records: list[dict], command: str | None = None) -> list[str]:
     out.append("Quality: the value over the test examples, with its 95% bootstrap CI in brackets. Peak memory: "
                "CUDA max allocated on a GPU; on CPU, the peak resident memory of the process during the cell.")
     if multi_seed(records):
+        redrawn = any(r["config"]["hyperparameters"].get("resample_train") for r in records)
         out.append("Seeds: a method run with several seeds shows the mean over its seeds, ± the standard deviation "
                    "between seeds (n-1), then the 95% bootstrap CI over eval examples, which resamples examples with "
                    "all their seeds together; the other columns are means. The paired comparisons pair values by "
-                   "(seed, example).")
+                   "(seed, example). The spread between seeds covers "
+                   + ("the training order, the initialisation and the training rows, which each seed drew anew "
+                      "(--resample-train)." if redrawn else "the training order and the initialisation; every seed "
+                      "trained on the same rows (--resample-train redraws them per seed)."))
     out += training_notes(records)
     out += prompt_notes(records)
     out += left_out_notes(records)
@@ -158,6 +162,10 @@ def notes(records: list[dict], command: str | None = None) -> list[str]:
         overlap = fp.get("overlap")
         if overlap:
             out.append(overlap_note(r["task"], overlap))
+        val_overlap = describe(r["task"], fp["validation_overlap"], "validation") if fp.get(
+            "validation_overlap") else None
+        if val_overlap:
+            out.append(f"**Warning: validation-train overlap.** {val_overlap}.")
     return out
 
 

@@ -6,9 +6,9 @@ decide the cell's results; together with the task, the method, the model and the
 (``config_hash``), and a rerun resumes a cell only when the hash matches. The whole run config rides along
 under ``run`` for everything that does not change results (the executor, the trackers, the budget).
 
-A tuning cell is one point of a method's learning-rate grid: it trains like any cell, is scored on the validation
-split (``hyperparameters["eval_split"]``) and keeps no weights. ``tuning`` says which grid a cell belongs to, or
-which grid chose its rate.
+A tuning cell is one trial of a method's search (harness/execute/search.py): it trains like any cell with the trial's
+settings, is scored on the validation split (``hyperparameters["eval_split"]``) and keeps no weights. ``tuning``
+says which search and trial a cell belongs to, or which trial chose its settings.
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ from harness.spec.methods import MethodSpec, folder_name, save_kind
 CONFIG = "config.json"
 # Method fields added after cell hashes were first made: hashed only when set, so that a cell of a method that does
 # not use them keeps its hash, and a rerun resumes it.
-HASHED_WHEN_SET = {"shots": None, "shot_select": "random", "retrieve": None, "raft": None}
+HASHED_WHEN_SET = {"shots": None, "shot_select": "random", "retrieve": None, "raft": None, "lora_r": None,
+                   "lora_alpha": None, "epochs": None}
+METHOD_OVERRIDES = ("lora_r", "lora_alpha", "epochs")  # method fields that stand in for the run's own setting
 
 
 def method_dict(method: MethodSpec) -> dict:
@@ -41,20 +43,24 @@ class CellSpec:
     columns: dict  # this task's --columns mapping
     hyperparameters: dict
     run: RunConfig  # the run's config, with this cell's seed
-    # How the learning rate was set: {"role": "point" (a tuning cell) or "chosen" (the test cell of a tuned method),
-    # "key": "lr", "grid": [...], "by": metric}. Provenance only: what changes results is in ``hyperparameters``.
+    # How the settings were found: {"role": "trial" (a tuning cell) or "chosen" (the test cell of a tuned method),
+    # "study": "cnn/lora", "number": the trial, "params": {setting: value}, "by": the measure, and for a trial "prune":
+    # the earlier trials' validation losses its pruner compares with}. What changes results is in ``hyperparameters``
+    # (and the method); the rest is provenance.
     tuning: dict | None = None
 
     @classmethod
     def create(cls, cfg: RunConfig, task, method: MethodSpec, tuning: dict | None = None) -> CellSpec:
         """The cell of ``task`` (a registered Task) x ``method`` under ``cfg`` (whose ``seed`` is the cell's).
 
-        ``tuning`` with role "point" makes a tuning cell at ``tuning["value"]``; with role "chosen", the test cell of
-        the rate chosen on validation."""
+        ``tuning`` with role "trial" makes a tuning cell with ``tuning["params"]``; with role "chosen", the test cell of
+        the settings chosen on validation."""
         if tuning is not None:
-            method = dataclasses.replace(method, **{tuning["key"]: tuning["value"]})
-        if tuning is not None and tuning["role"] == "point":  # scored on validation; nothing kept, nothing more
+            method = dataclasses.replace(method, **tuning["params"])
+        if tuning is not None and tuning["role"] == "trial":  # scored on validation; nothing kept, nothing more
             cfg = dataclasses.replace(cfg, save="none", cross_eval=False, lm_eval=None)
+        # A method's own rank, alpha or epochs (written, or a trial's) stand in for the run's, in this cell alone.
+        cfg = dataclasses.replace(cfg, **{k: getattr(method, k) for k in METHOD_OVERRIDES if getattr(method, k)})
         hp = {
             "lr": (cfg.lr if cfg.lr is not None else method.lr) if method.trains else None,
             "epochs": cfg.epochs, "batch_size": cfg.batch_size, "grad_accum": cfg.grad_accum,
@@ -87,9 +93,11 @@ class CellSpec:
                       validation_fraction=cfg.validation_fraction)
         if cfg.drop_overlap and method.trains:
             hp["drop_overlap"] = True
+        if cfg.resample_train and (method.trains or method.shots is not None):
+            hp["resample_train"] = True  # the seed draws the training rows (the shots' pool too)
         if method.retrieve is not None:  # where the passages come from, and how they are cut and ranked
             hp.update(corpus=task.knowledge_base(cfg), passage_words=cfg.passage_words, retriever=cfg.retriever)
-        if tuning is not None and tuning["role"] == "point":
+        if tuning is not None and tuning["role"] == "trial":
             hp.update(eval_split="validation", tune_by=cfg.tune_by)
         data = {k: v for k, v in cfg.data.items() if k.split(".")[0] == task.name}
         return cls(task.name, method, cfg.model, data, cfg.columns.get(task.name, {}), hp, cfg, tuning)
@@ -112,16 +120,17 @@ class CellSpec:
 
     @property
     def point(self) -> str:
-        """A tuning cell's grid point, ``lr=0.001`` or ``shots=3``; empty for any other cell."""
+        """A tuning cell's trial and settings, ``trial 3: lr=0.001, lora_r=8``; empty for any other cell."""
         if not self.is_tuning:
             return ""
-        key = self.tuning["key"] if self.tuning else "lr"
-        return f"{key}={getattr(self.method, key):g}"
+        params = ", ".join(f"{k}={v:g}" for k, v in self.tuning["params"].items())
+        return f"trial {self.tuning['number']}: {params}"
 
     @property
     def folder(self) -> str:
-        """The cell's folder under its task: the method's name, with the seed when the run has several."""
-        point = f".{self.point}" if self.is_tuning else ""
+        """The cell's folder under its task: the method's name (and a tuning cell's trial), with the seed when the
+        run has several."""
+        point = f".trial{self.tuning['number']}" if self.is_tuning else ""
         return folder_name(self.method) + point + (f"-seed{self.seed}" if len(self.run.seed_list) > 1 else "")
 
     @property

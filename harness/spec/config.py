@@ -16,7 +16,8 @@ from pathlib import Path
 from harness.core.errors import ConfigError
 from harness.core.files import sha256_json
 from harness.core.units import parse_budget, parse_bytes
-from harness.spec.methods import default_grid, parse_values, resolve_method, split_grid
+from harness.spec.methods import resolve_method, split_search
+from harness.spec.search import KEYS, applies, parse_dim, resolve_search
 
 # The sections of ``--help``, in the order they are shown; each field names its own.
 RUN, TRAIN, TUNE, EVAL, EXECUTE, REPORT, REPRO = (
@@ -41,7 +42,8 @@ class RunConfig:
         ("base", "lora", "qlora"),
         "methods to compare, comma-separated: base (zero-shot), fewshot (3 shots), rag (3 retrieved passages), full, "
         "lora, qlora4, qlora8; NAME:key=value overrides a method field, e.g. lora:lr=1e-3, lora:retrieve=3, "
-        "base:shots=5:shot_select=similar; NAME:lr=a|b|c (or shots=, retrieve=) tunes it over a grid (see --tune)",
+        "base:shots=5:shot_select=similar; NAME:lr=1e-4..1e-2 searches a range and NAME:lr=a|b|c a grid (also "
+        "lora_r, lora_alpha, epochs, shots, retrieve; see --tune)",
         cli="list", group=RUN,
     )
     model: str = _f("smollm2-135m", "catalogue name, Hugging Face Hub id, or local model folder", group=RUN)
@@ -94,10 +96,15 @@ class RunConfig:
                            "for LoRA methods, nothing for full)", choices=("auto", "adapter", "model", "none"),
                    group=TRAIN)
     # --- fair comparisons: splits, tuning, overlap --------------------------------------------------------
-    tune: str | None = _f(None, "choose each trained method's learning rate on the validation split, then evaluate "
-                                "only the chosen point on test: 'lr' searches a grid of three around each method's "
-                                "own rate (x1/3, x1, x3), 'lr=1e-5,5e-5,2e-4' that grid for every trained method; "
-                                "NAME:lr=a|b|c in --methods gives one method its own grid", group=TUNE)
+    tune: str | None = _f(None, "search each method's settings on the validation split, then evaluate only the chosen "
+                                "point on test: lr, lora_r, lora_alpha, epochs, shots, retrieve, comma-separated, each "
+                                "over its default range where the method has it (lr: a tenth to ten times the "
+                                "method's own; lora_r 4..64; lora_alpha 1 or 2 x lora_r; epochs 1..3; shots and "
+                                "retrieve 1..twice the method's); or lr=1e-5,5e-5,2e-4, one grid for every trained "
+                                "method. NAME:key=a..b (a range) or NAME:key=a|b|c (a grid) in --methods gives one "
+                                "method its own", group=TUNE)
+    tune_trials: int = _f(6, "trials per tuned method and task (a grid runs its points; a range or the default "
+                             "ranges are searched with Optuna's seeded TPE sampler)", type=int, group=TUNE)
     tune_by: str = _f("metric", "what chooses a grid point: metric (the task's main metric on validation, which "
                                 "generates) or loss (the validation loss, cheaper: no generation)",
                       choices=("metric", "loss"), group=TUNE)
@@ -109,6 +116,10 @@ class RunConfig:
     drop_overlap: bool = _f(False, "remove training rows that duplicate or nearly duplicate a test row (shared "
                                    "word 13-grams), refilling from the rest of the training source", cli="bool",
                             group=TUNE)
+    resample_train: bool = _f(False, "each seed draws its own training rows (a seeded sample of --train-limit rows of "
+                                     "the training source), so the spread between --seeds includes the data's share, "
+                                     "not only order and initialisation; needs a source larger than --train-limit",
+                              cli="bool", group=TUNE)
     early_stop: int | None = _f(None, "stop training when the validation loss has not improved for this many "
                                       "evaluations (4 per epoch), and keep the best weights", type=int, group=TUNE)
     # --- evaluation --------------------------------------------------------------------------------------
@@ -177,8 +188,9 @@ class RunConfig:
                                    "alone)", cli="list", group=REPRO)
     # The methods, resolved once from ``methods`` (harness.spec.methods); not a flag, not in to_dict().
     specs: tuple = field(default=(), init=False, repr=False, compare=False, metadata={"cli": None})
-    # Each tuned method's learning-rate grid, {method name: (lr, ...)}, from --tune and NAME:lr=a|b|c; not a flag.
-    grids: dict = field(default_factory=dict, init=False, repr=False, compare=False, metadata={"cli": None})
+    # Each tuned method's search space, {method name: harness.spec.search.Search}, from --tune and the ranges and
+    # grids written in --methods; not a flag.
+    searches: dict = field(default_factory=dict, init=False, repr=False, compare=False, metadata={"cli": None})
 
     def __post_init__(self):
         for name in ("train_limit", "eval_limit", "max_new_tokens"):
@@ -202,14 +214,14 @@ class RunConfig:
             raise ConfigError("--tasks is empty; name at least one task")
         if not self.methods:
             raise ConfigError("--methods is empty; name at least one method")
-        split = [split_grid(text) for text in self.methods]
+        split = [split_search(text) for text in self.methods]
         specs = tuple(resolve_method(text) for text, _ in split)
         for items, what in ((self.tasks, "task"), ([s.name for s in specs], "method")):
             dup = sorted({x for x in items if list(items).count(x) > 1})
             if dup:
                 raise ConfigError(f"{what} {dup[0]!r} is listed twice; name each {what} once")
         object.__setattr__(self, "specs", specs)
-        object.__setattr__(self, "grids", self._grids(specs, [grid for _, grid in split]))
+        object.__setattr__(self, "searches", self._searches(specs, [dims for _, dims in split]))
         for f in FLAGS:
             choices = f.metadata.get("choices")
             if choices and getattr(self, f.name) is not None and getattr(self, f.name) not in choices:
@@ -260,37 +272,46 @@ class RunConfig:
         if self.run_name is not None and not re.fullmatch(r"[A-Za-z0-9._-]+", self.run_name):
             raise ConfigError(f"--run-name {self.run_name!r} may hold only letters, digits, '.', '_' and '-'")
 
-    def _grids(self, specs: tuple, explicit: list) -> dict:
-        """{method: (key, grid)}: a method's own NAME:key=a|b|c, else --tune's learning-rate grid, else none."""
-        shared = None
+    def _searches(self, specs: tuple, written: list) -> dict:
+        """{method: Search}: the ranges and grids a method's own text writes, then the settings --tune names."""
+        if self.tune_trials < 1:
+            raise ConfigError(f"--tune-trials must be a positive integer, got {self.tune_trials}")
+        tuned, shared = (), None
         if self.tune is not None:
             key, sep, values = self.tune.partition("=")
-            if key.strip() != "lr":
-                raise ConfigError(f"--tune {self.tune!r}: only the learning rate can be tuned for every method at "
-                                  "once; write --tune lr or --tune lr=1e-5,5e-5,2e-4 (a method's own shots or "
-                                  "retrieve take a grid in --methods, e.g. fewshot:shots=1|3|5)")
-            if self.lr is not None:
+            if sep:  # lr=a,b,c: one grid for every trained method (the form before ranges)
+                if key.strip() != "lr":
+                    raise ConfigError(f"--tune {self.tune!r}: a shared grid is for the learning rate, e.g. "
+                                      "--tune lr=1e-5,5e-5,2e-4; name other settings alone, e.g. --tune lr,lora_r")
+                shared = parse_dim("lr", values.replace(",", "|"), f"--tune {self.tune}")
+                tuned = ("lr",)
+            else:
+                tuned = tuple(k.strip() for k in self.tune.split(",") if k.strip())
+                bad = [k for k in tuned if k not in KEYS]
+                if bad or not tuned:
+                    raise ConfigError(f"--tune {self.tune!r}: {bad[0] if bad else 'nothing'} cannot be searched; name "
+                                      f"settings from {', '.join(KEYS)}, e.g. --tune lr,lora_r")
+            if "lr" in tuned and self.lr is not None:
                 raise ConfigError("--lr fixes the learning rate that --tune searches; drop one of them")
-            shared = parse_values(values.split(","), f"--tune {self.tune}") if sep else None
-            if not any(s.trains for s in specs):
-                raise ConfigError("--tune searches the learning rates of trained methods, and --methods has none; "
-                                  "add full, lora, qlora4 or qlora8")
-        grids = {}
-        for spec, grid in zip(specs, explicit):
-            if grid is not None and grid[0] == "lr" and not spec.trains:
-                raise ConfigError(f"method {spec.name} does not train, so it has no learning rate to tune")
-            if grid is not None and grid[0] == "lr" and self.lr is not None:
-                raise ConfigError(f"--lr fixes the learning rate that {spec.name}'s grid searches; drop one of them")
-            if grid is not None:
-                grids[spec.name] = grid
-            elif self.tune is not None and spec.trains:
-                grids[spec.name] = ("lr", shared or default_grid(spec.lr))
-        return grids
+        out = {}
+        for spec, dims in zip(specs, written):
+            if "lr" in dims and self.lr is not None:
+                raise ConfigError(f"--lr fixes the learning rate that {spec.name}'s search covers; drop one of them")
+            own = {**({"lr": shared} if shared is not None and spec.trains else {}), **dims}
+            search = resolve_search(spec, own, tuned, self)
+            if search is not None:
+                out[spec.name] = search
+        for key in tuned:
+            if not any(key in s.dims for s in out.values()):
+                why = "; ".join(applies(key, spec) for spec in specs)
+                raise ConfigError(f"--tune {key}: no method of the run has {key} ({why}); add a method that does, "
+                                  "or drop it from --tune")
+        return out
 
     @property
     def needs_validation(self) -> bool:
         """Whether the run reads a validation split: to tune, or to stop early."""
-        return bool(self.grids) or self.early_stop is not None
+        return bool(self.searches) or self.early_stop is not None
 
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in FLAGS}
@@ -337,7 +358,8 @@ TRACKERS = ("mlflow", "wandb", "tensorboard")
 # Settings added after run names were first derived: hashed only when set away from their default, so a command
 # that does not use them keeps the run name (and so resumes the run folder) it had before they existed.
 HASHED_WHEN_SET = ("trl_changes", "liger_kernel", "tune", "tune_by", "validation_limit", "validation_fraction",
-                   "drop_overlap", "early_stop", "corpus", "passage_words", "retriever")
+                   "drop_overlap", "early_stop", "corpus", "passage_words", "retriever", "tune_trials",
+                   "resample_train")
 
 
 def _default(f):

@@ -17,6 +17,7 @@ from functools import partial
 
 from harness.core.errors import ConfigError
 from harness.core.registry import Registry
+from harness.spec.search import parse_dim
 
 METHODS = Registry("method")
 
@@ -34,6 +35,9 @@ class MethodSpec:
     bnb_4bit_quant_type: str = _f("nf4", "4-bit data type: nf4 (QLoRA's NormalFloat) or fp4")
     bnb_4bit_use_double_quant: bool = _f(True, "quantize the quantization constants too (QLoRA)")
     lr: float | None = _f(None, "this method's learning rate; --lr overrides it for every method")
+    lora_r: int | None = _f(None, "this method's LoRA rank (unset: --lora-r)")
+    lora_alpha: int | None = _f(None, "this method's LoRA alpha (unset: --lora-alpha)")
+    epochs: float | None = _f(None, "this method's training epochs (unset: --epochs)")
     lora_target_modules: str = _f("all-linear", "peft target modules: all attention and MLP projections")
     requires_cuda: bool = _f(False, "the method cannot run without a CUDA device")
     # --- what the prompt holds (harness/spec/prompting.py builds it; every task's prompt goes through it) ---------
@@ -64,6 +68,15 @@ class MethodSpec:
             raise ConfigError(f"method {self.name}: a trained method needs a positive lr, got {self.lr}")
         if self.lr is not None and not math.isfinite(self.lr):
             raise ConfigError(f"method {self.name}: lr must be a finite number, got {self.lr}")
+        for key in ("lora_r", "lora_alpha"):
+            value = getattr(self, key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ConfigError(f"method {self.name}: {key} must be a whole number of at least 1, got {value!r}")
+            if value is not None and self.finetune != "lora":
+                raise ConfigError(f"method {self.name}: {key} is a LoRA setting, and the method trains no adapter")
+        if self.epochs is not None and (isinstance(self.epochs, bool) or not isinstance(self.epochs, (int, float))
+                                        or not (math.isfinite(self.epochs) and self.epochs > 0)):
+            raise ConfigError(f"method {self.name}: epochs must be a positive number, got {self.epochs!r}")
         for key in ("shots", "retrieve"):
             value = getattr(self, key)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
@@ -168,57 +181,21 @@ def resolve_method(text: str) -> MethodSpec:
         raise ConfigError(f"method {text!r}: {e}") from None
 
 
-# The settings a grid may search (--tune, NAME:lr=a|b|c, NAME:shots=1|3|5), each with an example of its grid.
-TUNABLE = {"lr": "lr=3e-4|1e-3|3e-3", "shots": "shots=1|3|5", "retrieve": "retrieve=1|3|5"}
-
-
-def split_grid(text: str) -> tuple[str, tuple | None]:
-    """``lora:lr=3e-4|1e-3|3e-3`` -> (``lora``, ("lr", (3e-4, 1e-3, 3e-3))); text without a grid -> (text, None)."""
-    if "|" not in text:
-        return text, None
+def split_search(text: str) -> tuple[str, dict]:
+    """``lora:lr=1e-4..1e-2:lora_r=8|16`` -> (``lora``, {"lr": Dim, "lora_r": Dim}): the pairs that write a range
+    (``a..b``) or a grid (``a|b|c``) come out as the method's own search (harness/spec/search.py)."""
     base_name, *pairs = text.split(":")
-    kept, grid = [base_name], None
+    kept, dims = [base_name], {}
     for pair in pairs:
         key, _, raw = pair.partition("=")
         key = key.strip()
-        if "|" not in raw:
+        if "|" not in raw and ".." not in raw:
             kept.append(pair)
             continue
-        if key not in TUNABLE or grid is not None:
-            raise ConfigError(f"method {text!r}: only {', '.join(TUNABLE)} take a grid (a|b|c), one per method")
-        grid = (key, parse_values(raw.split("|"), f"method {text!r}", key))
-    return ":".join(kept), grid
-
-
-def parse_values(items, where: str, key: str = "lr") -> tuple:
-    """The values of a grid over ``key``, each once, in the order given: positive finite learning rates, or whole
-    numbers of at least 1 for shots and retrieve."""
-    example = TUNABLE[key]
-    values = []
-    for item in items:
-        value = _scalar(str(item).strip())
-        if key == "lr":
-            ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value) and value > 0
-            what = "a positive finite number"
-        else:
-            ok = not isinstance(value, bool) and isinstance(value, int) and value >= 1
-            what = "a whole number of at least 1"
-        if not ok:
-            raise ConfigError(f"{where}: grid value {item!r} is not {what}; write e.g. {example}")
-        values.append(float(value) if key == "lr" else value)
-    if len(values) < 2 or len(set(values)) != len(values):
-        raise ConfigError(f"{where}: a grid needs at least two different values, e.g. {example}")
-    return tuple(values)
-
-
-# The default grid: a third of the method's own rate, the rate, and three times it. Three points span one decade
-# around the default at half-decade steps; this is the harness's choice (cheap, and wide enough to see a rate
-# that is too low or too high), not a published rule.
-DEFAULT_GRID_FACTORS = (1 / 3, 1.0, 3.0)
-
-
-def default_grid(lr: float) -> tuple[float, ...]:
-    return tuple(float(f"{lr * f:.3g}") for f in DEFAULT_GRID_FACTORS)
+        if key in dims:
+            raise ConfigError(f"method {text!r}: {key} is searched twice; write one range or grid for it")
+        dims[key] = parse_dim(key, raw.strip(), f"method {text!r}")
+    return ":".join(kept), dims
 
 
 def _scalar(raw: str):
@@ -233,8 +210,9 @@ def _scalar(raw: str):
     return raw
 
 
-def folder_name(spec: MethodSpec) -> str:
-    return re.sub(r"[^A-Za-z0-9._=-]+", "_", spec.name)
+def folder_name(spec: MethodSpec | str) -> str:
+    """A method's name (or the method's) as a folder name."""
+    return re.sub(r"[^A-Za-z0-9._=-]+", "_", spec if isinstance(spec, str) else spec.name)
 
 
 ADAPTER, MODEL = "adapter", "model"  # the folders a cell keeps trained weights in

@@ -96,12 +96,14 @@ def overlap_record(train_rows: list[dict], index: OverlapIndex, dropped: int = 0
             "dropped_from_train": dropped, "examples": examples}
 
 
-def describe(task: str, record: dict) -> str | None:
-    """One warning line when any test row overlaps the training rows, else None."""
+def describe(task: str, record: dict, split: str = "test") -> str | None:
+    """One warning line when any test (or validation) row overlaps the training rows, else None."""
     n = record["exact"] + record["near"]
     if not n:
         return None
-    return (f"{task}: {n} of {record['test_rows']} test rows overlap the training rows ({record['exact']} exact, "
+    what = ("so their scores may reflect memorisation; --drop-overlap removes those rows from training"
+            if split == "test" else "so a choice made on them may reward memorisation; give a validation split of "
+            f"its own with --data {task}.validation=FILE")
+    return (f"{task}: {n} of {record['test_rows']} {split} rows overlap the training rows ({record['exact']} exact, "
             f"{record['near']} near: {record['near_share']:.0%} of their word {record['ngram']}-grams in one "
-            "training row), so their scores may reflect memorisation; --drop-overlap removes those rows from "
-            "training")
+            f"training row), {what}")

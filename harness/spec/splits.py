@@ -8,7 +8,8 @@
   ``--validation-fraction`` of any other training source, chosen by a hash of each row's content.
 * **train** is what remains of the training source, cut to the training limit. With ``--drop-overlap``, rows
   that duplicate or nearly duplicate a test row are skipped and the next rows fill their place
-  (harness.spec.overlap).
+  (harness.spec.overlap). With ``--resample-train`` each seed draws its rows anew (a seeded shuffle of the whole
+  training pool, then the limit), so the spread between seeds includes the data's share.
 
 ``load`` returns ``{role: rows, "fingerprint": {role: {source, rows, sha256}, "overlap": {...}}}``; the cell
 writes the fingerprint as ``data.json``. ``roles`` asks for fewer splits: a tuning cell reads no test rows.
@@ -16,6 +17,7 @@ writes the fingerprint as ``data.json``. ``roles`` asks for fewer splits: a tuni
 
 from __future__ import annotations
 
+import random
 from typing import NamedTuple
 
 from harness.core.console import console
@@ -87,7 +89,8 @@ def load(task, cfg, roles: tuple = ROLES) -> dict:
         if role == "validation" and source.kind == "embedded":
             continue  # an embedded task's validation rows are carved from its training pool, below
         splits[role] = _read(task, source, "eval" if role == "test" else role, columns)
-    if want_val and "validation" not in splits:
+    carved = want_val and "validation" not in splits
+    if carved:
         splits["train"], splits["validation"] = _carve(task, splits["train"], n_val, cfg.validation_fraction)
     out: dict = {"fingerprint": {}}
     test = splits["test"].rows[:n_test]
@@ -95,14 +98,24 @@ def load(task, cfg, roles: tuple = ROLES) -> dict:
         out["test"] = test
     overlap = None
     if "train" in roles:
-        out["train"], overlap = _train_rows(task, splits["train"].rows, test, n_train, cfg.drop_overlap,
+        pool = splits["train"].rows
+        if cfg.resample_train:  # each seed its own draw of the training rows, from the whole training pool
+            pool = random.Random(f"train-rows-{cfg.seed}").sample(pool, len(pool))
+        out["train"], overlap = _train_rows(task, pool, test, n_train, cfg.drop_overlap,
                                             "test" in roles)
     if want_val:
         out["validation"] = splits["validation"].rows[:n_val]
         if need_test:
             _check_apart(task.name, out["validation"], test)
+        if "train" in out:  # a choice made on rows the model trained on would reward memorisation: count them
+            out["fingerprint"]["validation_overlap"] = overlap_record(
+                out["train"], OverlapIndex.of(out["validation"], task.text_columns or task.columns))
     for role in (r for r in ROLES if r in out):
         out["fingerprint"][role] = data_mod.fingerprint(splits[role].desc, out[role])
+        if role == "train" and carved and len(out["train"]) < n_train:
+            out["fingerprint"]["train"]["asked"] = n_train  # carving validation left fewer than --train-limit
+        if role == "train" and cfg.resample_train:
+            out["fingerprint"]["train"]["resampled"] = {"seed": cfg.seed, "from_rows": len(splits["train"].rows)}
         if splits[role].dropped:
             out["fingerprint"][role]["unparsed"] = {"count": len(splits[role].dropped),
                                                     "examples": splits[role].dropped[:5]}

@@ -32,6 +32,7 @@ def tuned_run(tmp_path, name: str, test_file: str, *extra: str):
     train = write(tmp_path / "train.jsonl", rows(32, 1))
     validation = write(tmp_path / "validation.jsonl", rows(8, 2))
     done = run_cli("--tasks", "cnn", "--methods", "full,lora", "--tune", f"lr={GRID}", "--tune-by", "loss",
+                   "--tune-trials", "3",
                    "--model", "tiny-llama", "--data", f"cnn={train},{validation},{test_file}", "--bootstrap", "50",
                    "--out", str(tmp_path / "results"), "--run-name", name, *extra)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -39,12 +40,16 @@ def tuned_run(tmp_path, name: str, test_file: str, *extra: str):
 
 
 def curve(run, method: str) -> dict:
-    """lr -> validation loss of a method's tuning cells, read from their records."""
+    """lr -> validation loss of a method's trials, read from their records (None for a trial the search pruned)."""
     out = {}
-    for cell in sorted((run / "cnn").glob(f"{method}.lr=*")):
+    for cell in sorted((run / "cnn").glob(f"{method}.trial*")):
+        lr = read_json(cell / "config.json")["tuning"]["params"]["lr"]
+        if read_json(cell / "status.json")["status"] == "pruned":
+            out[lr] = None
+            continue
         metrics = read_json(cell / "metrics.json")
         assert metrics["split"] == "validation"
-        out[float(cell.name.split("=", 1)[1])] = metrics["quality"]["loss"]["value"]
+        out[lr] = metrics["quality"]["loss"]["value"]
     return out
 
 
@@ -63,20 +68,23 @@ def test_each_method_gets_its_own_best_learning_rate(runs):
     for method in ("full", "lora"):
         losses = curve(run, method)
         assert sorted(losses) == [1e-3, 1e-2, 1e-1]
-        best = min(losses, key=losses.get)
+        best = min((lr for lr in losses if losses[lr] is not None), key=losses.get)
         test_cell = read_json(run / "cnn" / method / "config.json")
         assert test_cell["tuning"]["role"] == "chosen" and test_cell["hyperparameters"]["lr"] == best
         assert read_json(run / "cnn" / method / "train.json")["lr"] == best
         assert read_json(run / "cnn" / method / "metrics.json")["split"] == "test"
         chosen[method] = best
-        assert f"tuning cnn x {method}: loss on validation (8 rows) by lr" in done.stderr + done.stdout
+        complete = sum(v is not None for v in losses.values())
+        pruned = f", {3 - complete} pruned" if complete < 3 else ""
+        assert f"search cnn x {method}: 3 trials on validation (8 rows; {complete} complete{pruned}), by loss: " \
+               "chosen trial" in done.stderr
     # The two methods' best rates differ, so one shared rate would have handicapped one of them.
     assert chosen["full"] != chosen["lora"], chosen
     report = (run / "report.md").read_text()
-    assert "learning rate chosen on validation (8 rows) by the validation loss" in report
-    assert "chosen on the validation split" in report
+    assert "settings searched on validation (8 rows), chosen by the validation loss" in report
+    assert "settings were searched on the validation split" in report
     summary = (run / "summary.csv").read_text().splitlines()
-    assert len(summary) == 3  # full and lora on test: the grid points are not in the table
+    assert len(summary) == 3  # full and lora on test: the trials are not in the table
 
 
 def test_no_test_figure_is_read_before_the_choice(runs):
@@ -85,10 +93,11 @@ def test_no_test_figure_is_read_before_the_choice(runs):
         assert curve(first, method) == curve(other, method)
         assert read_json(first / "cnn" / method / "config.json")["hyperparameters"]["lr"] == \
             read_json(other / "cnn" / method / "config.json")["hyperparameters"]["lr"]
-    for cell in (first / "cnn").glob("*.lr=*"):
-        assert set(read_json(cell / "data.json")) == {"train", "validation"}  # no test rows were loaded
-        ids = {p["id"] for p in read_jsonl(cell / "predictions.jsonl")}
-        assert ids == {f"2-{i}" for i in range(8)}  # scored on validation rows only
+    for cell in (first / "cnn").glob("*.trial*"):
+        assert set(read_json(cell / "data.json")) == {"train", "validation", "validation_overlap"}  # no test rows
+        if (cell / "predictions.jsonl").is_file():  # a pruned trial scores nothing
+            ids = {p["id"] for p in read_jsonl(cell / "predictions.jsonl")}
+            assert ids == {f"2-{i}" for i in range(8)}  # scored on validation rows only
     # while the test cells were scored on each run's own test rows
     test_ids = [{p["id"] for p in read_jsonl(run / "cnn" / "full" / "predictions.jsonl")} for run in (first, other)]
     assert test_ids == [{f"3-{i}" for i in range(8)}, {f"4-{i}" for i in range(8)}]

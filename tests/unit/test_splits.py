@@ -5,6 +5,7 @@ import json
 import pytest
 
 from harness.core.errors import ConfigError, DataError
+from harness.execute.runner import warn_overlap
 from harness.spec.config import RunConfig
 from harness.spec.task import get_task
 from tasks.embedded.cnn_gen import generate
@@ -68,7 +69,7 @@ def test_a_training_file_holds_out_a_stated_fraction_by_content_not_by_seed(tmp_
 
 def test_a_tuning_cell_never_reads_the_test_split(tmp_path):
     data = CNN.load(RunConfig(**TUNED), roles=("train", "validation"))
-    assert "test" not in data and set(data["fingerprint"]) == {"train", "validation"}
+    assert "test" not in data and set(data["fingerprint"]) == {"train", "validation", "validation_overlap"}
     train = write(tmp_path / "train.jsonl", generate("train", 20))
     broken = tmp_path / "test.jsonl"
     broken.write_text("this is not JSON\n")  # reading it would fail
@@ -99,3 +100,39 @@ def test_a_training_source_too_small_to_hold_out_validation_says_how_to_give_one
 def test_a_malformed_split_list_is_one_clear_error(text, message):
     with pytest.raises(ConfigError, match=message):
         CNN.load(RunConfig(data={"cnn": text}))
+
+
+def test_a_validation_row_that_duplicates_a_training_row_is_counted_and_warned_about(tmp_path, capsys):
+    rows = generate("train", 20)
+    val = [dict(rows[0], id="v0"), dict(rows[1], id="v1", article=rows[1]["article"].upper())] + generate("test", 3)
+    test = generate("test", 8)[3:]
+    cfg = RunConfig(**TUNED, data={"cnn": f"{write(tmp_path / 't.jsonl', rows)},{write(tmp_path / 'v.jsonl', val)},"
+                                          f"{write(tmp_path / 'x.jsonl', test)}"})
+    data = CNN.load(cfg)
+    overlap = data["fingerprint"]["validation_overlap"]
+    assert overlap["test_rows"] == 5 and overlap["exact"] == 2 and overlap["overlapping_test_rows"] == [0, 1]
+    warn_overlap({"cnn": data})
+    err = capsys.readouterr().err
+    assert "cnn: 2 of 5 validation rows overlap the training rows (2 exact, 0 near" in err
+    assert "a choice made on them may reward memorisation" in err
+
+
+def test_carving_validation_below_the_training_limit_warns_with_both_numbers(capsys):
+    data = CNN.load(RunConfig(**TUNED, train_limit=150, validation_limit=32))
+    assert len(data["train"]) == 128 and data["fingerprint"]["train"]["asked"] == 150
+    warn_overlap({"cnn": data})
+    assert ("cnn: holding out 32 validation rows left 128 training rows of the 150 asked (--train-limit)"
+            in capsys.readouterr().err)
+    assert "asked" not in CNN.load(RunConfig(**TUNED, validation_limit=32))["fingerprint"]["train"]
+
+
+def test_resample_train_gives_each_seed_its_own_training_rows():
+    same = [CNN.load(RunConfig(seed=s))["train"] for s in (0, 1)]
+    assert same[0] == same[1]
+    drawn = {s: CNN.load(RunConfig(seed=s, resample_train=True))["train"] for s in (0, 1)}
+    assert drawn[0] != drawn[1] and len(drawn[0]) == len(same[0]) == 48
+    assert drawn[0] == CNN.load(RunConfig(seed=0, resample_train=True))["train"]  # seeded
+    pool = {r["id"] for r in CNN.embedded("train")}
+    assert {r["id"] for r in drawn[1]} <= pool
+    fp = CNN.load(RunConfig(seed=1, resample_train=True))["fingerprint"]["train"]
+    assert fp["resampled"] == {"seed": 1, "from_rows": 160}

@@ -1,133 +1,167 @@
-"""Tuning per method: the grids a run config makes, the cells a tuned run plans, and the choice from records."""
+"""The search per method: the space a run config makes, how a range widens at its edge, the cells a tuned run
+plans, and the choice from records."""
 
 import pytest
 
+from harness.cli.plan import tuning_cost
 from harness.core.errors import ConfigError
-from harness.plan.matrix import chosen_cells, plan, run_size
-from harness.records.tuning import Point, choose, tunings
+from harness.execute.search import further
+from harness.plan.matrix import chosen_cells, plan, run_size, trial_cells
+from harness.records.tuning import Trial, choose, tunings
 from harness.spec.config import HASHED_WHEN_SET, RunConfig
+from harness.spec.search import Dim
+from harness.spec.task import get_task
 
 
-def test_tune_lr_gives_each_trained_method_three_rates_around_its_own():
-    cfg = RunConfig(methods=("base", "full", "lora", "qlora4"), tune="lr")
-    assert cfg.grids == {"full": ("lr", (1.67e-05, 5e-05, 1.5e-04)), "lora": ("lr", (3.33e-4, 1e-3, 3e-3)),
-                         "qlora4": ("lr", (3.33e-4, 1e-3, 3e-3))}
-    assert RunConfig(methods=("full", "lora"), tune="lr=1e-5,2e-4").grids == {"full": ("lr", (1e-5, 2e-4)),
-                                                                               "lora": ("lr", (1e-5, 2e-4))}
-    # a method's own grid wins, and only it is tuned without --tune
-    mixed = RunConfig(methods=("full", "lora:lr=3e-4|1e-3|3e-3"), tune="lr=1e-5,5e-5")
-    assert mixed.grids == {"full": ("lr", (1e-5, 5e-5)), "lora": ("lr", (3e-4, 1e-3, 3e-3))}
-    assert [s.name for s in mixed.specs] == ["full", "lora"]
-    assert RunConfig(methods=("full", "lora:lr=3e-4|1e-3")).grids == {"lora": ("lr", (3e-4, 1e-3))}
-    # the prompt's shots and passages take grids too, on any method
-    assert RunConfig(methods=("fewshot:shots=1|3|5", "rag:retrieve=1|2")).grids == {
-        "fewshot": ("shots", (1, 3, 5)), "rag": ("retrieve", (1, 2))}
+def test_tune_names_settings_each_method_searches_over_its_default_range_where_it_has_them():
+    cfg = RunConfig(methods=("base", "full", "lora", "fewshot"), tune="lr,lora_r,lora_alpha,epochs,shots")
+    full, lora, few = cfg.searches["full"], cfg.searches["lora"], cfg.searches["fewshot"]
+    assert "base" not in cfg.searches
+    assert full.describe() == "lr 5e-06..0.0005 (log), epochs 1..3"  # two decades around 5e-5
+    assert set(full.left_out) == {"lora_r", "lora_alpha", "shots"}
+    assert full.left_out["lora_r"] == "full trains no LoRA adapter"
+    assert lora.describe() == ("lr 0.0001..0.01 (log), lora_r 4..64 (powers of 2), lora_alpha 1..2 x lora_r (powers "
+                               "of 2), epochs 1..3")
+    assert few.describe() == "shots 1..6" and set(few.left_out) == {"lr", "lora_r", "lora_alpha", "epochs"}
     assert not RunConfig(methods=("full", "lora")).needs_validation
-    assert RunConfig(methods=("lora",), early_stop=2).needs_validation
+    assert RunConfig(methods=("lora",), tune="lr").needs_validation
+
+
+def test_a_method_writes_its_own_range_or_grid_in_its_text_and_in_yaml():
+    cfg = RunConfig(methods=("full", "lora:lr=1e-4..1e-2:lora_r=8|16", "qlora4:epochs=1..2"), tune="lr")
+    assert cfg.searches["lora"].describe() == "lr 0.0001..0.01 (log), lora_r 8|16 (grid)"
+    assert [s.name for s in cfg.specs] == ["full", "lora", "qlora4"]  # the search is not part of the name
+    assert cfg.searches["qlora4"].describe() == "lr 0.0001..0.01 (log), epochs 1..2"
+    grid = RunConfig(methods=("lora:lr=3e-4|1e-3|3e-3",)).searches["lora"]
+    assert grid.is_grid and grid.grid() == [{"lr": 3e-4}, {"lr": 1e-3}, {"lr": 3e-3}]
+    shared = RunConfig(methods=("full", "lora"), tune="lr=1e-5,2e-4").searches  # the earlier form: one grid
+    assert shared["full"].grid() == shared["lora"].grid() == [{"lr": 1e-5}, {"lr": 2e-4}]
+    fixed = RunConfig(methods=("lora:lora_r=8:lora_alpha=16:epochs=2",)).specs[0]
+    assert (fixed.lora_r, fixed.lora_alpha, fixed.epochs) == (8, 16, 2)
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"methods": ("lora",), "tune": "r"}, "only the learning rate can be tuned"),
-    ({"methods": ("lora",), "tune": "lr=1e-3"}, "at least two different values"),
-    ({"methods": ("lora",), "tune": "lr=1e-3,x"}, "'x' is not a positive finite number"),
-    ({"methods": ("lora",), "tune": "lr=1e-3,nan"}, "'nan' is not a positive finite number"),
-    ({"methods": ("lora:lr=1e-3|inf",)}, "'inf' is not a positive finite number"),
-    ({"methods": ("fewshot:shots=1|2.5",)}, "'2.5' is not a whole number of at least 1"),
-    ({"methods": ("rag:retrieve=0|3",)}, "'0' is not a whole number of at least 1"),
+    ({"methods": ("full",), "tune": "lora_r"}, "--tune lora_r: no method of the run has lora_r (full trains no LoRA"),
+    ({"methods": ("lora",), "tune": "rank"}, "--tune 'rank': rank cannot be searched; name settings from lr,"),
+    ({"methods": ("lora",), "tune": "lr", "tune_trials": 0}, "--tune-trials must be a positive integer, got 0"),
+    ({"methods": ("lora:lr=1e-2..1e-4",)}, "lr=1e-2..1e-4 runs from high to low; write the low end first"),
+    ({"methods": ("lora:lr=a..b",)}, "lr value 'a' is not a number"),
+    ({"methods": ("lora:lr=1e-4..1e-3..1e-2",)}, "is not a range LOW..HIGH"),
+    ({"methods": ("lora:lr=nan..1e-2",)}, "lr value 'nan' is not a positive finite number"),
+    ({"methods": ("lora:lr=1e-3|inf",)}, "lr value 'inf' is not a positive finite number"),
+    ({"methods": ("lora",), "tune": "lr=1e-3,nan"}, "lr value 'nan' is not a positive finite number"),
     ({"methods": ("lora",), "lr": float("nan")}, "--lr must be a positive finite number"),
+    ({"methods": ("lora",), "lr": float("inf")}, "--lr must be a positive finite number"),
+    ({"methods": ("lora:lr=inf",)}, "lr must be a finite number"),
+    ({"methods": ("lora",), "tune": "lr=1e-3"}, "at least two different values"),
+    ({"methods": ("lora:lora_r=4|4",)}, "at least two different values"),
+    ({"methods": ("lora:lora_r=2.5|4",)}, "lora_r value '2.5' is not a whole number of at least 1"),
+    ({"methods": ("fewshot:shots=1|2.5",)}, "shots value '2.5' is not a whole number of at least 1"),
+    ({"methods": ("base:lr=1e-4|1e-3",)}, "lr cannot be searched: base does not train"),
+    ({"methods": ("full:lora_r=4|8",)}, "lora_r cannot be searched: full trains no LoRA adapter"),
+    ({"methods": ("lora:lora_target_modules=q_proj|v_proj",)}, "lora_target_modules cannot be searched"),
     ({"methods": ("lora",), "tune": "lr", "lr": 1e-3}, "--lr fixes the learning rate"),
-    ({"methods": ("base",), "tune": "lr"}, "--methods has none"),
-    ({"methods": ("base:lr=1|2",)}, "base does not train"),
-    ({"methods": ("lora:lora_target_modules=q_proj|v_proj",)}, "only lr, shots, retrieve take a grid"),
     ({"methods": ("lora",), "early_stop": 0}, "--early-stop must be a positive integer"),
-    ({"methods": ("lora",), "validation_fraction": 1.0}, "--validation-fraction must be between 0 and 1"),
 ])
-def test_a_bad_grid_is_one_clear_error(kwargs, message):
-    with pytest.raises(ConfigError, match=message):
+def test_a_bad_search_is_one_clear_error(kwargs, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("|", r"\|").replace(".", r"\.")):
         RunConfig(**kwargs)
+
+
+def test_a_range_widens_one_step_towards_the_edge_its_best_sits_at():
+    lr = Dim("lr", "log", 1e-4, 1e-2)
+    assert lr.edge(9e-3) == "high" and lr.edge(1.2e-4) == "low" and lr.edge(1e-3) is None
+    assert lr.extend("high").span == pytest.approx((1e-4, 1e-1))  # half the log width: a decade
+    rank = Dim("lora_r", "pow2", 2, 6)
+    assert rank.value(6) == 64 and rank.edge(6) == "high" and rank.extend("high").describe() == \
+        "lora_r 4..128 (powers of 2)"
+    alpha = Dim("lora_alpha", "pow2", 0, 1, ratio=True)
+    assert alpha.value(1, lora_r=16) == 32 and alpha.edge(0) is None  # alpha does not go below the rank
+    shots = Dim("shots", "int", 1, 6)
+    assert shots.edge(1) is None and shots.edge(6) == "high" and shots.extend("high").span == (1, 8)
+    grid = Dim("lr", "grid", choices=(1e-4, 1e-3, 1e-2))
+    assert grid.edge(1e-2) == "high" and grid.extend("high").choices == (1e-4, 1e-3, 1e-2, 0.1)
+    assert grid.extend("low").choices == (1e-5, 1e-4, 1e-3, 1e-2)
+    assert further(grid, "high") == "--methods 'METHOD:lr=0.0001|0.001|0.01|0.1'"
+    assert further(lr, "high") == "--methods 'METHOD:lr=0.0001..0.1'"
 
 
 def test_new_settings_left_at_their_defaults_keep_the_run_name():
     """Settings added after run names existed are hashed only when set, so an older command resumes its folder."""
     cfg = RunConfig(methods=("base", "lora"))
     assert cfg.default_run_name() == RunConfig(methods=("base", "lora"), tune=None, drop_overlap=False,
-                                               trl_changes=True).default_run_name()
-    for changed in ({"tune": "lr"}, {"drop_overlap": True}, {"early_stop": 2}, {"trl_changes": False}):
+                                               trl_changes=True, tune_trials=6,
+                                               resample_train=False).default_run_name()
+    for changed in ({"tune": "lr"}, {"drop_overlap": True}, {"early_stop": 2}, {"trl_changes": False},
+                    {"tune": "lr", "tune_trials": 3}, {"resample_train": True}):
         assert RunConfig(methods=("base", "lora"), **changed).default_run_name() != cfg.default_run_name(), changed
-    assert {"tune", "drop_overlap", "early_stop", "validation_fraction"} <= set(HASHED_WHEN_SET)
+    assert {"tune", "drop_overlap", "early_stop", "validation_fraction", "tune_trials"} <= set(HASHED_WHEN_SET)
 
 
-def test_a_tuned_run_plans_a_cell_per_grid_point_and_seed_then_its_test_cell(tmp_path):
+def test_a_tuned_method_plans_no_cell_until_its_search_makes_trials_then_its_chosen_test_cell(tmp_path):
     cfg = RunConfig(tasks=("cnn",), methods=("base", "lora:lr=1e-4|1e-3"), seeds=(0, 1), out=str(tmp_path))
     cells = plan(cfg)
-    assert [(c.spec.folder, c.spec.is_tuning) for c in cells] == [
-        ("base-seed0", False), ("base-seed1", False), ("lora.lr=0.0001-seed0", True), ("lora.lr=0.0001-seed1", True),
-        ("lora.lr=0.001-seed0", True), ("lora.lr=0.001-seed1", True)]
-    point = cells[2].spec
-    assert point.hyperparameters["lr"] == 1e-4 and point.hyperparameters["eval_split"] == "validation"
-    assert point.hyperparameters["save"] is None and point.tuning["role"] == "point"
-    assert point.tuning["by"] == "rougeL" and point.label == "cnn x lora lr=0.0001 (tuning) seed 0"
-    assert "eval_split" not in cells[0].spec.hyperparameters
-    final = chosen_cells(cfg, {("cnn", "lora"): 1e-3})
+    assert [c.spec.folder for c in cells] == ["base-seed0", "base-seed1"]
+    trial = trial_cells(cfg, get_task("cnn"), cfg.specs[1], {"study": "cnn/lora", "number": 1,
+                                                             "params": {"lr": 1e-3}, "prune": None})
+    assert [c.spec.folder for c in trial] == ["lora.trial1-seed0", "lora.trial1-seed1"]
+    spec = trial[0].spec
+    assert spec.hyperparameters["lr"] == 1e-3 and spec.hyperparameters["eval_split"] == "validation"
+    assert spec.hyperparameters["save"] is None and spec.tuning["role"] == "trial" and spec.tuning["by"] == "rougeL"
+    assert spec.label == "cnn x lora trial 1: lr=0.001 (tuning) seed 0"
+    final = chosen_cells(cfg, {("cnn", "lora"): {"number": 1, "params": {"lr": 1e-3}}})
     assert [c.spec.folder for c in final] == ["lora-seed0", "lora-seed1"]
     assert final[0].spec.hyperparameters["lr"] == 1e-3 and not final[0].spec.is_tuning
-    assert final[0].spec.tuning == {"role": "chosen", "key": "lr", "value": 1e-3, "grid": [1e-4, 1e-3],
+    assert final[0].spec.tuning == {"role": "chosen", "study": "cnn/lora", "number": 1, "params": {"lr": 1e-3},
                                     "by": "rougeL"}
-    assert run_size(cfg) == len(cells) + len(final) == 8 and cells[0].of == 8
-    # the provenance is not hashed: the test cell of a chosen rate is the cell an untuned run would make
+    assert run_size(cfg) == 2 + 2 * (6 + 1)  # a 2-point grid may widen up to the 6 trials of the budget
+    # a trial's rank and alpha stand in for the run's in that cell alone
+    lora = RunConfig(tasks=("cnn",), methods=("lora",), tune="lora_r", out=str(tmp_path))
+    (c,) = trial_cells(lora, get_task("cnn"), lora.specs[0], {"study": "cnn/lora", "number": 0,
+                                                             "params": {"lora_r": 8, "lora_alpha": 8}, "prune": None})
+    assert (c.spec.run.lora_r, c.spec.run.lora_alpha) == (8, 8) and c.spec.hyperparameters["lora_r"] == 8
+    # the provenance is not hashed: the test cell of a chosen trial is the cell an untuned run would make
     untuned = plan(RunConfig(tasks=("cnn",), methods=("base", "lora:lr=1e-3"), seeds=(0, 1), out=str(tmp_path),
                              validation_limit=32, validation_fraction=0.1, tune=None))
     assert untuned[2].spec.hyperparameters == {k: v for k, v in final[0].spec.hyperparameters.items()
                                                if k not in ("validation_limit", "validation_fraction")}
 
 
-def _record(task, method, value, seed, rouge, loss, status="ok", grid=(1e-4, 1e-3, 1e-2), by="rougeL"):
+def _record(number, seed, rouge, loss, status="ok", params=None, by="rougeL"):
     metrics = None if status != "ok" else {
         "main_metric": "rougeL", "quality": {"rougeL": {"value": rouge, "n": 8}, "loss": {"value": loss, "n": 8}}}
-    return {"task": task, "method": method, "status": {"status": status}, "metrics": metrics,
-            "config": {"tuning": {"role": "point", "key": "lr", "value": value, "grid": list(grid), "by": by},
+    return {"task": "cnn", "method": "lora", "status": {"status": status}, "metrics": metrics,
+            "dir": f"/nowhere/cnn/lora.trial{number}",
+            "config": {"tuning": {"role": "trial", "study": "cnn/lora", "number": number,
+                                  "params": params or {"lr": 10.0 ** -(4 - number)}, "by": by},
                        "hyperparameters": {"seed": seed}}}
 
 
-def test_the_choice_is_the_best_mean_over_seeds_in_the_measures_direction():
-    recs = [_record("cnn", "lora", 1e-4, 0, 0.30, 2.0), _record("cnn", "lora", 1e-4, 1, 0.50, 2.0),  # mean 0.40
-            _record("cnn", "lora", 1e-3, 0, 0.45, 1.0), _record("cnn", "lora", 1e-3, 1, 0.44, 1.0),  # mean 0.445
-            _record("cnn", "lora", 1e-2, 0, 0.90, 3.0), _record("cnn", "lora", 1e-2, 1, None, 3.0, "failed")]
+def test_the_choice_is_the_best_mean_over_seeds_and_ignores_pruned_and_failed_trials():
+    recs = [_record(0, 0, 0.30, 2.0), _record(0, 1, 0.50, 2.0),  # mean 0.40
+            _record(1, 0, 0.45, 1.0), _record(1, 1, 0.44, 1.0),  # mean 0.445
+            _record(2, 0, 0.90, 3.0), _record(2, 1, None, 3.0, "failed"),  # the best seed, but a seed failed
+            _record(3, 0, None, None, "pruned"), _record(3, 1, None, None, "pruned")]
     (t,) = tunings(recs)
-    assert t.chosen == 1e-3  # 1e-2 has the best seed but lacks one: it takes no part
-    assert [p.measure for p in t.points][2] is None and t.points[2].statuses == ("ok", "failed")
-    assert t.points[0].measure == pytest.approx(0.40) and t.validation_rows == 8
+    assert t.chosen == 1 and [x.state for x in t.trials] == ["complete", "complete", "failed", "pruned"]
+    assert t.trials[0].measure == pytest.approx(0.40) and t.trials[3].measure is None and t.validation_rows == 8
     by_loss = tunings([dict(r, config={**r["config"], "tuning": {**r["config"]["tuning"], "by": "loss"}})
                        for r in recs])[0]
-    assert by_loss.chosen == 1e-3 and not by_loss.higher_is_better  # the lowest loss
+    assert by_loss.chosen == 1  # the lowest loss
 
 
-def test_a_tie_goes_to_the_lower_validation_loss_then_to_the_first_point():
-    pts = (Point(1e-4, 0.0, 1, ("ok",), 0.0, 5.0), Point(1e-3, 0.0, 1, ("ok",), 0.0, 4.0),
-           Point(1e-2, 0.0, 1, ("ok",), 0.0, 4.0))
-    assert choose(pts, higher_is_better=True) == 1e-3
-    assert choose((Point(1e-4, None, 0, ("failed",), None, None),), True) is None
+def test_a_tie_goes_to_the_lower_validation_loss_then_to_the_earlier_trial():
+    trials = (Trial(0, {}, "complete", 0.0, 1, 0.0, 5.0), Trial(1, {}, "complete", 0.0, 1, 0.0, 4.0),
+              Trial(2, {}, "complete", 0.0, 1, 0.0, 4.0), Trial(3, {}, "pruned", None, 0, None, 1.0))
+    assert choose(trials, higher_is_better=True) == 1
+    assert choose((Trial(0, {}, "failed", None, 0, None, None),), True) is None
 
 
-def test_plan_multiplies_a_tuned_methods_time_by_its_trainings_and_says_so():
-    from harness.cli.plan import tuning_cost
-
-    cfg = RunConfig(methods=("base", "full", "lora:lr=1e-4|1e-3"), tune="lr", seeds=(0, 1))
+def test_plan_multiplies_a_tuned_methods_time_by_its_trials_and_says_so():
+    cfg = RunConfig(methods=("base", "full", "lora:lr=1e-4|1e-3"), tune="lr", seeds=(0, 1), tune_trials=4)
     base, full, lora = cfg.specs
     assert tuning_cost(cfg, base) == "; the run runs it 2 times (once for each of 2 seeds): 2x this time"
-    assert tuning_cost(cfg, full).startswith(
-        "; the run trains it 8 times (3 grid points (lr = 1.67e-05, 5e-05, 0.00015)")
-    assert "6x this time" in tuning_cost(cfg, lora)
+    assert tuning_cost(cfg, full) == ("; the run trains it 10 times (4 trials over lr 5e-06..0.0005 (log) on "
+                                      "validation, then the chosen one on test; each for 2 seeds): 10x this time")
+    assert "10x this time" in tuning_cost(cfg, lora)
     assert tuning_cost(RunConfig(methods=("lora",)), RunConfig(methods=("lora",)).specs[0]) == ""
-
-
-def test_a_choice_at_the_edge_of_its_grid_says_so_and_how_to_look_further():
-    top = [_record("cnn", "lora", v, 0, r, 1.0) for v, r in ((1e-4, 0.1), (1e-3, 0.2), (1e-2, 0.3))]
-    (t,) = tunings(top)
-    assert t.chosen == 1e-2 and t.edge == "highest"
-    assert t.edge_note().endswith("look further with --methods 'lora:lr=0.01|0.03|0.09'")
-    middle = [_record("cnn", "lora", v, 0, r, 1.0) for v, r in ((1e-4, 0.1), (1e-3, 0.3), (1e-2, 0.2))]
-    assert tunings(middle)[0].edge is None
-    bottom = [_record("cnn", "lora", v, 0, r, 1.0) for v, r in ((1e-4, 0.3), (1e-3, 0.2), (1e-2, 0.1))]
-    assert tunings(bottom)[0].edge == "lowest"
-    assert "'lora:lr=1.11e-05|3.33e-05|0.0001'" in tunings(bottom)[0].edge_note()
