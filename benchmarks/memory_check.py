@@ -177,7 +177,7 @@ def measure(model_ref: str, method: str, seq_len: int, gc: bool, steps: int, bat
     t0 = time.perf_counter()
     if spec.trains:
         pairs = [task.train_pair(r, ctx) for r in rows]
-        run = lambda: train(model, tok, spec, pairs, cfg, device)  # noqa: E731
+        run = lambda: train(model, tok, spec, pairs, cfg, device, location=loc)  # noqa: E731
     else:
         prompts = [task.eval_prompt(r, ctx) for r in rows[:batch]]
         run = lambda: generate(model, tok, prompts, ctx.max_new_tokens, batch, GenerationStats())  # noqa: E731
@@ -273,8 +273,8 @@ def family_models(names: str) -> dict[str, str]:
     import tempfile
 
     from harness.cell.load import load_tokenizer
+    from harness.conformance.families import FAMILIES, build
     from harness.spec.models import smollm2_tokenizer_dir
-    from tests.families import FAMILIES, build
 
     wanted = list(FAMILIES) if names == "all" else names.split(",")
     unknown = [f for f in wanted if f not in FAMILIES]

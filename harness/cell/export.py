@@ -81,7 +81,11 @@ def export(store: CellStore, out: Path) -> str:
                           f"{conf['run'].get('save')}); rerun the matrix with --save {flag} to keep them")
     if spec.quantized:
         save_folder(out, lambda tmp: _adapter_with_base(store, spec, location, Path(tmp), out))
-        return f"the {spec.bits}-bit adapter over {location} (load it with AutoPeftModelForCausalLM)"
+        start = (" It started from LoftQ; its base is the usual NF4 quantization of the original weights, so nothing "
+                 "else needs keeping." if spec.init_lora_weights == "loftq" else "")
+        return (f"the {spec.bits}-bit adapter over {location} (load it with AutoPeftModelForCausalLM); merging "
+                f"{'DoRA ' if spec.use_dora else ''}into quantized weights would re-quantize them, so it stays an "
+                f"adapter.{start}")
     save_folder(out, lambda tmp: _merged(store, conf, location, Path(tmp), out))
     return f"{location} with the adapter merged (load it with AutoModelForCausalLM)"
 
@@ -120,11 +124,15 @@ def _adapter_with_base(store: CellStore, spec, location: str, tmp: Path, out: Pa
                  "bnb_4bit_compute_dtype=torch.bfloat16)  # torch.float32 on a CPU")
     else:
         quant = "BitsAndBytesConfig(load_in_8bit=True)"
+    loftq = ("Its adapter started from LoftQ (each layer's rank-r SVD of its 4-bit quantization error); the base is "
+             "the usual NF4 quantization of the original weights, so it loads as below.\n\n"
+             if spec.init_lora_weights == "loftq" else "")
     (tmp / "README.md").write_text(
         f"---\nbase_model: {location}\nlibrary_name: peft\n---\n\n"
-        f"# {store.dir.parent.name} x {spec.name}: a LoRA adapter over a {spec.bits}-bit base\n\n"
+        f"# {store.dir.parent.name} x {spec.name}: a {'DoRA' if spec.use_dora else 'LoRA'} adapter over a "
+        f"{spec.bits}-bit base\n\n"
         f"The adapter of `{store.dir}`. It was trained over `{location}` loaded in {spec.bits} bits, and is kept "
-        "unmerged: merging it into quantized weights would re-quantize them and change the model.\n\n"
+        "unmerged: merging it into quantized weights would re-quantize them and change the model.\n\n" + loftq +
         "Load it over the base model, quantized as in training:\n\n"
         "```python\nimport torch\nfrom peft import AutoPeftModelForCausalLM\n"
         "from transformers import AutoTokenizer, BitsAndBytesConfig\n"

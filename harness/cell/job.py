@@ -31,6 +31,7 @@ from harness.evaluate.lm_eval import run_lm_eval
 from harness.integrations.trackers import close_open_runs
 from harness.records.store import CellStore, environment
 from harness.spec.cell import CellSpec
+from harness.spec.methods import ADAPTER
 from harness.spec.metrics import summarise
 from harness.spec.models import resolve_model
 from harness.spec.precision import precision_record, resolve_device
@@ -157,7 +158,8 @@ def execute(spec: CellSpec, task, store: CellStore, data: dict, model_location: 
                 if method.trains:
                     base_logits = weights.logits(model, probe)
                     model, train_record = training.train(model, tok, method, pairs, cfg, device, merge=False,
-                                                         cell_dir=store.dir, eval_pairs=val_pairs, prune=prune)
+                                                         cell_dir=store.dir, eval_pairs=val_pairs, prune=prune,
+                                                         location=model_location)
                 else:
                     _, total = training.count_parameters(model)
                     train_record = {"trained": False, "trainable_params": 0, "total_params": total}
@@ -172,8 +174,9 @@ def execute(spec: CellSpec, task, store: CellStore, data: dict, model_location: 
             if method.trains:  # --save, then the checks that the trained weights are applied (harness/cell/weights.py)
                 # A search's trial may legitimately change nothing (a rate far too low): its checks are recorded, not
                 # fatal; the chosen settings' test cell runs them all as usual.
-                model, weight_record = weights.finalize(model, method, tok, cfg, store, probe, base_logits,
-                                                        strict=not spec.is_tuning)
+                model, weight_record = weights.finalize(
+                    model, method, tok, cfg, store, probe, base_logits, strict=not spec.is_tuning,
+                    initial=(train_record.get("adapter") or {}).pop("initial", None), location=model_location)
                 train_record.update(weight_record)
             store.write_json("train.json", train_record)
             t_eval = time.perf_counter()
@@ -202,7 +205,8 @@ def execute(spec: CellSpec, task, store: CellStore, data: dict, model_location: 
         "timing": {"load_s": load_s, "train_s": train_record.get("train_s", 0.0), "eval_s": eval_s,
                    "train_tokens_per_s": train_record.get("train_tokens_per_s"), **stats.to_dict()},
         "params": {"trainable": train_record["trainable_params"], "total": total,
-                   "trainable_pct": 100.0 * train_record["trainable_params"] / total if total else 0.0},
+                   "trainable_pct": 100.0 * train_record["trainable_params"] / total if total else 0.0,
+                   "adapter_bytes": folder_bytes(store.path(ADAPTER))},
         "precision": precision_record(method, device),
         "prompts": prompt_record(predictions, tok, eval_s, ctx.prompting, backend),
     }
@@ -212,6 +216,11 @@ def execute(spec: CellSpec, task, store: CellStore, data: dict, model_location: 
                                       "extra": task.extra_report(predictions), "measurements": measurements,
                                       **after})
     store.finish("ok")
+
+
+def folder_bytes(folder: Path) -> int | None:
+    """The bytes a kept adapter takes on disk (its weights and config), or None when the cell kept none."""
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) if folder.is_dir() else None
 
 
 def prompt_record(predictions: list[dict], tok, eval_s: float, prompting, backend) -> dict:

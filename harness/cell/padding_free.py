@@ -30,11 +30,14 @@ class PerRowAttentionError(RuntimeError):
 def varlen_blockers(model, max_len: int) -> list[str]:
     """Why per-row SDPA would compute another attention than ``model``'s own, or [] when it computes the same.
 
-    Read from the config before training: chunked attention shorter than the longest row (``max_len``), attention
+    Read from the config before training: attention that is not causal (Gemma 3's ``use_bidirectional_attention``,
+    a config that says ``is_causal`` false), chunked attention shorter than the longest row (``max_len``), attention
     soft-capping, an additive attention bias (ALiBi) or attention sinks. A sliding window is applied per row, and
     biases on the q/k/v projections (Qwen2) are part of the projections: neither blocks."""
     text = model.config.get_text_config()
     out = []
+    if getattr(text, "use_bidirectional_attention", False) or getattr(text, "is_causal", True) is False:
+        out.append("bidirectional (non-causal) attention")
     chunk = getattr(text, "attention_chunk_size", None)
     if isinstance(chunk, int) and chunk < max_len:
         out.append(f"chunked attention of {chunk} tokens, shorter than the longest row ({max_len} tokens)")

@@ -14,6 +14,7 @@ import statistics
 import tempfile
 import time
 
+from harness.cell import adapters
 from harness.cell.trl_changes import apply as apply_changes
 from harness.core.console import console, progress_bar
 from harness.core.errors import NonFiniteLossError
@@ -139,7 +140,8 @@ def _pruning(prune: dict, validation: dict):
 
 
 def train(model, tok, spec, pairs: list[dict], cfg, device: str, merge: bool = True, save_to: str | None = None,
-          callbacks: tuple = (), cell_dir=None, eval_pairs: list[dict] | None = None, prune: dict | None = None):
+          callbacks: tuple = (), cell_dir=None, eval_pairs: list[dict] | None = None, prune: dict | None = None,
+          location: str | None = None):
     """Train ``model`` on prompt/completion ``pairs``; return (model ready for generation, train record).
 
     ``merge=False`` returns a LoRA model with its adapter unmerged. ``save_to`` saves the trained weights with
@@ -148,6 +150,7 @@ def train(model, tok, spec, pairs: list[dict], cfg, device: str, merge: bool = T
     ``cell_dir`` names the cell whose tracker runs (--report-to) the trainer logs to. ``eval_pairs`` (validation
     rows) with --early-stop evaluate the loss four times an epoch and stop when it stops improving; with ``prune``
     (a search's trial: harness/execute/search.py) the same evaluations stop a trial worse than the earlier ones.
+    ``location``: the model folder, whose safetensors LoftQ's start reads the original weights from.
     """
     from datasets import Dataset
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
@@ -156,7 +159,7 @@ def train(model, tok, spec, pairs: list[dict], cfg, device: str, merge: bool = T
     t_setup = time.perf_counter()  # adapters, tokenizing the rows, the trainer: "setup_s", apart from train_s
     peft_config, notes = None, {}
     if spec.finetune == "lora":
-        from peft import LoraConfig, prepare_model_for_kbit_training
+        from peft import prepare_model_for_kbit_training
 
         if spec.quantized:
             # Casts norms to fp32 and enables input gradients so that LoRA can train over frozen k-bit weights.
@@ -171,8 +174,7 @@ def train(model, tok, spec, pairs: list[dict], cfg, device: str, merge: bool = T
             notes["lora_dropout"] = (f"0 instead of {cfg.lora_dropout}: the model's experts are fused 3-D weights, "
                                      "which peft adapts with ParamWrapper, and ParamWrapper has no dropout")
             console.print(f"[yellow]lora dropout {notes['lora_dropout']}[/]", soft_wrap=True)
-        peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=dropout,
-                                 target_modules=spec.lora_target_modules, task_type="CAUSAL_LM")
+        peft_config = adapters.lora_config(spec, cfg, dropout)
 
     lr = cfg.lr if cfg.lr is not None else spec.lr
     early, evaluation, validation = None, {}, None
@@ -205,6 +207,7 @@ def train(model, tok, spec, pairs: list[dict], cfg, device: str, merge: bool = T
     router_logits = getattr(model.config.get_text_config(), "output_router_logits", None)  # trl sets it, below
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, eval_dataset=eval_dataset,
                          processing_class=tok, peft_config=peft_config)
+    adapter = start_adapter(trainer, spec, location)  # LoftQ's start, PiSSA's initial adapter, LoRA+'s optimizer
     # Padding-free batches, a compact LM head, fused LoRA dropout: the same loss with less time and memory
     # (harness/cell/trl_changes.py says what each does, where it applies, and why)
     changes = apply_changes(trainer, cfg, device)
@@ -255,7 +258,7 @@ def train(model, tok, spec, pairs: list[dict], cfg, device: str, merge: bool = T
         "train_tokens_per_s": tokens / seconds if seconds else float("nan"), "setup_s": t0 - t_setup,
         "trainable_params": trainable, "total_params": total, "loss_curve": curve,
         "final_loss": curve[-1]["loss"] if curve else None, "adapter_merged": merged,
-        "trl_changes": changes.record(), **notes,
+        "trl_changes": changes.record(), **({"adapter": adapter} if adapter else {}), **notes,
     }
     if early is not None:
         early.pop("waited")
@@ -263,6 +266,24 @@ def train(model, tok, spec, pairs: list[dict], cfg, device: str, merge: bool = T
     if validation is not None:
         record["validation"] = validation
     return model, record
+
+
+def start_adapter(trainer, spec, location: str | None) -> dict:
+    """What a LoRA variant needs once the trainer has made its adapters (harness/cell/adapters.py): LoftQ's start over
+    4-bit weights, the initial adapter of PiSSA and OLoRA kept for the conversion on save, LoRA+'s optimizer. The
+    record goes into train.json ``adapter``."""
+    out = {}
+    if spec.finetune != "lora":
+        return out
+    if spec.init_lora_weights == "loftq":
+        out["loftq"] = adapters.loftq_start(trainer.model, location or trainer.model.get_base_model().name_or_path)
+    if spec.mutates_base:
+        out["initial"] = adapters.save_initial(trainer.model)
+    if spec.loraplus_ratio is not None:
+        trainer.optimizer = adapters.loraplus_optimizer(trainer.model, spec, trainer.args)
+        out["optimizer"] = {"kind": "LoRA+ (peft create_loraplus_optimizer, torch AdamW)",
+                            "loraplus_lr_ratio": spec.loraplus_ratio}
+    return out
 
 
 def fused_experts(model) -> bool:

@@ -7,12 +7,13 @@ where its conditions hold, on a constructed trainer, and records which it made a
 with the reason (train.json ``trl_changes``); the report lists the ones left out.
 
 - **Padding-free batches** (harness/cell/padding_free.py): needs trl's padded language-modeling collator, a model
-  on SDPA attention, and an attention that per-row SDPA computes (causal, with or without a sliding window; no
-  soft-capping, additive bias or sinks); and a CPU, or ``HARNESS_PADDING_FREE_CUDA=1`` on CUDA, where it has not
-  yet been measured to help.
+  on SDPA attention, and an attention that per-row SDPA computes (causal, with or without a sliding window; not
+  bidirectional; no soft-capping, additive bias or sinks); and a CPU, or ``HARNESS_PADDING_FREE_CUDA=1`` on CUDA,
+  where it has not yet been measured to help.
 - **A compact LM head** (harness/cell/lm_head.py): needs a device where trl's own head scores every position (off
   CUDA) and a loss over ``lm_head(hidden)`` alone (no logit soft-capping or scale, no MoE router loss).
-- **Fused LoRA dropout** (harness/cell/lora_dropout.py): needs a CPU and LoRA adapters with dropout.
+- **Fused LoRA dropout** (harness/cell/lora_dropout.py): needs a CPU and LoRA adapters with dropout, and plain LoRA
+  adapters: a DoRA adapter's magnitude and weight-norm path is not what it computes, so it steps aside there.
 - **Float32 adapters over 4/8-bit weights**: needs a CPU; trl's bfloat16 cast is 10x slower there.
 - **The allocator**: needs a CPU and glibc; see ``tune_allocator``.
 
@@ -33,6 +34,18 @@ from harness.cell.padding_free import CUDA_ENV, KERNEL_ENV, count_packed_tokens,
 
 CHANGES = ("padding_free", "compact_lm_head", "fused_lora_dropout", "float32_adapters", "malloc_mmap_threshold")
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # <malloc.h>
+
+
+def lora_variants(model) -> set[str]:
+    """The peft LoRA variants (DoRA: DoraLinearVariant) of a model's adapters; empty for plain LoRA."""
+    return {type(v).__name__ for m in model.modules() for v in (getattr(m, "lora_variant", None) or {}).values()}
+
+
+def any_dropout(model) -> bool:
+    import torch
+
+    return any(isinstance(d, torch.nn.Dropout) and d.p > 0 for m in model.modules()
+               for d in (getattr(m, "lora_dropout", None) or {}).values())
 
 
 def tune_allocator(mmap_threshold: int = 1 << 20) -> bool:
@@ -132,6 +145,10 @@ def apply(trainer, cfg, device: str) -> Applied:
         done.not_applicable["fused_lora_dropout"] = f"on {device}, dropout's fused kernel keeps a one-byte mask already"
     elif not lora:
         done.not_applicable["fused_lora_dropout"] = "the method trains no LoRA adapter"
+    elif (variants := lora_variants(model)) and any_dropout(model):
+        done.left_out["fused_lora_dropout"] = (f"the adapters are {', '.join(sorted(variants))} (DoRA's magnitude and "
+                                               "weight-norm path), which the fused dropout does not compute; peft's "
+                                               "own dropout runs")
     elif (undo := fuse_lora_dropout(model)) is None:
         done.not_applicable["fused_lora_dropout"] = "no adapter has dropout"
     else:

@@ -113,12 +113,16 @@ def check(name: str, ours: list, reference: list, tol: dict) -> dict:
             "what": what, **tol}
 
 
-def finalize(model, spec, tok, cfg, store, probe_inputs: list, base_logits: list, strict: bool = True):
+def finalize(model, spec, tok, cfg, store, probe_inputs: list, base_logits: list, strict: bool = True,
+             initial: str | None = None, location: str | None = None):
     """Save what --save asks for, run the checks; return (model for generation, record for train.json).
 
     ``model`` is the trained model with any LoRA adapter still unmerged; ``base_logits`` are the base model's
     logits on ``probe_inputs``, taken before training. Raises AdapterCheckError when a check fails, unless not
-    ``strict`` (a search's trial), where the failure is recorded and said in one line.
+    ``strict`` (a search's trial), where the failure is recorded and said in one line. ``initial``: the adapter as it
+    started, for a method whose start rewrote the base weights (PiSSA, OLoRA): the adapter is saved converted into
+    one that applies to the original base (peft's ``path_initial_model_for_weight_conversion``), and the reload
+    check loads it onto a fresh copy of that original base, from ``location``.
     """
     t0 = time.perf_counter()
     device = resolve_device(cfg.device)
@@ -131,8 +135,10 @@ def finalize(model, spec, tok, cfg, store, probe_inputs: list, base_logits: list
     if spec.finetune == "lora":
         trained = logits(model, probe_inputs)
         keep = store.path(ADAPTER) if kind == ADAPTER else None
-        with _saved_adapter(model, keep) as folder:  # a kept adapter, or a temporary one for the check alone
-            checks.append(check("reload_matches", _reloaded_logits(model, folder, probe_inputs), trained, match))
+        with _saved_adapter(model, keep, initial) as folder:  # a kept adapter, or a temporary one for the check
+            reloaded = (_on_original_base(location, spec, device, folder, probe_inputs) if initial else
+                        _reloaded_logits(model, folder, probe_inputs))
+            checks.append(check("reload_matches", reloaded, trained, match))
         if not spec.quantized:  # QLoRA adapters stay unmerged (harness/cell/training.py)
             model = model.merge_and_unload()
             merged = True
@@ -169,23 +175,42 @@ def _failure(c: dict, spec) -> str:
 
 
 class _saved_adapter:
-    """Context manager: the adapter saved to ``keep`` (kept), or to a temporary folder removed on exit."""
+    """Context manager: the adapter saved to ``keep`` (kept), or to a temporary folder removed on exit; converted
+    against ``initial`` (the adapter as it started) when the start rewrote the base weights."""
 
-    def __init__(self, model, keep: Path | None):
-        self.model, self.keep, self.tmp = model, keep, None
+    def __init__(self, model, keep: Path | None, initial: str | None = None):
+        self.model, self.keep, self.tmp, self.initial = model, keep, None, initial
+
+    def save(self, folder) -> None:
+        kwargs = {"path_initial_model_for_weight_conversion": self.initial} if self.initial else {}
+        self.model.save_pretrained(str(folder), **kwargs)
 
     def __enter__(self) -> Path:
         if self.keep is not None:
-            save_folder(self.keep, self.model.save_pretrained)
+            save_folder(self.keep, self.save)
             return self.keep
         self.tmp = Path(tempfile.mkdtemp(prefix="harness-adapter-"))
-        self.model.save_pretrained(self.tmp)
+        self.save(self.tmp)
         return self.tmp
 
     def __exit__(self, *exc):
         if self.tmp is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
+        if self.initial is not None:
+            shutil.rmtree(self.initial, ignore_errors=True)
         return False
+
+
+def _on_original_base(location: str, spec, device: str, folder: Path, probe: list) -> list:
+    """The saved (converted) adapter on a fresh copy of the original base model: the model a user loads."""
+    from peft import PeftModel
+
+    base = load_model(location, spec, device)
+    model = PeftModel.from_pretrained(base, str(folder))
+    out = logits(model, probe)
+    del model, base
+    free_memory(device)
+    return out
 
 
 def _reloaded_logits(model, folder: Path, probe: list) -> list:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+from harness.cell.adapters import check_installed
 from harness.cell.load import check_loadable
 from harness.cell.vllm import check_available
 from harness.core.console import console
@@ -59,6 +60,10 @@ def check_integrations(cfg: RunConfig, model) -> None:
         check_cross_eval(cfg)
     if cfg.liger_kernel:
         check_liger(cfg)
+    for spec in cfg.specs:  # a method the installed peft cannot make: one line, before any cell
+        why = check_installed(spec, cfg)
+        if why:
+            raise ConfigError(f"method {spec.name}: {why}")
 
 
 def check_liger(cfg: RunConfig) -> None:

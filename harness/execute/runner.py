@@ -15,7 +15,7 @@ from harness.core.console import console, quiet_libraries
 from harness.core.files import atomic_write_json, read_json
 from harness.execute.executors import make_executor
 from harness.execute.preflight import check_integrations, check_prompting, check_resumable, check_writable
-from harness.execute.search import check_optuna, run_searches
+from harness.execute.search import check_optuna, check_studies, run_searches
 from harness.plan.budget import budget_skip, memory_budget, over_budget_before
 from harness.plan.matrix import Cell, chosen_cells, left_out, number, plan, run_size
 from harness.records.tuning import run_tunings
@@ -37,6 +37,7 @@ def run_matrix(cfg: RunConfig, command: str | None = None) -> list[Cell]:
     warn_overlap(datasets)
     if cfg.searches:
         check_optuna()
+        check_studies(cfg)  # a study this command did not make is refused before any cell runs
     model = resolve_model(cfg.model)  # builds a catalogue model's cache once, before cells race to build it
     check_integrations(cfg, model)
     check_writable(cfg.run_dir)  # last: a run refused above leaves no folder behind

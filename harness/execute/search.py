@@ -58,6 +58,38 @@ def check_optuna() -> None:
                           "install) or pip install optuna")
 
 
+def signature(cfg, task, method) -> dict:
+    """What a stored study must match for a rerun to resume it: the space as written, the seeds and the measure."""
+    by = "loss" if cfg.tune_by == "loss" else task.main_metric
+    return {"space": cfg.searches[method.name].to_dict(), "seed": cfg.seed, "seeds": list(cfg.seed_list), "by": by}
+
+
+def check_studies(cfg) -> None:
+    """Before any cell runs: every study already in the run folder was made by this search (its space, seed and
+    measure), else one line on how to start a new one."""
+    import optuna
+
+    path = Path(cfg.run_dir) / STUDY_FILE
+    if not path.is_file():
+        return
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = f"sqlite:///{path.resolve()}"
+    stored = {s.study_name: s.user_attrs.get("signature") for s in optuna.get_all_study_summaries(storage)}
+    for task in (get_task(name) for name in cfg.tasks):
+        for method in cfg.specs:
+            name = f"{task.name}/{method.name}"
+            if method.name in cfg.searches and stored.get(name) is not None:
+                _same_search(path, name, stored[name], signature(cfg, task, method))
+
+
+def _same_search(path: Path, name: str, stored: dict, wanted: dict) -> None:
+    if sha256_json(stored) != sha256_json(wanted):
+        raise ConfigError(f"{path} holds a search of {name} over {_space(stored)} with seed {stored['seed']} by "
+                          f"{stored['by']}, and this command searches {_space(wanted)} with seed {wanted['seed']} by "
+                          f"{wanted['by']}; give it another --run-name (or leave --run-name out) to start a new "
+                          "search")
+
+
 def run_searches(cfg, run_cells) -> dict:
     """Every tuned method's search on every task it applies to; {(task, method): {"number", "params"}} of each
     search's choice. ``run_cells(cells)`` runs cells with the run's executor (harness/execute/runner.py)."""
@@ -86,19 +118,16 @@ class MethodSearch:
         self.by = "loss" if cfg.tune_by == "loss" else task.main_metric
         self.higher = get_metric(self.by).higher_is_better
         self.budget = trials(cfg, method.name)
-        signature = {"space": self.search.to_dict(), "seed": cfg.seed, "seeds": list(cfg.seed_list), "by": self.by}
+        wanted = signature(cfg, task, method)
         self.study = optuna.create_study(study_name=self.name, storage=storage, load_if_exists=True,
                                          direction="maximize" if self.higher else "minimize")
         stored = self.study.user_attrs.get("signature")
         if stored is None:
-            self.study.set_user_attr("signature", signature)
+            self.study.set_user_attr("signature", wanted)
             self.study.set_user_attr("dims", {k: d.to_dict() for k, d in self.search.dims.items()})
             self.study.set_user_attr("widened", [])
-        elif sha256_json(stored) != sha256_json(signature):
-            raise ConfigError(f"{Path(cfg.run_dir) / STUDY_FILE} holds a search of {self.name} over "
-                              f"{_space(stored)} with seed {stored['seed']}, and this command searches "
-                              f"{_space(signature)} with seed {cfg.seed}; give it another --run-name (or leave "
-                              "--run-name out) to start a new search")
+        else:
+            _same_search(Path(cfg.run_dir) / STUDY_FILE, self.name, stored, wanted)
         stored_dims = self.study.user_attrs["dims"]  # JSON in SQLite: the keys come back sorted
         self.dims = {k: Dim.from_dict(stored_dims[k]) for k in KEYS if k in stored_dims}
 

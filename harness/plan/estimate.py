@@ -218,6 +218,8 @@ def estimate(shape: Shape, spec, *, batch_size: int, seq_len: int, lora_r: int,
     else:
         numels = ([n for o, i in targets.values() for n in (lora_r * i, o * lora_r)]
                   + _expert_adapters(shape, lora_target_modules, lora_r)) * L
+        if spec.use_dora:  # DoRA: one magnitude per output of every adapted weight (peft DoraLinearLayer.weight)
+            numels += [o for o, _ in targets.values()] * L
         elem = b.adapter
         persistent["adapters"] = sum(numels) * elem
     grads = sum(numels) * elem
@@ -229,8 +231,26 @@ def estimate(shape: Shape, spec, *, batch_size: int, seq_len: int, lora_r: int,
         shape, spec, b, persistent, grads=grads, states=states, targets=targets, batch_size=batch_size,
         seq_len=seq_len, lora_r=lora_r, gc=gradient_checkpointing, device=device,
         dropout=lora_dropout > 0 and not experts_adapted, optimizer=optimizer, loss_tokens=loss_tokens,
-        grad_accum=grad_accum, expert_lora=experts_adapted and spec.finetune == "lora")
+        grad_accum=grad_accum, expert_lora=experts_adapted and spec.finetune == "lora",
+        start=_start(shape, spec))
     return Estimate(spec.name, parts, phase, fmt, notes + _family_note(shape))
+
+
+# The working memory of an adapter start that reads whole weights, in float32 copies of the largest adapted weight
+# (o x i), one layer at a time (harness/cell/adapters.py, peft's lora/layer.py): LoftQ holds the original weight,
+# its dequantized 4-bit copy, their difference and the SVD's U and V^T (about one more weight), with LAPACK's
+# workspace; PiSSA's randomized SVD keeps the weight's copy and the residual; OLoRA's QR a copy and Q.
+START_COPIES = {"loftq": 6, "pissa": 2, "olora": 3}
+
+
+def _start(shape: Shape, spec) -> int:
+    """Bytes an adapter start works in beyond the model, before the first step (0 for peft's default start)."""
+    if spec.finetune != "lora":
+        return 0
+    kind = next((k for k in START_COPIES if str(spec.init_lora_weights).startswith(k)), None)
+    if kind is None:
+        return 0
+    return START_COPIES[kind] * 4 * max(o * i for o, i in shape.linears().values())
 
 
 def _family_note(shape: Shape) -> tuple:

@@ -71,6 +71,10 @@ def layer_saved(shape, spec, b, targets: dict, r: int, input_grad: bool, dropout
     """Bytes per token one decoder layer keeps for backward when nothing is recomputed."""
     h, i = shape.hidden_size, shape.intermediate_size
     full = spec.finetune == "full"
+    # DoRA (peft lora/dora.py DoraLinearLayer.forward): the output is (m/||W + sBA|| - 1) * base + m/||.|| * lora * s,
+    # and the magnitude's gradient needs both products: autograd keeps the base result and the LoRA result per
+    # adapted weight, (out) wide each; the norm itself is detached and its (out, in) copy is gone by backward.
+    dora = sum(o * (b.act + b.adapter) for o, _ in targets.values()) if getattr(spec, "use_dora", False) else 0
     # The first norm's input needs a gradient only where the layer's input does; the others' always do.
     saved = _norm(shape, b, input_grad, full) + (shape.norms - 1) * _norm(shape, b, True, full)
     saved += _attention(shape, b, row_len, full)
@@ -87,13 +91,13 @@ def layer_saved(shape, spec, b, targets: dict, r: int, input_grad: bool, dropout
         width = {"norm1": h * b.res, "attention": o_input, "norm2": h * b.res, "product": i * b.mlp}
         held = {INPUTS[name] for name in targets} | (set(width) if spec.bits == 8 else set())
         saved += sum(width[x] for x in held)
-        return saved + sum((in_f if dropout else 0) + b.adapter * r for _, in_f in targets.values())
+        return saved + dora + sum((in_f if dropout else 0) + b.adapter * r for _, in_f in targets.values())
     for name, (_, in_f) in targets.items():
         # peft LoRA: lora_A keeps dropout(x), lora_B keeps lora_A's output; dropout keeps its noise or mask
         # only when x needs a gradient (in layer 0, without checkpointing, the attention inputs' x does not).
         grad_in = input_grad or INPUTS[name] != "norm1"
         saved += b.lora_in * (in_f + r) + (b.dropout_mask * in_f if dropout and grad_in else 0)
-    return saved + _int8_inputs(shape, spec, b, rows)
+    return saved + dora + _int8_inputs(shape, spec, b, rows)
 
 
 def _int8_inputs(shape, spec, b, rows: int) -> int:
@@ -131,7 +135,7 @@ def _loss_head(shape, spec, b, n: int, device: str, compact: bool = True) -> dic
 def training(shape, spec, b, persistent: dict, *, grads: int, states: int, targets: dict,
              batch_size: int, seq_len: int, lora_r: int, gc: bool, device: str, dropout: bool,
              optimizer: str, loss_tokens: int | None, grad_accum: int = 1,
-             expert_lora: bool = False) -> tuple[str, dict, tuple]:
+             expert_lora: bool = False, start: int = 0) -> tuple[str, dict, tuple]:
     """(the moment of the step at which memory peaks, what is alive then in bytes, notes)."""
     L, h, i = shape.num_hidden_layers, shape.hidden_size, shape.intermediate_size
     tokens = batch_size * seq_len  # padding-free: at most this many; padded: exactly this many
@@ -141,7 +145,7 @@ def training(shape, spec, b, persistent: dict, *, grads: int, states: int, targe
     compact = shape.plain_head and device == "cpu"
     n = (batch_size * (seq_len - 1) if loss_tokens is None else loss_tokens) if compact else tokens
     full = spec.finetune == "full"
-    fused = device == "cpu"  # harness.cell.lora_dropout fuses LoRA dropout on CPU
+    fused = device == "cpu" and not spec.use_dora  # harness.cell.lora_dropout fuses LoRA dropout on CPU, not DoRA's
     # Layer 0's input needs a gradient when the embeddings train, or when the layers are checkpointed (trl and
     # peft call enable_input_require_grads so that each checkpoint sees an input that needs a gradient).
     first_grad = full or gc
@@ -179,6 +183,8 @@ def training(shape, spec, b, persistent: dict, *, grads: int, states: int, targe
         # head already left on the shared weight: the last moment of the backward pass.
         phases["embedding backward"] = {**keep, "gradients": grads,
                                         "workspace": shape.vocab_size * h * b.weight}
+    if start:  # an adapter start that works on whole weights (LoftQ, PiSSA, OLoRA), before any optimizer state
+        phases["adapter start"] = {**persistent, "workspace": start}
     if gc:  # the last layer's recompute, with every other layer's checkpoint still held
         phases["recompute"] = {**keep, "gradients": max(early, head["head_grad"]), "activations": acts + one_layer,
                                "workspace": layer_ws}

@@ -19,7 +19,7 @@ from harness.spec.metrics import get_metric
 from harness.spec.overlap import describe
 from harness.spec.task import TASKS
 
-MEASURES = ("peak MiB", "weights MiB", "train tok/s", "gen tok/s", "train s", "eval s", "train %")
+MEASURES = ("peak MiB", "weights MiB", "train tok/s", "gen tok/s", "train s", "eval s", "trainable", "adapter MiB")
 
 
 def _metric_names(task: str, recs: list[dict]) -> list[str]:
@@ -63,10 +63,21 @@ def task_tables(records: list[dict]) -> dict[str, Table]:
                          mib(meas["memory"]["peak_bytes"]), mib(meas["memory"]["model_footprint_bytes"]),
                          Value(t["train_tokens_per_s"], digits=1), Value(t["generation_tokens_per_s"], digits=1),
                          Value(t["train_s"], digits=0), Value(t["eval_s"], digits=0),
-                         Value(meas["params"]["trainable_pct"], digits=2)))
+                         trainable(meas["params"]), adapter_mib(meas["params"].get("adapter_bytes"))))
         out[task] = Table(columns, tuple(rows), title=f"{task}  (95% bootstrap CI below each value)",
                           notes=tuple(notes))
     return out
+
+
+def adapter_mib(n) -> Value:
+    """A kept adapter's size on disk, in MiB to one decimal (a tiny model's adapter is a fraction of one)."""
+    return Value(None if n is None else n / MIB, digits=1)
+
+
+def trainable(params: dict) -> str:
+    """'4.88M (3.50%)': the trained parameters and their share of the model."""
+    n = params.get("trainable") or 0
+    return "-" if not n else f"{n / 1e6:.2f}M ({params['trainable_pct']:.2f}%)"
 
 
 def extra_tables(task: str, records: list[dict]) -> list[tuple[str, Table]]:
@@ -89,6 +100,7 @@ CELL_MEASURES = (("peak_mem_mib", "memory", "peak_bytes"), ("prompt_tokens", "pr
                  ("train_tokens_per_s", "timing", "train_tokens_per_s"),
                  ("gen_tokens_per_s", "timing", "generation_tokens_per_s"), ("train_s", "timing", "train_s"),
                  ("eval_s", "timing", "eval_s"), ("trainable_params", "params", "trainable"),
+                 ("adapter_mib", "params", "adapter_bytes"),
                  ("total_params", "params", "total"), ("trainable_pct", "params", "trainable_pct"))
 
 
@@ -109,7 +121,7 @@ def cells_table(records: list[dict]) -> Table:
                     for n in metrics]
             for _, part, key in CELL_MEASURES:
                 v = (m["measurements"].get(part) or {}).get(key)
-                row.append(v / MIB if part == "memory" and v is not None else v)
+                row.append(v / MIB if (part == "memory" or key == "adapter_bytes") and v is not None else v)
         rows.append(tuple(row) + (None,) * (len(columns) - len(row)))
     return Table(columns, tuple(rows))
 

@@ -25,7 +25,8 @@ CONFIG = "config.json"
 # Method fields added after cell hashes were first made: hashed only when set, so that a cell of a method that does
 # not use them keeps its hash, and a rerun resumes it.
 HASHED_WHEN_SET = {"shots": None, "shot_select": "random", "retrieve": None, "raft": None, "lora_r": None,
-                   "lora_alpha": None, "epochs": None}
+                   "lora_alpha": None, "epochs": None, "use_dora": False, "use_rslora": False,
+                   "init_lora_weights": "default", "loraplus_ratio": None}
 METHOD_OVERRIDES = ("lora_r", "lora_alpha", "epochs")  # method fields that stand in for the run's own setting
 
 
@@ -61,6 +62,10 @@ class CellSpec:
             cfg = dataclasses.replace(cfg, save="none", cross_eval=False, lm_eval=None)
         # A method's own rank, alpha or epochs (written, or a trial's) stand in for the run's, in this cell alone.
         cfg = dataclasses.replace(cfg, **{k: getattr(method, k) for k in METHOD_OVERRIDES if getattr(method, k)})
+        if method.init_lora_weights == "loftq" and method.lora_alpha is None:
+            # LoftQ's start is B A = the quantization error, at a scale of 1 (alpha = r), as peft sets it and as
+            # LLaMA-Factory's loftq_init defaults alpha to the rank; another alpha would scale the start with it.
+            cfg = dataclasses.replace(cfg, lora_alpha=cfg.lora_r)
         hp = {
             "lr": (cfg.lr if cfg.lr is not None else method.lr) if method.trains else None,
             "epochs": cfg.epochs, "batch_size": cfg.batch_size, "grad_accum": cfg.grad_accum,

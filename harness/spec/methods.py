@@ -39,6 +39,17 @@ class MethodSpec:
     lora_alpha: int | None = _f(None, "this method's LoRA alpha (unset: --lora-alpha)")
     epochs: float | None = _f(None, "this method's training epochs (unset: --epochs)")
     lora_target_modules: str = _f("all-linear", "peft target modules: all attention and MLP projections")
+    # --- which LoRA: peft's LoraConfig fields, and LoRA+'s optimizer --------------------------------------------
+    use_dora: bool = _f(False, "DoRA (Liu et al. 2024): a magnitude vector per adapted weight and LoRA on its "
+                               "direction (peft LoraConfig use_dora)")
+    use_rslora: bool = _f(False, "rsLoRA (Kalajdzievski 2023): scale the adapter by alpha / sqrt(r) instead of "
+                                 "alpha / r (peft LoraConfig use_rslora)")
+    init_lora_weights: str = _f("default", "the adapter's start (peft LoraConfig init_lora_weights): default (B at "
+                                           "zero), gaussian, pissa or pissa_niter_N (the weights' principal "
+                                           "directions, Meng et al. 2024), olora (orthonormal, Buyukakyuz 2024), "
+                                           "loftq (offsets 4-bit quantization error, Li et al. 2023)")
+    loraplus_ratio: float | None = _f(None, "LoRA+ (Hayou et al. 2024): B's learning rate over A's, through peft's "
+                                            "create_loraplus_optimizer; unset: one rate for both")
     requires_cuda: bool = _f(False, "the method cannot run without a CUDA device")
     # --- what the prompt holds (harness/spec/prompting.py builds it; every task's prompt goes through it) ---------
     shots: int | None = _f(None, "worked examples from the task's training split in each prompt, as chat turns "
@@ -88,6 +99,7 @@ class MethodSpec:
         if self.shot_select != "random" and self.shots is None:
             raise ConfigError(f"method {self.name}: shot_select={self.shot_select} chooses shots, and the method has "
                               "none; add shots=K")
+        self._check_adapter()
         if self.raft is not None:
             if isinstance(self.raft, bool) or not isinstance(self.raft, (int, float)) or not 0 <= self.raft <= 1:
                 raise ConfigError(f"method {self.name}: raft is the share of training prompts that keep the gold "
@@ -95,6 +107,35 @@ class MethodSpec:
             if self.retrieve is None or not self.trains:
                 raise ConfigError(f"method {self.name}: raft shapes the retrieved passages of training prompts; it "
                                   "needs a trained method with retrieve=K, e.g. lora:retrieve=3:raft=0.8")
+
+    def _check_adapter(self) -> None:
+        init = self.init_lora_weights
+        lora_only = [k for k, off in (("use_dora", False), ("use_rslora", False), ("init_lora_weights", "default"),
+                                      ("loraplus_ratio", None)) if getattr(self, k) != off]
+        if lora_only and self.finetune != "lora":
+            raise ConfigError(f"method {self.name}: {lora_only[0]} is a LoRA setting, and the method trains no "
+                              "adapter; use it on lora, qlora4 or qlora8")
+        if not (init in INITS or re.fullmatch(r"pissa_niter_[1-9][0-9]*", str(init))):
+            raise ConfigError(f"method {self.name}: init_lora_weights must be one of {', '.join(INITS)} or "
+                              f"pissa_niter_N, got {init!r}")
+        if init == "loftq" and not self.load_in_4bit:
+            raise ConfigError(f"method {self.name}: loftq offsets the error of 4-bit weights, and this method's are "
+                              f"{'8-bit' if self.load_in_8bit else 'not quantized'}; use loftq (4-bit), or add "
+                              "bits=4")
+        if str(init).startswith(("pissa", "olora")) and self.quantized:
+            raise ConfigError(f"method {self.name}: {init} rewrites the base weights as their residual, and "
+                              f"{self.bits}-bit weights would be quantized again from it; use it without bits (peft "
+                              "documents quantizing the residual as a separate step)")
+        if self.loraplus_ratio is not None and (isinstance(self.loraplus_ratio, bool) or not isinstance(
+                self.loraplus_ratio, (int, float)) or not self.loraplus_ratio >= 1):
+            raise ConfigError(f"method {self.name}: loraplus_ratio is B's learning rate over A's, at least 1 "
+                              f"(LoRA+ uses 16), got {self.loraplus_ratio!r}")
+
+    @property
+    def mutates_base(self) -> bool:
+        """The adapter's start rewrites the base weights (PiSSA, OLoRA): a saved adapter is converted back to one
+        that applies to the original base (peft's path_initial_model_for_weight_conversion)."""
+        return str(self.init_lora_weights).startswith(("pissa", "olora"))
 
     @property
     def quantized(self) -> bool:
@@ -115,6 +156,7 @@ class MethodSpec:
 
 
 SHOT_SELECT = ("random", "similar")
+INITS = ("default", "gaussian", "pissa", "olora", "loftq")
 
 
 @METHODS.register("base")
@@ -153,6 +195,17 @@ def lora(name: str = "lora", bits: int | None = None, lr: float = 1e-3, **overri
 METHODS.add("qlora4", partial(lora, name="qlora4", bits=4))
 METHODS.add("qlora", partial(lora, name="qlora", bits=4))  # QLoRA as published is NF4 + double quantization
 METHODS.add("qlora8", partial(lora, name="qlora8", bits=8))
+# The adapters users compare, each LoRA with one field of peft's LoraConfig set (or LoRA+'s optimizer).
+METHODS.add("dora", partial(lora, name="dora", use_dora=True))
+METHODS.add("qdora", partial(lora, name="qdora", bits=4, use_dora=True))  # DoRA over NF4 weights (Answer.AI's QDoRA)
+METHODS.add("rslora", partial(lora, name="rslora", use_rslora=True))
+# PiSSA by a randomized SVD of 4 iterations: peft's guide recommends pissa_niter_N over the full SVD for speed, at
+# a start that is near the same (Meng et al. 2024, fast SVD).
+METHODS.add("pissa", partial(lora, name="pissa", init_lora_weights="pissa_niter_4"))
+METHODS.add("olora", partial(lora, name="olora", init_lora_weights="olora"))
+METHODS.add("loftq", partial(lora, name="loftq", bits=4, init_lora_weights="loftq"))
+# 16: LoRA+'s recommended ratio (Hayou et al. 2024, "lambda = 2^4 generally works well"), also peft's example.
+METHODS.add("lora+", partial(lora, name="lora+", loraplus_ratio=16.0))
 
 SPEC_FIELDS = {f.name for f in dataclasses.fields(MethodSpec)} - {"name"}
 

@@ -1,79 +1,118 @@
-"""The conformance matrix: the harness's training path against plain peft + trl on every model family it covers.
-
-Every family of tests/families.py x every trained method: the loss, the first-step gradient of every trainable
-parameter and the trained weights equal plain trl's on padded batches (tests/conformance.py says how, and the
-tolerances); with dropout on, the fused dropout's gradients equal peft's under the same masks; batched greedy
-generation equals one generate per prompt. A new family joins with one line in tests/families.py.
+"""The conformance matrix: the harness's training path against plain peft + trl on every model family it covers, for
+every trained method, the adapters users compare included (harness/conformance/checks.py says how, and the
+tolerances). A row passes only when the numbers agree, every trainable tensor was compared, and the changes to trl's
+path that the family x method must have applied did: a change that silently stepped aside fails its row. With
+dropout on, the fused dropout's gradients equal peft's under the same masks; batched greedy generation equals one
+generate per prompt. A new family joins with one line in harness/conformance/families.py.
 """
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
+from harness.cell import adapters, trl_changes
+from harness.cell.load import load_model
 from harness.cell.trl_changes import CHANGES
-from tests import conformance
-from tests.families import FAMILIES, build
+from harness.conformance import checks
+from harness.conformance.families import FAMILIES, build
+from harness.spec.methods import resolve_method
 
 pytestmark = pytest.mark.integration
 
-METHODS = ("full", "lora", "qlora4", "qlora8")
+# Every family x method, and Gemma 2 once more on SDPA (its default is eager), where its attention soft-capping is
+# what keeps per-row attention out: the step-aside is exercised and recorded, for a plain and an adapter method.
+ROWS = [(f, m) for f in FAMILIES for m in checks.METHODS if (f, m) not in checks.UNSUPPORTED]
+ROWS += [("gemma2_sdpa", "full"), ("gemma2_sdpa", "lora")]
 
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory, tokenizer):
     root = tmp_path_factory.mktemp("families")
-    return {family: build(family, tokenizer, root / family) for family in FAMILIES}
+    out = {family: build(family, tokenizer, root / family) for family in FAMILIES}
+    out["gemma2_sdpa"] = build("gemma2", tokenizer, root / "gemma2_sdpa", attn="sdpa")
+    return out
 
 
-@pytest.mark.parametrize("method", METHODS)
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family, method", ROWS)
 def test_the_training_path_computes_what_plain_trl_computes(folders, tokenizer, family, method):
-    got = conformance.training(folders[family], method, tokenizer)
-    assert conformance.passes(got), {k: v for k, v in got.items() if k != "record"}
+    got = checks.training(folders[family], method, tokenizer)
+    assert checks.passes(got), {k: v for k, v in got.items() if k != "record"}
     changes = got["record"]["trl_changes"]
+    assert set(changes["applied"]) == checks.expected(family, method), changes  # what must have run, ran
     assert set(changes["applied"]) | set(changes["left_out"]) | set(changes["not_applicable"]) == set(CHANGES)
     assert all(changes["left_out"].values()) and all(changes["not_applicable"].values())  # each says why
+    assert got["compared"] > 0
+
+
+def test_the_matrix_fails_a_family_whose_per_row_attention_was_switched_off(folders, tokenizer, monkeypatch):
+    """Switched off, per-row attention steps aside and the row trains on trl's padded batches: its numbers then
+    agree with plain trl's trivially, and only the changes it must have applied catch it."""
+    monkeypatch.setattr(trl_changes, "varlen_blockers", lambda model, n: ["a blocker this test invents"])
+    got = checks.training(folders["llama"], "lora", tokenizer)
+    assert checks.passes(got)  # trl against trl: the numbers alone would pass
+    assert "padding_free" in got["record"]["trl_changes"]["left_out"]
+    assert not checks.applied_as_expected("llama", "lora", got["record"])
 
 
 def test_a_window_shorter_than_the_rows_is_applied_per_row(folders, tokenizer):
     """Mistral with an 8-token window on ~180-token rows trains padding-free, and still computes trl's loss and
     gradients: per-row attention without the window computed another model's loss (about 1e-3 off)."""
-    got = conformance.training(folders["mistral"], "full", tokenizer)
-    assert conformance.passes(got), got
+    got = checks.training(folders["mistral"], "full", tokenizer)
+    assert checks.passes(got), got
     assert "padding_free" in got["record"]["trl_changes"]["applied"]
 
 
 def test_what_the_path_cannot_change_it_leaves_to_trl_and_says_why(folders, tokenizer):
-    gemma2 = conformance.training(folders["gemma2"], "lora", tokenizer)["record"]["trl_changes"]["left_out"]
+    gemma2 = checks.training(folders["gemma2"], "lora", tokenizer)["record"]["trl_changes"]["left_out"]
     assert "eager attention" in gemma2["padding_free"]
     assert "final_logit_softcapping" in gemma2["compact_lm_head"]
-    mixtral = conformance.training(folders["mixtral"], "full", tokenizer)["record"]["trl_changes"]["left_out"]
+    sdpa = checks.training(folders["gemma2_sdpa"], "lora", tokenizer)["record"]["trl_changes"]["left_out"]
+    assert "attention soft-capping" in sdpa["padding_free"]  # on SDPA the soft-capping is what steps it aside
+    mixtral = checks.training(folders["mixtral"], "full", tokenizer)["record"]["trl_changes"]["left_out"]
     assert "router loss" in mixtral["compact_lm_head"]
+    dora = checks.training(folders["llama"], "dora", tokenizer, lora_dropout=0.05)["record"]["trl_changes"]
+    assert "DoRA" in dora["left_out"]["fused_lora_dropout"]  # the fused dropout does not compute DoRA's path
 
 
-def test_a_mixture_of_experts_adapter_trains_without_dropout_and_says_so(folders, tokenizer):
-    """peft adapts Mixtral's fused expert weights with ParamWrapper, which refuses any dropout: the adapter
-    trains with dropout 0, recorded, and computes what plain trl computes at dropout 0."""
-    import torch
+def test_bidirectional_attention_steps_aside_and_says_so(folders, tokenizer, tmp_path):
+    """Gemma 3 with use_bidirectional_attention (as EmbeddingGemma sets it) is not causal: per-row causal attention
+    would compute another model, so it trains on trl's padded batches, as plain trl computes it."""
+    folder = build("gemma3", tokenizer, tmp_path / "bidirectional")
+    config = json.loads((folder / "config.json").read_text())
+    config["use_bidirectional_attention"] = True
+    (folder / "config.json").write_text(json.dumps(config))
+    got = checks.training(folder, "lora", tokenizer)
+    assert checks.passes(got)
+    assert "bidirectional (non-causal) attention" in got["record"]["trl_changes"]["left_out"]["padding_free"]
 
-    from harness.cell.load import load_model
-    from harness.cell.training import train
-    from harness.spec.methods import resolve_method
 
-    cfg = conformance.config(lora_dropout=0.05)
-    rows = conformance.pairs(tokenizer, cfg)[:4]
-    torch.manual_seed(0)
-    _, record = train(load_model(str(folders["mixtral"]), resolve_method("lora"), "cpu"), tokenizer,
-                      resolve_method("lora"), rows, cfg, "cpu", merge=False)
-    assert record["lora_dropout"].startswith("0 instead of 0.05") and record["steps"] == 1
+def test_a_mixture_of_experts_adapter_trains_without_dropout_as_plain_trl_does_at_dropout_0(folders, tokenizer):
+    """peft adapts Mixtral's fused expert weights with ParamWrapper, which refuses any dropout: asked for 0.05, the
+    adapter trains at dropout 0, says so, and computes what plain peft + trl computes at dropout 0."""
+    got = checks.training(folders["mixtral"], "lora", tokenizer, lora_dropout=0.05, reference_dropout=0.0)
+    assert checks.passes(got), {k: v for k, v in got.items() if k != "record"}
+    assert got["record"]["lora_dropout"].startswith("0 instead of 0.05")
+    assert checks.applied_as_expected("mixtral", "lora", got["record"])
+
+
+@pytest.mark.parametrize("family, method", sorted(checks.UNSUPPORTED))
+def test_what_peft_cannot_apply_to_a_family_is_not_run_and_peft_refuses_it(folders, tokenizer, family, method):
+    from peft import get_peft_model
+
+    spec = resolve_method(method)
+    with pytest.raises(Exception):  # noqa: B017  (peft's own error, whatever its type)
+        get_peft_model(load_model(str(folders[family]), spec, "cpu"),
+                       adapters.lora_config(spec, checks.config(), 0.0))
 
 
 @pytest.mark.parametrize("family", [f for f in FAMILIES if f != "mixtral"])
 def test_fused_dropout_gives_peft_gradients_under_the_same_masks(folders, tokenizer, family):
-    assert conformance.dropout(folders[family], tokenizer) <= conformance.RTOL
+    assert checks.dropout(folders[family], tokenizer) <= checks.RTOL
 
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_batched_generation_equals_one_generate_per_prompt(folders, tokenizer, family):
-    same, n = conformance.generation(folders[family], tokenizer, conformance.eval_prompts(tokenizer))
+    same, n = checks.generation(folders[family], tokenizer, checks.eval_prompts(tokenizer))
     assert same == n

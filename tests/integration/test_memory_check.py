@@ -34,7 +34,7 @@ def test_memory_check_measures_and_estimates_one_cell(tmp_path, tiny_model_dir):
 
 @pytest.fixture(scope="module")
 def small_families(tmp_path_factory, tokenizer):
-    from tests.families import FAMILIES, build
+    from harness.conformance.families import FAMILIES, build
 
     root = tmp_path_factory.mktemp("small")
     return {f: build(f, tokenizer, root / f, size="small") for f in FAMILIES}

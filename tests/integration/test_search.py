@@ -136,3 +136,18 @@ def test_ray_runs_two_trials_at_once_with_the_process_executors_trials_and_choic
     ray_cells = [json.loads((tmp_path / "ray" / "cnn" / f"lora.trial{n}" / "env.json").read_text())["executor"]
                  for n in (0, 1)]
     assert ray_cells == ["ray", "ray"]
+
+
+def test_a_stored_study_of_another_space_is_refused_in_one_line_before_any_cell_runs(tmp_path):
+    first = run_cli(*SMALL, "--methods", "base,lora", "--tune", "lr", "--tune-trials", "1", "--out", str(tmp_path),
+                    "--run-name", "s")
+    assert first.returncode == 0, first.stderr[-3000:]
+    base = (tmp_path / "s" / "cnn" / "base" / "status.json").read_text()
+    other = run_cli(*SMALL, "--methods", "base,lora", "--tune", "lr,lora_r", "--tune-trials", "1", "--out",
+                    str(tmp_path), "--run-name", "s")
+    assert other.returncode == 2
+    (line,) = other.stderr.strip().splitlines()
+    assert line.startswith("error: ") and "holds a search of cnn/lora over lr 0.0001..0.01 (log) with seed 0" in line
+    assert "this command searches lr 0.0001..0.01 (log), lora_r 4..64 (powers of 2)" in line
+    assert "another --run-name" in line
+    assert (tmp_path / "s" / "cnn" / "base" / "status.json").read_text() == base  # nothing ran, nothing lost

@@ -12,7 +12,8 @@ pytestmark = pytest.mark.usefixtures("tokenizer_dir")
 
 @pytest.mark.parametrize("argv, expected", [
     (["--tasks", "cnn,summarise"], "unknown task 'summarise'; valid tasks: cnn"),
-    (["--methods", "lora,qlora16"], "unknown method 'qlora16'; valid methods: base, fewshot, full, lora, qlora"),
+    (["--methods", "lora,qlora16"],
+     "unknown method 'qlora16'; valid methods: base, dora, fewshot, full, loftq, lora, lora+"),
     (["--methods", "full:bits=8"], "quantization without an adapter"),
     (["--methods", "qlora8:load_in_4bit=true"], "4-bit and 8-bit at once"),
     (["--methods", "lora,lora"], "method 'lora' is listed twice"),

@@ -1,8 +1,11 @@
 import dataclasses
 
+import peft
 import pytest
 
+from harness.cell import adapters
 from harness.core.errors import ConfigError
+from harness.spec.config import RunConfig
 from harness.spec.methods import METHODS, MethodSpec, lora, resolve_method
 
 
@@ -45,5 +48,46 @@ def test_overrides():
         resolve_method("lora:rank=4")
     with pytest.raises(ConfigError, match="lr must be a number"):
         resolve_method("lora:lr=fast")
-    with pytest.raises(ConfigError, match="unknown method 'lorax'; valid methods: base, fewshot, full, lora"):
+    with pytest.raises(ConfigError, match="unknown method 'lorax'; valid methods: base, dora, fewshot, full, loftq"):
         resolve_method("lorax")
+
+
+def test_the_adapters_users_compare_are_lora_with_one_field_set():
+    dora, qdora, rs, pissa, olora, loftq, plus = (resolve_method(n) for n in (
+        "dora", "qdora", "rslora", "pissa", "olora", "loftq", "lora+"))
+    assert dora.use_dora and not dora.quantized and qdora.use_dora and qdora.load_in_4bit
+    assert rs.use_rslora and pissa.init_lora_weights == "pissa_niter_4" and olora.init_lora_weights == "olora"
+    assert loftq.init_lora_weights == "loftq" and loftq.load_in_4bit and plus.loraplus_ratio == 16.0
+    assert pissa.mutates_base and olora.mutates_base and not loftq.mutates_base and not dora.mutates_base
+    for name in ("dora", "qdora", "rslora", "pissa", "olora", "loftq", "lora+"):
+        assert METHODS[name].func is lora, name
+    assert resolve_method("lora:use_dora=true:use_rslora=true").use_dora  # fields combine as overrides
+    assert resolve_method("lora:init_lora_weights=pissa_niter_16").init_lora_weights == "pissa_niter_16"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("lora:init_lora_weights=loftq", "loftq offsets the error of 4-bit weights, and this method's are not "
+                                     "quantized; use loftq (4-bit), or add bits=4"),
+    ("qlora8:init_lora_weights=loftq", "loftq offsets the error of 4-bit weights, and this method's are 8-bit"),
+    ("pissa:bits=4", "pissa_niter_4 rewrites the base weights as their residual, and 4-bit weights"),
+    ("full:use_dora=true", "use_dora is a LoRA setting, and the method trains no adapter"),
+    ("base:loraplus_ratio=16", "loraplus_ratio is a LoRA setting"),
+    ("lora:loraplus_ratio=0.5", "loraplus_ratio is B's learning rate over A's, at least 1"),
+    ("lora:init_lora_weights=eva", "init_lora_weights must be one of default, gaussian, pissa, olora, loftq"),
+])
+def test_an_adapter_that_cannot_be_made_is_one_line(text, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        resolve_method(text)
+
+
+def test_a_method_the_installed_peft_cannot_make_is_refused_before_any_cell(monkeypatch):
+    cfg = RunConfig(methods=("dora",))
+    assert adapters.check_installed(cfg.specs[0], cfg) is None
+
+    class OldLoraConfig:  # a peft from before DoRA: LoraConfig takes no use_dora
+        def __init__(self, *, r, lora_alpha, lora_dropout, target_modules, task_type, init_lora_weights):
+            pass
+
+    monkeypatch.setattr(peft, "LoraConfig", OldLoraConfig)
+    why = adapters.check_installed(cfg.specs[0], cfg)
+    assert why.startswith("peft ") and "cannot make its adapter" in why and "pip install -U peft" in why

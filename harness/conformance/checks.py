@@ -3,11 +3,17 @@
 Shared by tests/integration/test_conformance.py (which asserts them for every family x method) and
 benchmarks/conformance.py (which prints the measured deviations as docs/conformance.md's table).
 
-* ``training``: the same tiny random model (tests/families.py) trains on the same cnn rows twice, once as a cell
-  trains it (``harness.cell.training.train`` after the cell's base-logit probe, with whatever the harness changes
-  in trl's path) and once as a plain SFTTrainer script with trl's own padded batches. Both start from the same
-  weights and see the same rows in the same order. Compared: the loss at every optimizer step, the gradient of
-  every trainable parameter at the first step, and the trained weights after the last step.
+* ``training``: the same tiny random model (harness/conformance/families.py) trains on the same cnn rows twice,
+  once as a cell trains it (``harness.cell.training.train`` after the cell's base-logit probe, with whatever the
+  harness changes in trl's path) and once as a plain peft + trl script with trl's own padded batches, the same
+  LoraConfig fields (DoRA, rsLoRA, the PiSSA/OLoRA start) and the same optimizer (LoRA+'s, through peft). Both start
+  from the same weights and see the same rows in the same order. Compared: the loss at every optimizer step, the
+  gradient of every trainable parameter at the first step (the compared set must be the whole trainable set), the
+  trained weights after the last step, and, for a start that rewrites the base (PiSSA, OLoRA, LoftQ), the base
+  weights it left.
+* ``expected``: which of the harness's changes to trl's path must have applied for a family x method; a row whose
+  record (train.json ``trl_changes``) shows another set fails, so a change that silently stepped aside cannot pass as
+  trl against trl.
 * ``dropout``: one LoRA forward and backward with dropout on, through peft's dropout and through the fused one,
   both drawing the same masks; compared: the gradient of every trainable parameter.
 * ``generation``: batched greedy generation (left padding) against one ``generate`` per prompt.
@@ -29,6 +35,15 @@ from __future__ import annotations
 
 import tempfile
 
+from harness.cell import adapters, lora_dropout, weights
+from harness.cell.generate import generate
+from harness.cell.load import load_model
+from harness.cell.training import train
+from harness.spec.config import RunConfig
+from harness.spec.methods import resolve_method
+from harness.spec.precision import mixed_precision
+from harness.spec.task import Context, GenerationStats, get_task
+
 RTOL = 1e-5
 WEIGHTS_LR = 0.1
 NOISE_STEPS = 1.0  # an Adam step moves an element by at most about one learning rate (exactly lr at step one)
@@ -38,16 +53,40 @@ NOISE_STEPS = 1.0  # an Adam step moves an element by at most about one learning
 BF16 = {"loss": 4 * 2**-8, "grads": 8 * 2**-8, "weights": 0.5}
 ROWS, BATCH = 12, 4  # three optimizer steps
 
+# The trained methods of the matrix: the four the harness began with, and the adapters users compare.
+METHODS = ("full", "lora", "qlora4", "qlora8", "dora", "qdora", "rslora", "pissa", "olora", "loftq", "lora+")
+# Where peft cannot apply a method to a family's weights, the row is not run, and says why.
+UNSUPPORTED = {
+    ("mixtral", m): "peft adapts Mixtral's fused 3-D expert weights with ParamWrapper, which has no "
+                    + {"dora": "DoRA", "qdora": "DoRA", "pissa": "PiSSA start", "olora": "OLoRA start"}[m]
+    for m in ("dora", "qdora", "pissa", "olora")}
+# The changes each family's model rules out, whatever the method (harness/cell/trl_changes.py says why): Gemma 2
+# runs eager attention (or, on SDPA, soft-caps its attention) and soft-caps its logits; Mixtral adds a router loss.
+RULED_OUT = {"gemma2": {"padding_free", "compact_lm_head"}, "gemma2_sdpa": {"padding_free", "compact_lm_head"},
+             "mixtral": {"compact_lm_head"}}
 
-def config(**kw):
-    from harness.spec.config import RunConfig
 
+def expected(family: str, method: str, device: str = "cpu") -> set[str]:
+    """The changes to trl's path that must have applied to ``family`` x ``method`` (see the module docstring)."""
+    spec = resolve_method(method)
+    if device != "cpu":  # on CUDA the per-row attention runs where HARNESS_PADDING_FREE_CUDA=1 switches it on
+        out = {"padding_free"}
+    else:
+        out = {"padding_free", "compact_lm_head", "malloc_mmap_threshold"}
+        if spec.quantized:
+            out.add("float32_adapters")
+    return out - RULED_OUT.get(family, set())
+
+
+def applied_as_expected(family: str, method: str, record: dict, device: str = "cpu") -> bool:
+    return set(record["trl_changes"]["applied"]) == expected(family, method, device)
+
+
+def config(**kw) -> RunConfig:
     return RunConfig(**{"model": "tiny", "batch_size": BATCH, "epochs": 1.0, "lora_dropout": 0.0, "seed": 0, **kw})
 
 
 def pairs(tok, cfg) -> list[dict]:
-    from harness.spec.task import Context, get_task
-
     task = get_task("cnn")
     ctx = Context(tok=tok, max_seq_len=cfg.max_seq_len, max_new_tokens=task.max_new_tokens, cfg=cfg)
     return [task.train_pair(r, ctx) for r in task.embedded("train")[:ROWS]]
@@ -56,7 +95,7 @@ def pairs(tok, cfg) -> list[dict]:
 def seed_lora_b(model, seed: int = 1) -> None:
     """Set every LoRA B matrix to seeded random values: peft starts B at zero, where the gradient of every A matrix
     is zero too, so a first step from peft's start cannot see whether the adapter's input path computes what
-    peft's does."""
+    peft's does. A start that is itself the method (PiSSA, OLoRA, LoftQ) is left as it is."""
     import torch
 
     g = torch.Generator().manual_seed(seed)
@@ -66,9 +105,29 @@ def seed_lora_b(model, seed: int = 1) -> None:
                 p.copy_(torch.randn(p.shape, generator=g) * 0.02)
 
 
-def _recorder(trace: dict):
-    """A callback that keeps the initial trainable weights (after ``seed_lora_b``), each step's gradients (before
-    the optimizer step, after trl's clipping) and each step's logged loss."""
+def _base_weights(model) -> dict:
+    """The frozen weights under every LoRA layer (dequantized when 4-bit), as a start left them."""
+    import torch
+
+    out = {}
+    for name, module in model.named_modules():
+        base = getattr(module, "base_layer", None)
+        if base is None or not hasattr(base, "weight"):
+            continue
+        w = base.weight
+        if type(w).__name__ == "Params4bit":
+            import bitsandbytes as bnb
+
+            w = bnb.functional.dequantize_4bit(w.data, w.quant_state)
+        elif type(w).__name__ == "Int8Params":
+            w = w.data.float() * (w.SCB.float()[:, None] / 127) if getattr(w, "SCB", None) is not None else w.data
+        out[name] = torch.as_tensor(w).detach().float().clone()
+    return out
+
+
+def _recorder(trace: dict, seed_b: bool):
+    """A callback that keeps the initial trainable weights (after ``seed_lora_b``), the base weights under the
+    adapters, each step's gradients (before the optimizer step, after trl's clipping) and each step's logged loss."""
     from transformers import TrainerCallback
 
     def trainable(model):
@@ -76,8 +135,11 @@ def _recorder(trace: dict):
 
     class Trace(TrainerCallback):
         def on_train_begin(self, args, state, control, model=None, **kw):
-            seed_lora_b(model)
+            if seed_b:
+                seed_lora_b(model)
             trace["initial"] = {n: p.detach().float().clone() for n, p in trainable(model).items()}
+            trace["trainable"] = sorted(trainable(model))
+            trace["base"] = _base_weights(model)
             trace["model"] = model
 
         def on_pre_optimizer_step(self, args, state, control, **kw):
@@ -100,45 +162,44 @@ def harness_run(folder, method: str, cfg, tok, rows, device: str = "cpu") -> dic
     """The harness's own training path, as a cell runs it: the base-logit probe first, then training."""
     import torch
 
-    from harness.cell import weights
-    from harness.cell.load import load_model
-    from harness.cell.training import train
-    from harness.spec.methods import resolve_method
-
     spec = resolve_method(method)
     model = load_model(str(folder), spec, device)
     weights.logits(model, [torch.tensor([[5, 17, 99, 4]])])  # the cell's eval-mode probe before it trains
     trace: dict = {}
     torch.manual_seed(0)  # the LoRA initialisation
-    model, record = train(model, tok, spec, rows, cfg, device, merge=False, callbacks=(_recorder(trace),))
+    model, record = train(model, tok, spec, rows, cfg, device, merge=False, location=str(folder),
+                          callbacks=(_recorder(trace, seed_b=spec.init_lora_weights == "default"),))
     return {**trace, "final": _final(trace, model), "record": record}
 
 
 def trl_run(folder, method: str, cfg, tok, rows, lora_dropout: float | None = None, device: str = "cpu") -> dict:
     """Plain peft + trl as trl's SFT documentation shows it, on trl's default (padded) batches, with the harness's
-    hyperparameters and mixed precision. On a CPU, over 4/8-bit weights, the adapters are cast to float32, the
-    precision a harness cell trains them in there (trl casts them to bfloat16): the comparison is of the
-    computation, in float32."""
+    hyperparameters and mixed precision, the method's LoraConfig fields written out, and LoRA+'s optimizer where the
+    method has it (peft's create_loraplus_optimizer, passed to the trainer). On a CPU, over 4/8-bit weights, the
+    adapters are cast to float32, the precision a harness cell trains them in there (trl casts them to bfloat16):
+    the comparison is of the computation, in float32. LoftQ's start is the one harness/cell/adapters.py makes (peft's
+    own on CUDA)."""
     import torch
     from datasets import Dataset
-    from peft import LoraConfig, prepare_model_for_kbit_training
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from peft.optimizers import create_loraplus_optimizer
     from transformers.trainer_callback import PrinterCallback
     from trl import SFTConfig, SFTTrainer
-
-    from harness.cell.load import load_model
-    from harness.spec.methods import resolve_method
-    from harness.spec.precision import mixed_precision
 
     spec = resolve_method(method)
     model = load_model(str(folder), spec, device)
     precision = mixed_precision(device)
     peft_config = None
+    alpha = cfg.lora_r if spec.init_lora_weights == "loftq" else cfg.lora_alpha  # LoftQ's scale of 1 (cell.py)
     if spec.finetune == "lora":
         if spec.quantized:
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-        peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+        init = spec.init_lora_weights
+        peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=alpha,
                                  lora_dropout=cfg.lora_dropout if lora_dropout is None else lora_dropout,
-                                 target_modules=spec.lora_target_modules, task_type="CAUSAL_LM")
+                                 target_modules=spec.lora_target_modules, task_type="CAUSAL_LM",
+                                 use_dora=spec.use_dora, use_rslora=spec.use_rslora,
+                                 init_lora_weights=True if init in ("default", "loftq") else init)
     scratch = tempfile.mkdtemp(prefix="conformance-trl-")
     args = SFTConfig(output_dir=scratch, per_device_train_batch_size=cfg.batch_size, num_train_epochs=cfg.epochs,
                      learning_rate=cfg.lr or spec.lr, lr_scheduler_type="linear", logging_steps=1,
@@ -146,14 +207,24 @@ def trl_run(folder, method: str, cfg, tok, rows, lora_dropout: float | None = No
                      max_length=cfg.max_seq_len, completion_only_loss=True, activation_checkpointing=False,
                      use_cpu=device == "cpu", bf16=precision == "bf16", fp16=precision == "fp16")
     torch.manual_seed(0)
+    optimizers = (None, None)
+    if spec.loraplus_ratio is not None:  # LoRA+ as peft's guide shows it: the PEFT model first, then its optimizer
+        model = get_peft_model(model, peft_config)
+        peft_config = None
+        optimizers = (create_loraplus_optimizer(model, torch.optim.AdamW, lr=args.learning_rate,
+                                                loraplus_lr_ratio=spec.loraplus_ratio, weight_decay=args.weight_decay,
+                                                betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon),
+                      None)
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok,
-                         peft_config=peft_config)
+                         peft_config=peft_config, optimizers=optimizers)
+    if spec.init_lora_weights == "loftq":
+        adapters.loftq_start(trainer.model, str(folder))
     for p in trainer.model.parameters():
         if device == "cpu" and p.requires_grad and p.dtype == torch.bfloat16:
             p.data = p.data.float()
     trace: dict = {}
     trainer.remove_callback(PrinterCallback)  # it prints every log line to stdout (benchmarks/conformance.py's table)
-    trainer.add_callback(_recorder(trace))
+    trainer.add_callback(_recorder(trace, seed_b=spec.init_lora_weights == "default"))
     trainer.train()
     return {**trace, "final": _final(trace, trainer.model)}
 
@@ -168,18 +239,25 @@ def deviation(ours: dict, theirs: dict) -> float:
     return worst
 
 
-def training(folder, method: str, tok, device: str = "cpu") -> dict:
-    """The training check's deviations (loss: worst step; grads: first step; weights: in learning-rate steps) and
-    what the harness's run recorded about trl's path."""
-    cfg = config()
+def training(folder, method: str, tok, device: str = "cpu", reference_dropout: float | None = None, **cfg) -> dict:
+    """The training check's deviations (loss: worst step; grads: first step; weights: in learning-rate steps; base:
+    the base weights under the adapters after the start) and what the harness's run recorded about trl's path.
+    ``cfg`` overrides the run's settings for both paths; ``reference_dropout`` the plain script's LoRA dropout."""
+    cfg = config(**cfg)
     rows = pairs(tok, cfg)
     ours = harness_run(folder, method, cfg, tok, rows, device)
-    theirs = trl_run(folder, method, cfg, tok, rows, device=device)
+    theirs = trl_run(folder, method, cfg, tok, rows, lora_dropout=reference_dropout, device=device)
     assert len(ours["grads"]) == len(theirs["grads"]) == len(ours["loss"]) == len(theirs["loss"]) == ROWS // BATCH
+    # Every trainable tensor is compared, and there is at least one: a gradient that went missing is a failure.
+    compared = set(ours["grads"][0])
+    assert compared and compared == set(ours["trainable"]) == set(theirs["trainable"]), (
+        sorted(set(ours["trainable"]) ^ compared))
     lr = ours["record"]["lr"]
     return {"initial": deviation(ours["initial"], theirs["initial"]),
             "loss": max(abs(a - b) / abs(b) for a, b in zip(ours["loss"], theirs["loss"])),
             "grads": deviation(ours["grads"][0], theirs["grads"][0]),
+            "base": deviation(ours["base"], theirs["base"]) if ours["base"] or theirs["base"] else 0.0,
+            "compared": len(compared),
             **weight_deviation(ours["final"], theirs["final"], theirs["grads"], lr), "record": ours["record"]}
 
 
@@ -207,19 +285,15 @@ def passes(got: dict, device: str = "cpu") -> bool:
     noise = got["weights_noise"] <= NOISE_STEPS * (ROWS // BATCH)
     if device == "cpu":
         return (got["initial"] == 0.0 and got["loss"] <= RTOL and got["grads"] <= RTOL and got["weights"] <= WEIGHTS_LR
-                and noise)
+                and got["base"] <= RTOL and noise)
     return (got["initial"] == 0.0 and got["loss"] <= BF16["loss"] and got["grads"] <= BF16["grads"]
-            and got["weights"] <= BF16["weights"] and noise)
+            and got["weights"] <= BF16["weights"] and got["base"] <= BF16["grads"] and noise)
 
 
 def dropout(folder, tok, p: float = 0.1) -> float:
     """The largest gradient deviation between peft's LoRA dropout and the fused one under the same masks."""
     import torch
     from peft import LoraConfig, get_peft_model
-
-    from harness.cell import lora_dropout
-    from harness.cell.load import load_model
-    from harness.spec.methods import resolve_method
 
     class SameMask(torch.nn.Module):
         """peft's dropout, drawing its mask as the fused function does (one draw from torch's generator each)."""
@@ -251,11 +325,6 @@ def dropout(folder, tok, p: float = 0.1) -> float:
 
 def generation(folder, tok, prompts: list[str], new_tokens: int = 8, device: str = "cpu") -> tuple[int, int]:
     """(prompts whose batched output, text and token count, equals their own generate's, prompts)."""
-    from harness.cell.generate import generate
-    from harness.cell.load import load_model
-    from harness.spec.methods import resolve_method
-    from harness.spec.task import GenerationStats
-
     model = load_model(str(folder), resolve_method("base"), device)
     stats = GenerationStats()
     batched = generate(model, tok, prompts, new_tokens, 3, stats)
@@ -270,8 +339,6 @@ def generation(folder, tok, prompts: list[str], new_tokens: int = 8, device: str
 
 def eval_prompts(tok, n: int = 6) -> list[str]:
     """Chat-rendered cnn prompts cut to different lengths, so a batch pads each differently."""
-    from harness.spec.task import Context, get_task
-
     task = get_task("cnn")
     ctx = Context(tok=tok, max_seq_len=256, max_new_tokens=8)
     prompts = [task.eval_prompt(r, ctx) for r in task.embedded("validation")[:n]]

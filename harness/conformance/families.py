@@ -1,6 +1,7 @@
 """Tiny random models of the families people fine-tune, built from transformers' own config classes (no Hub).
 
-A family joins the conformance matrix (tests/integration/test_conformance.py) with one line in ``FAMILIES``:
+A family joins the conformance matrix (harness/conformance/checks.py, asserted by tests/integration/
+test_conformance.py and printed by benchmarks/conformance.py) with one line in ``FAMILIES``:
 a name and a function from the shared sizes to a config. A tiny model has 2 layers, hidden size 64 and the SmolLM2
 tokenizer, builds in about a second, and is saved with a fixed seed, so every run trains the same weights; a
 "small" one (6 layers, hidden size 256) serves the memory checks. A window of 8 tokens is far shorter than the
