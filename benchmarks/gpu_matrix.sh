@@ -5,7 +5,8 @@
 #   2. env: torch, CUDA, the device and the package versions;
 #   3. conformance: the conformance matrix on CUDA (benchmarks/conformance.py --device cuda: every family x
 #      full, lora, qlora4, the harness's path against plain trl, bfloat16 tolerances), with the per-row attention
-#      switched on there (HARNESS_PADDING_FREE_CUDA=1; off on CUDA by default until step 5 shows it helps);
+#      switched on there (HARNESS_PADDING_FREE_CUDA=1; off on CUDA by default until step 6 shows it helps); then
+#      the adapters users compare (dora, qdora, rslora, pissa, olora, loftq with peft's own CUDA start, lora+);
 #   4. approaches: the prompting and retrieval rows end to end on CUDA (tiny-llama: qa, cnn and fever closed x base,
 #      fewshot, rag, lora, lora:retrieve=3), and prefix: few-shot evaluation with the shared prefix's KV cache
 #      reused against recomputed (benchmarks/bench_prefix.py, a Llama-2-7B-shaped model in bfloat16);
@@ -17,8 +18,8 @@
 #   7. table: gpu_bench.py --preset table (every method x 512/1024 x checkpointing), if time is left;
 #   8. gpu-tests: the suite's GPU-marked tests, one process (the carried wheels hold no pytest-xdist).
 # A failed step does not stop the others; the script ends within BUDGET_S seconds (default 540). Results go to
-# $OUT: log.txt env.txt conformance_cuda.md approaches.md prefix.{txt,json} goals.{md,json} onoff.{md,json}
-# table.{md,json}.
+# $OUT: log.txt env.txt conformance_cuda.md conformance_adapters_cuda.md approaches.md prefix.{txt,json}
+# goals.{md,json} onoff.{md,json} table.{md,json}.
 #
 #   OUT=/path/to/out bash benchmarks/gpu_matrix.sh            # the GPU machine (device tool, carry [".whl"])
 #   OUT=/tmp/gpuout bash benchmarks/gpu_matrix.sh --dry-run   # any machine: check the wheels, print the steps
@@ -159,14 +160,17 @@ main() {
   [ $MODE = gpu ] && command -v nvidia-smi >/dev/null &&
     timeout 20 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
 
-  local device=cuda tiny=() conf_methods=full,lora,qlora4
-  [ $MODE = tiny ] && device=cpu tiny=(--tiny) conf_methods=lora
+  local device=cuda tiny=() conf_methods=full,lora,qlora4 adapter_methods=dora,qdora,rslora,pissa,olora,loftq,lora+
+  [ $MODE = tiny ] && device=cpu tiny=(--tiny) conf_methods=lora adapter_methods=dora,lora+
   step env 45 bash -o pipefail -c "'$PY' -c \"\$1\" | tee '$OUT/env.txt'" _ "$ENV_PY"
   # HARNESS_PADDING_FREE_CUDA=1: the harness's per-row attention on CUDA, which is off there by default until
   # the on/off table below shows it helps; the conformance check holds it against trl's padded path.
   step conformance 150 env HARNESS_PADDING_FREE_CUDA=1 bash -c "'$PY' benchmarks/conformance.py --device $device \
     --methods $conf_methods \
     $([ $MODE = tiny ] && echo '--families llama,mistral') > '$OUT/conformance_$device.md'"
+  step conformance-adapters 150 env HARNESS_PADDING_FREE_CUDA=1 bash -c "'$PY' benchmarks/conformance.py \
+    --device $device --methods $adapter_methods \
+    $([ $MODE = tiny ] && echo '--families llama') > '$OUT/conformance_adapters_$device.md'"
   # The new rows on CUDA: few-shot and retrieval prompts, a LoRA trained on retrieved passages; the report comes back.
   step approaches 90 bash -c "'$PY' run_matrix.py --model tiny-llama --device $device --executor inline \
     --tasks qa,cnn,fever --fever-mode closed --methods base,fewshot,rag,lora,lora:retrieve=3 --train-limit 16 \

@@ -60,8 +60,8 @@ def loftq_start(model, location: str) -> dict:
     """Start every LoRA adapter over a 4-bit layer as the rank-r SVD of that layer's quantization error (LoftQ).
 
     On CUDA this is peft's ``replace_lora_weights_loftq``; elsewhere the same steps on the weights' own device
-    (see the module docstring). Returns the record: layers started and the error before and after, summed."""
-    import torch
+    (``loftq_steps``, see the module docstring). Returns the record: layers started and, off CUDA, the error before
+    and after, summed."""
     from peft.tuners.lora import Linear4bit
 
     if next(model.parameters()).device.type == "cuda":
@@ -69,7 +69,14 @@ def loftq_start(model, location: str) -> dict:
 
         replace_lora_weights_loftq(model, model_path=safetensors_path(location))
         return {"layers": sum(isinstance(m, Linear4bit) for m in model.modules()), "how": "peft on cuda"}
+    return loftq_steps(model, location)
+
+
+def loftq_steps(model, location: str) -> dict:
+    """peft's replace_lora_weights_loftq, step for step, on the device the weights are on (see loftq_start)."""
     import bitsandbytes as bnb
+    import torch
+    from peft.tuners.lora import Linear4bit
     from peft.utils.loftq_utils import _low_rank_decomposition
     from safetensors import safe_open
 

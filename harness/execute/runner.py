@@ -112,7 +112,7 @@ def choices(cfg: RunConfig) -> dict:
             console.print(f"[red]search {t.task} x {t.method}: no trial completed ({counts}); its test cell does not "
                           "run[/]", soft_wrap=True)
             continue
-        settings = ", ".join(f"{k}={v:g}" for k, v in chosen.params.items())
+        settings = ", ".join(f"{k}={chosen.params[k]:g}" for k in t.keys if k in chosen.params)
         console.print(f"[bold]search[/] {t.task} x {t.method}: {len(t.trials)} trials on validation "
                       f"({t.validation_rows} rows; {counts}), by {t.by}: chosen trial {chosen.number} ({settings}; "
                       f"{t.by} {chosen.measure:.4f})", soft_wrap=True)

@@ -231,7 +231,7 @@ class MethodSearch:
         multiple of the trial's rank, or of the method's or the run's)."""
         rank = self.dims["lora_r"].value(drawn["lora_r"]) if "lora_r" in drawn else (
             self.method.lora_r or self.cfg.lora_r)
-        return {k: self.dims[k].value(v, rank) if k in self.dims else v for k, v in drawn.items()}
+        return {k: self.dims[k].value(drawn[k], rank) if k in self.dims else drawn[k] for k in KEYS if k in drawn}
 
     def _tuning(self, trial) -> dict:
         import optuna

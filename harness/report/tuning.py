@@ -93,7 +93,7 @@ def tuning_note(tunings: list[Tuning]) -> str | None:
         return None
     chosen = "; ".join(
         f"{t.task} x {t.method}: trial {t.chosen_trial.number} ("
-        + ", ".join(f"{k}={_shown(v)}" for k, v in t.chosen_trial.params.items()) + ")"
+        + ", ".join(f"{k}={_shown(t.chosen_trial.params[k])}" for k in t.keys if k in t.chosen_trial.params) + ")"
         if t.chosen_trial is not None else f"{t.task} x {t.method}: none (no trial completed)" for t in tunings)
     by = {t.by for t in tunings}
     return (f"Tuning: each tuned method's settings were searched on the validation split, by "

@@ -6,9 +6,16 @@ import json
 
 import pytest
 import torch
+from peft import PeftModel, get_peft_model
+from peft.utils.loftq_utils import replace_lora_weights_loftq
+from transformers import AutoModelForCausalLM
 
+from harness.cell import adapters
+from harness.cell.load import load_model
 from harness.cli import main
+from harness.conformance.checks import config
 from harness.core.files import read_json
+from harness.spec.methods import resolve_method
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("adapters")]  # its module fixture runs once
 
@@ -57,9 +64,6 @@ def test_dora_trains_a_magnitude_vector_per_adapted_weight_and_lora_plus_its_own
 @pytest.mark.parametrize("method", ["pissa", "olora"])
 def test_a_start_that_rewrites_the_base_saves_an_adapter_for_the_original_base(run, method, tiny_model_dir):
     """peft converts the adapter on save: it is rank 2r and applies to the base a user loads, not the residual."""
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-
     cell = run / "cnn" / method
     config = json.loads((cell / "adapter" / "adapter_config.json").read_text())
     run_r = read_json(cell / "config.json")["hyperparameters"]["lora_r"]
@@ -74,8 +78,6 @@ def test_a_start_that_rewrites_the_base_saves_an_adapter_for_the_original_base(r
 
 @pytest.mark.parametrize("method", ["dora", "pissa"])
 def test_export_merges_a_full_precision_adapter_into_the_original_base(run, method, tmp_path, capsys):
-    from transformers import AutoModelForCausalLM
-
     out = tmp_path / "exported"
     assert main(["export", str(run), "cnn", method, str(out)]) == 0
     assert "merged" in capsys.readouterr().out
@@ -97,3 +99,23 @@ def test_the_report_shows_trainable_parameters_and_adapter_size(run):
     assert "| trainable | adapter MiB |" in report
     row = next(line for line in report.splitlines() if line.startswith("| dora |"))
     assert "M (" in row  # '0.06M (1.9%)'
+
+
+@pytest.mark.gpu
+def test_the_loftq_steps_equal_peft_s_own_start_on_cuda(tiny_model_dir, tokenizer):
+    """On a GPU peft's replace_lora_weights_loftq runs; the steps the CPU takes instead give its start."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device: peft's LoftQ start runs on cuda only")
+    spec = resolve_method("loftq")
+    starts = []
+    for ours in (False, True):
+        torch.manual_seed(0)
+        model = get_peft_model(load_model(str(tiny_model_dir), spec, "cuda"), adapters.lora_config(spec, config(), 0))
+        if ours:
+            adapters.loftq_steps(model, str(tiny_model_dir))
+        else:
+            replace_lora_weights_loftq(model, model_path=adapters.safetensors_path(str(tiny_model_dir)))
+        starts.append({n: p.detach().float().cpu() for n, p in model.named_parameters() if "lora_" in n})
+    assert starts[0].keys() == starts[1].keys() and starts[0]
+    for name, ref in starts[0].items():
+        assert torch.allclose(starts[1][name], ref, rtol=1e-4, atol=1e-6), name
