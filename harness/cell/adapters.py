@@ -49,8 +49,10 @@ def lora_config(spec, cfg, dropout: float):
     from peft import LoraConfig
 
     init = spec.init_lora_weights
+    targets = spec.lora_target_modules  # all-linear, or a comma list of names (peft reads a plain string as a regex)
+    targets = targets if targets in ("all-linear", "all_linear") else [t.strip() for t in targets.split(",")]
     return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=dropout,
-                      target_modules=spec.lora_target_modules, task_type="CAUSAL_LM", use_dora=spec.use_dora,
+                      target_modules=targets, task_type="CAUSAL_LM", use_dora=spec.use_dora,
                       use_rslora=spec.use_rslora,
                       # peft's own default start, and LoftQ's, which loftq_start makes after peft's default
                       init_lora_weights=True if init in ("default", "loftq") else init)

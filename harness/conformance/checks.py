@@ -39,6 +39,7 @@ from harness.cell import adapters, lora_dropout, weights
 from harness.cell.generate import generate
 from harness.cell.load import load_model
 from harness.cell.training import train
+from harness.spec.cell import cell_config
 from harness.spec.config import RunConfig
 from harness.spec.methods import resolve_method
 from harness.spec.precision import mixed_precision
@@ -55,11 +56,16 @@ ROWS, BATCH = 12, 4  # three optimizer steps
 
 # The trained methods of the matrix: the four the harness began with, and the adapters users compare.
 METHODS = ("full", "lora", "qlora4", "qlora8", "dora", "qdora", "rslora", "pissa", "olora", "loftq", "lora+")
-# Where peft cannot apply a method to a family's weights, the row is not run, and says why.
+# Where peft cannot apply a method to a family's weights, the row is not run, and says why (peft 0.21.2's own
+# errors; tests/integration/test_conformance.py checks that peft still refuses them).
 UNSUPPORTED = {
-    ("mixtral", m): "peft adapts Mixtral's fused 3-D expert weights with ParamWrapper, which has no "
-                    + {"dora": "DoRA", "qdora": "DoRA", "pissa": "PiSSA start", "olora": "OLoRA start"}[m]
-    for m in ("dora", "qdora", "pissa", "olora")}
+    ("mixtral", "dora"): "peft adapts Mixtral's fused 3-D expert weights with lora.ParamWrapper, which "
+                         "\"does not work with use_dora=True\"",
+    ("mixtral", "qdora"): "as dora: lora.ParamWrapper does not work with use_dora=True",
+    ("mixtral", "pissa"): "peft's PiSSA start reads a module's 2-D weight, and MixtralExperts has none (fused "
+                          "3-D expert weights)",
+    ("mixtral", "olora"): "peft's OLoRA start reads a module's 2-D weight, and MixtralExperts has none (fused "
+                          "3-D expert weights)"}
 # The changes each family's model rules out, whatever the method (harness/cell/trl_changes.py says why): Gemma 2
 # runs eager attention (or, on SDPA, soft-caps its attention) and soft-caps its logits; Mixtral adds a router loss.
 RULED_OUT = {"gemma2": {"padding_free", "compact_lm_head"}, "gemma2_sdpa": {"padding_free", "compact_lm_head"},
@@ -167,7 +173,7 @@ def harness_run(folder, method: str, cfg, tok, rows, device: str = "cpu") -> dic
     weights.logits(model, [torch.tensor([[5, 17, 99, 4]])])  # the cell's eval-mode probe before it trains
     trace: dict = {}
     torch.manual_seed(0)  # the LoRA initialisation
-    model, record = train(model, tok, spec, rows, cfg, device, merge=False, location=str(folder),
+    model, record = train(model, tok, spec, rows, cell_config(cfg, spec), device, merge=False, location=str(folder),
                           callbacks=(_recorder(trace, seed_b=spec.init_lora_weights == "default"),))
     return {**trace, "final": _final(trace, model), "record": record}
 

@@ -20,6 +20,7 @@ from harness.evaluate.cross_task import check_cross_eval
 from harness.evaluate.lm_eval import check_lm_eval
 from harness.integrations.trackers import check_trackers
 from harness.plan.matrix import left_out
+from harness.plan.shape import shape_for
 from harness.spec.config import RunConfig
 from harness.spec.precision import resolve_device
 from harness.spec.retrieval import knowledge_base
@@ -60,10 +61,26 @@ def check_integrations(cfg: RunConfig, model) -> None:
         check_cross_eval(cfg)
     if cfg.liger_kernel:
         check_liger(cfg)
-    for spec in cfg.specs:  # a method the installed peft cannot make: one line, before any cell
-        why = check_installed(spec, cfg)
+    shape = shape_for(model.location)
+    for spec in cfg.specs:  # a method the installed peft cannot make, or not on this model: one line, before any cell
+        why = check_installed(spec, cfg) or fused_experts_issue(spec, shape)
         if why:
             raise ConfigError(f"method {spec.name}: {why}")
+
+
+def fused_experts_issue(spec, shape) -> str | None:
+    """Why peft cannot put ``spec``'s adapter on a mixture of experts' fused 3-D expert weights (peft 0.21.2:
+    lora.ParamWrapper refuses DoRA, and the PiSSA and OLoRA starts read a 2-D weight), or None."""
+    if shape is None or not shape.experts or spec.finetune != "lora" or spec.lora_target_modules not in (
+            "all-linear", "all_linear"):
+        return None
+    starts = {"pissa": "PiSSA's start", "olora": "OLoRA's start"}
+    what = "DoRA" if spec.use_dora else starts.get(str(spec.init_lora_weights).split("_")[0])
+    if what is None:
+        return None
+    return (f"peft cannot apply {what} to this model's fused expert weights (lora.ParamWrapper); use lora, rslora, "
+            "lora+ or loftq, or name the projections to adapt in YAML, e.g. {name: "
+            f"{spec.name.split(':')[0]}, lora_target_modules: 'q_proj,k_proj,v_proj,o_proj'}}")
 
 
 def check_liger(cfg: RunConfig) -> None:

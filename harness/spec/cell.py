@@ -30,6 +30,17 @@ HASHED_WHEN_SET = {"shots": None, "shot_select": "random", "retrieve": None, "ra
 METHOD_OVERRIDES = ("lora_r", "lora_alpha", "epochs")  # method fields that stand in for the run's own setting
 
 
+def cell_config(cfg: RunConfig, method: MethodSpec) -> RunConfig:
+    """The run's settings as a cell of ``method`` trains with them: the method's own rank, alpha or epochs (written,
+    or a trial's) in place of the run's, and LoftQ's alpha."""
+    cfg = dataclasses.replace(cfg, **{k: getattr(method, k) for k in METHOD_OVERRIDES if getattr(method, k)})
+    if method.init_lora_weights == "loftq" and method.lora_alpha is None:
+        # LoftQ's start is B A = the quantization error, at a scale of 1 (alpha = r), as peft sets it and as
+        # LLaMA-Factory's loftq_init defaults alpha to the rank; another alpha would scale the start with it.
+        cfg = dataclasses.replace(cfg, lora_alpha=cfg.lora_r)
+    return cfg
+
+
 def method_dict(method: MethodSpec) -> dict:
     """The method's fields as a cell hashes and stores them."""
     return {k: v for k, v in dataclasses.asdict(method).items() if k not in HASHED_WHEN_SET or v != HASHED_WHEN_SET[k]}
@@ -60,12 +71,7 @@ class CellSpec:
             method = dataclasses.replace(method, **tuning["params"])
         if tuning is not None and tuning["role"] == "trial":  # scored on validation; nothing kept, nothing more
             cfg = dataclasses.replace(cfg, save="none", cross_eval=False, lm_eval=None)
-        # A method's own rank, alpha or epochs (written, or a trial's) stand in for the run's, in this cell alone.
-        cfg = dataclasses.replace(cfg, **{k: getattr(method, k) for k in METHOD_OVERRIDES if getattr(method, k)})
-        if method.init_lora_weights == "loftq" and method.lora_alpha is None:
-            # LoftQ's start is B A = the quantization error, at a scale of 1 (alpha = r), as peft sets it and as
-            # LLaMA-Factory's loftq_init defaults alpha to the rank; another alpha would scale the start with it.
-            cfg = dataclasses.replace(cfg, lora_alpha=cfg.lora_r)
+        cfg = cell_config(cfg, method)
         hp = {
             "lr": (cfg.lr if cfg.lr is not None else method.lr) if method.trains else None,
             "epochs": cfg.epochs, "batch_size": cfg.batch_size, "grad_accum": cfg.grad_accum,

@@ -91,3 +91,23 @@ def test_a_method_the_installed_peft_cannot_make_is_refused_before_any_cell(monk
     monkeypatch.setattr(peft, "LoraConfig", OldLoraConfig)
     why = adapters.check_installed(cfg.specs[0], cfg)
     assert why.startswith("peft ") and "cannot make its adapter" in why and "pip install -U peft" in why
+
+
+def test_an_adapter_peft_cannot_put_on_fused_experts_is_refused_in_one_line():
+    """peft 0.21 adapts a mixture of experts' 3-D expert weights through lora.ParamWrapper, which refuses DoRA,
+    and the PiSSA and OLoRA starts read a 2-D weight; the preflight says so before a cell is made."""
+    from harness.execute.preflight import fused_experts_issue
+    from harness.plan.shape import Shape
+
+    dense = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+             "vocab_size": 100, "model_type": "llama"}
+    moe = Shape.from_config({**dense, "model_type": "mixtral", "num_local_experts": 4, "num_experts_per_tok": 2})
+    for name, what in (("dora", "DoRA"), ("qdora", "DoRA"), ("pissa", "PiSSA's start"), ("olora", "OLoRA's start")):
+        why = fused_experts_issue(resolve_method(name), moe)
+        assert why and what in why and "lora_target_modules" in why, (name, why)
+    for name in ("lora", "rslora", "lora+", "loftq", "full", "base"):  # these peft can make on fused experts
+        assert fused_experts_issue(resolve_method(name), moe) is None, name
+    assert fused_experts_issue(resolve_method("dora"), Shape.from_config(dense)) is None
+    assert fused_experts_issue(resolve_method("dora"), None) is None  # shape unknown: peft's own error stays
+    named = dataclasses.replace(resolve_method("dora"), lora_target_modules="q_proj,v_proj")
+    assert fused_experts_issue(named, moe) is None  # the projections are Linear modules: DoRA applies
