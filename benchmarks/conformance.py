@@ -29,22 +29,19 @@ from harness.conformance.families import FAMILIES, build  # noqa: E402
 from harness.core.console import quiet_libraries  # noqa: E402
 from harness.spec.models import smollm2_tokenizer_dir  # noqa: E402
 
-# Gemma 2 on SDPA as well as on its own eager default: there its soft-capping is what keeps per-row attention out.
-ROWS = {**{f: (f, None) for f in FAMILIES}, "gemma2_sdpa": ("gemma2", "sdpa")}
-
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--families", help="comma-separated (default: every family, and gemma2_sdpa)")
+    p.add_argument("--families", help="comma-separated (default: every family)")
     p.add_argument("--methods", default=",".join(checks.METHODS))
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
                    help="cuda: both paths in the device's mixed precision, held to the bfloat16 tolerances")
     args = p.parse_args(argv)
     quiet_libraries()
     tok = load_tokenizer(str(smollm2_tokenizer_dir()))
-    families = args.families.split(",") if args.families else list(ROWS)
+    families = args.families.split(",") if args.families else list(FAMILIES)
     root = Path(tempfile.mkdtemp(prefix="conformance-"))
-    folders = {f: build(ROWS[f][0], tok, root / f, attn=ROWS[f][1]) for f in families}
+    folders = {f: build(f, tok, root / f) for f in families}
     versions = ", ".join(f"{n} {importlib.metadata.version(n)}" for n in ("torch", "transformers", "peft", "trl",
                                                                           "bitsandbytes"))
     t0 = time.perf_counter()
@@ -62,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = 0
     for family in families:
         for method in args.methods.split(","):
-            why = checks.UNSUPPORTED.get((ROWS[family][0], method))
+            why = checks.UNSUPPORTED.get((family, method))
             if why:
                 print(f"| {family} | {method} | - | - | - | - | - | not run | - | {why} |", flush=True)
                 continue
@@ -81,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|")
     prompts = checks.eval_prompts(tok)
     for family in families:
-        drop = "- (the adapter trains without dropout: peft's ParamWrapper)" if ROWS[family][0] == "mixtral" else \
+        drop = "- (the adapter trains without dropout: peft's ParamWrapper)" if family == "mixtral" else \
             "- (CPU only)" if args.device != "cpu" else f"{checks.dropout(folders[family], tok):.1e}"
         same, n = checks.generation(folders[family], tok, prompts, device=args.device)
         failed += same != n

@@ -67,8 +67,8 @@ UNSUPPORTED = {
     ("mixtral", "olora"): "peft's OLoRA start reads a module's 2-D weight, and MixtralExperts has none (fused "
                           "3-D expert weights)"}
 # The changes each family's model rules out, whatever the method (harness/cell/trl_changes.py says why): Gemma 2
-# runs eager attention (or, on SDPA, soft-caps its attention) and soft-caps its logits; Mixtral adds a router loss.
-RULED_OUT = {"gemma2": {"padding_free", "compact_lm_head"}, "gemma2_sdpa": {"padding_free", "compact_lm_head"},
+# runs eager attention (transformers 5.25 refuses SDPA for it) and soft-caps its logits; Mixtral adds a router loss.
+RULED_OUT = {"gemma2": {"padding_free", "compact_lm_head"},
              "mixtral": {"compact_lm_head"}}
 
 
@@ -126,7 +126,9 @@ def _base_weights(model) -> dict:
 
             w = bnb.functional.dequantize_4bit(w.data, w.quant_state)
         elif type(w).__name__ == "Int8Params":
-            w = w.data.float() * (w.SCB.float()[:, None] / 127) if getattr(w, "SCB", None) is not None else w.data
+            # bitsandbytes moves the row scales from the parameter to the layer's state at the first forward
+            scb = w.SCB if getattr(w, "SCB", None) is not None else getattr(getattr(base, "state", None), "SCB", None)
+            w = w.data.float() * (scb.float()[:, None] / 127) if scb is not None else w.data
         out[name] = torch.as_tensor(w).detach().float().clone()
     return out
 

@@ -10,7 +10,6 @@ task's rows (about 180 tokens), so a windowed family's check fails wherever the 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 WINDOW = 8
@@ -100,9 +99,8 @@ FAMILIES = {
 }
 
 
-def build(family: str, tok, folder: Path, attn: str | None = None, seed: int = 0, size: str = "tiny") -> Path:
-    """Save a random ``family`` model of ``size`` with ``tok`` in ``folder``; ``attn`` pins its attention kernel
-    (transformers honours ``attn_implementation`` written into config.json)."""
+def build(family: str, tok, folder: Path, seed: int = 0, size: str = "tiny") -> Path:
+    """Save a random ``family`` model of ``size`` with ``tok`` in ``folder``."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -112,9 +110,4 @@ def build(family: str, tok, folder: Path, attn: str | None = None, seed: int = 0
     folder = Path(folder)
     model.save_pretrained(folder)
     tok.save_pretrained(folder)
-    if attn is not None:
-        path = folder / "config.json"
-        saved = json.loads(path.read_text())
-        saved["attn_implementation"] = attn
-        path.write_text(json.dumps(saved, indent=2))
     return folder

@@ -21,18 +21,16 @@ from harness.spec.methods import resolve_method
 
 pytestmark = pytest.mark.integration
 
-# Every family x method, and Gemma 2 once more on SDPA (its default is eager), where its attention soft-capping is
-# what keeps per-row attention out: the step-aside is exercised and recorded, for a plain and an adapter method.
+# Every family x method that peft can make. (Gemma 2 on SDPA, where its attention soft-capping would be what keeps
+# per-row attention out, cannot be loaded: transformers 5.25 refuses SDPA for Gemma2ForCausalLM. The soft-capping
+# blocker is checked on its config in the unit tests.)
 ROWS = [(f, m) for f in FAMILIES for m in checks.METHODS if (f, m) not in checks.UNSUPPORTED]
-ROWS += [("gemma2_sdpa", "full"), ("gemma2_sdpa", "lora")]
 
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory, tokenizer):
     root = tmp_path_factory.mktemp("families")
-    out = {family: build(family, tokenizer, root / family) for family in FAMILIES}
-    out["gemma2_sdpa"] = build("gemma2", tokenizer, root / "gemma2_sdpa", attn="sdpa")
-    return out
+    return {family: build(family, tokenizer, root / family) for family in FAMILIES}
 
 
 @pytest.mark.parametrize("family, method", ROWS)
@@ -68,8 +66,6 @@ def test_what_the_path_cannot_change_it_leaves_to_trl_and_says_why(folders, toke
     gemma2 = checks.training(folders["gemma2"], "lora", tokenizer)["record"]["trl_changes"]["left_out"]
     assert "eager attention" in gemma2["padding_free"]
     assert "final_logit_softcapping" in gemma2["compact_lm_head"]
-    sdpa = checks.training(folders["gemma2_sdpa"], "lora", tokenizer)["record"]["trl_changes"]["left_out"]
-    assert "attention soft-capping" in sdpa["padding_free"]  # on SDPA the soft-capping is what steps it aside
     mixtral = checks.training(folders["mixtral"], "full", tokenizer)["record"]["trl_changes"]["left_out"]
     assert "router loss" in mixtral["compact_lm_head"]
     dora = checks.training(folders["llama"], "dora", tokenizer, lora_dropout=0.05)["record"]["trl_changes"]
