@@ -19,9 +19,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 PLAIN_EVERY_S = 30.0
 # A cell's child process draws its bars through the runner's pipe when the runner itself is on a terminal.
 FORCED = os.environ.get("HARNESS_FORCE_TERMINAL") == "1"
-# Piped output (CI logs, files) has no width; rich would assume 80 columns and fold the tables, so give it room.
+# Piped output (CI logs, files) has no width; rich would assume 80 columns and fold the tables, so give it room
+# (a task's table with its memory, time, trainable-parameter and adapter-size columns fills about 200).
 console = Console(stderr=True, highlight=False, force_terminal=True if FORCED else None,
-                  width=None if sys.stderr.isatty() or FORCED else 160)
+                  width=None if sys.stderr.isatty() or FORCED else 200)
 
 
 def progress_mode() -> str:

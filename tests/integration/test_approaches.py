@@ -86,12 +86,14 @@ def test_shots_are_tuned_on_validation_like_a_learning_rate(tmp_path):
     done = run_cli("--tasks", "qa", "--methods", "fewshot:shots=1|2", *COMMON, "--out", str(tmp_path),
                    "--run-name", "t")
     assert done.returncode == 0, done.stderr[-2000:]
-    for point in ("fewshot.shots=1", "fewshot.shots=2"):
-        cfg = read_json(tmp_path / "t" / "qa" / point / "config.json")
-        assert cfg["hyperparameters"]["eval_split"] == "validation" and cfg["tuning"]["key"] == "shots"
+    for number, shots in enumerate((1, 2)):  # the grid's points, as trials in the order written
+        cfg = read_json(tmp_path / "t" / "qa" / f"fewshot.trial{number}" / "config.json")
+        assert cfg["hyperparameters"]["eval_split"] == "validation" and cfg["tuning"]["params"] == {"shots": shots}
+        assert cfg["method"]["shots"] == shots
     chosen = read_json(tmp_path / "t" / "qa" / "fewshot" / "config.json")
-    assert chosen["tuning"]["role"] == "chosen" and chosen["method"]["shots"] in (1, 2)
-    assert "number of shots chosen on validation" in (tmp_path / "t" / "report.md").read_text()
+    assert chosen["tuning"]["role"] == "chosen" and chosen["method"]["shots"] == chosen["tuning"]["params"]["shots"]
+    report = (tmp_path / "t" / "report.md").read_text()
+    assert "settings searched on validation" in report and "over shots 1|2 (grid)" in report
 
 
 def test_an_unreachable_hub_model_is_the_harness_line_alone(tmp_path):
