@@ -28,6 +28,7 @@ from harness.core.errors import ConfigError
 from harness.core.units import GIB
 from harness.plan import memory_rules as rules
 from harness.plan.shape import Shape, shape_for
+from harness.spec.cell import cell_config
 from harness.spec.precision import mixed_precision as precision_of
 
 # bitsandbytes NF4 (QLoRA, arXiv 2305.14314 sec. 3): 4 bits per weight, one absmax per 64-weight block; with
@@ -266,6 +267,7 @@ def estimate_for_cell(model_location: str, spec, cfg, device: str) -> Estimate |
     shape = shape_for(model_location)
     if shape is None:
         return None
+    cfg = cell_config(cfg, spec)  # the method's own rank and dropout, as its cell trains
     # Evaluation prompts are cut so that prompt + max_new_tokens fits max_seq_len (harness.spec.task.fit_prompt).
     gen = estimate_generation(shape, spec, batch_size=cfg.eval_batch_size, seq_len=cfg.max_seq_len, device=device)
     if not spec.trains:

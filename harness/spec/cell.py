@@ -25,15 +25,17 @@ CONFIG = "config.json"
 # Method fields added after cell hashes were first made: hashed only when set, so that a cell of a method that does
 # not use them keeps its hash, and a rerun resumes it.
 HASHED_WHEN_SET = {"shots": None, "shot_select": "random", "retrieve": None, "raft": None, "lora_r": None,
-                   "lora_alpha": None, "epochs": None, "use_dora": False, "use_rslora": False,
+                   "lora_alpha": None, "epochs": None, "lora_dropout": None, "use_dora": False, "use_rslora": False,
                    "init_lora_weights": "default", "loraplus_ratio": None}
-METHOD_OVERRIDES = ("lora_r", "lora_alpha", "epochs")  # method fields that stand in for the run's own setting
+# method fields that stand in for the run's own setting
+METHOD_OVERRIDES = ("lora_r", "lora_alpha", "epochs", "lora_dropout")
 
 
 def cell_config(cfg: RunConfig, method: MethodSpec) -> RunConfig:
-    """The run's settings as a cell of ``method`` trains with them: the method's own rank, alpha or epochs (written,
-    or a trial's) in place of the run's, and LoftQ's alpha."""
-    cfg = dataclasses.replace(cfg, **{k: getattr(method, k) for k in METHOD_OVERRIDES if getattr(method, k)})
+    """The run's settings as a cell of ``method`` trains with them: the method's own rank, alpha, epochs or dropout
+    (written, or a trial's) in place of the run's, and LoftQ's alpha."""
+    own = {k: getattr(method, k) for k in METHOD_OVERRIDES if getattr(method, k) is not None}
+    cfg = dataclasses.replace(cfg, **own)
     if method.init_lora_weights == "loftq" and method.lora_alpha is None:
         # LoftQ's start is B A = the quantization error, at a scale of 1 (alpha = r), as peft sets it and as
         # LLaMA-Factory's loftq_init defaults alpha to the rank; another alpha would scale the start with it.

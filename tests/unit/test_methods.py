@@ -111,3 +111,23 @@ def test_an_adapter_peft_cannot_put_on_fused_experts_is_refused_in_one_line():
     assert fused_experts_issue(resolve_method("dora"), None) is None  # shape unknown: peft's own error stays
     named = dataclasses.replace(resolve_method("dora"), lora_target_modules="q_proj,v_proj")
     assert fused_experts_issue(named, moe) is None  # the projections are Linear modules: DoRA applies
+
+
+def test_a_method_s_own_dropout_stands_in_for_the_run_s_and_the_principal_part_starts_train_without_it():
+    from harness.spec.cell import CellSpec, cell_config
+
+    cfg = RunConfig(tasks=("cnn",), methods=("lora", "pissa", "olora", "pissa:lora_dropout=0.05"))
+    assert cfg.lora_dropout == 0.05
+    for text, dropout in (("lora", 0.05), ("pissa", 0.0), ("olora", 0.0), ("pissa:lora_dropout=0.05", 0.05),
+                          ("lora:lora_dropout=0.2", 0.2)):
+        assert cell_config(cfg, resolve_method(text)).lora_dropout == dropout, text
+    # the cell trains with it and hashes it: pissa's record says 0.0, and lora's hash is what it was before the field
+    from harness.spec.task import get_task, load_tasks
+
+    load_tasks()
+    cell = CellSpec.create(cfg, get_task("cnn"), resolve_method("pissa"))
+    assert cell.hyperparameters["lora_dropout"] == 0.0 and cell.run.lora_dropout == 0.0
+    assert "lora_dropout" not in CellSpec.create(cfg, get_task("cnn"), resolve_method("lora"))._hashed()["method"]
+    for bad, message in (("lora:lora_dropout=1", "from 0 to below 1"), ("full:lora_dropout=0.1", "trains no adapter")):
+        with pytest.raises(ConfigError, match=message):
+            resolve_method(bad)
