@@ -16,8 +16,9 @@ storage; study ``TASK/METHOD``), driven through its ask-and-tell interface:
   earlier trials' losses, which its config carries, so it works on any executor); it is recorded as pruned and
   takes no part in the choice.
 * **Edges.** After each batch, a setting whose best trial sits at the edge of its range is widened one step that
-  way (harness/spec/search.py ``Dim.extend``) while trials remain; a best still at an edge when the budget ends is
-  said in the terminal and the report.
+  way (harness/spec/search.py ``Dim.extend``) while trials remain. When the budget ends, the terminal and the report
+  say where the chosen trial still sits at the edge of its range as widened, and where a range was widened past it
+  but no trial reached the new part (harness/records/tuning.py ``edge_findings``).
 * **Resume.** A rerun opens the same study: finished trials are kept, a trial whose cell was killed mid-run is run
   again with its own settings, and the search goes on to its budget, each trial once. A stored study whose search
   space or seed differs from the command's is refused in one line.
@@ -39,9 +40,9 @@ from harness.core.console import console
 from harness.core.errors import ConfigError
 from harness.core.files import atomic_write_json, sha256_json
 from harness.plan.matrix import left_out, trial_cells, trials
-from harness.records.tuning import search_path, trial_outcome
+from harness.records.tuning import edge_findings, search_path, trial_outcome, unexplored_words
 from harness.spec.metrics import get_metric
-from harness.spec.search import KEYS, Dim
+from harness.spec.search import KEYS, Dim, in_order
 from harness.spec.task import get_task
 
 STUDY_FILE = "search.db"
@@ -296,15 +297,9 @@ class MethodSearch:
     def _finish(self) -> dict | None:
         """Write the search's record; the chosen trial's number and settings (None when no trial completed)."""
         best = self._best()
-        edges = self._edges(best) if best is not None else {}
-        for key, side in edges.items():
-            console.print(f"[yellow]warning: search {self.name}: the chosen trial {best.number} still sits at the "
-                          f"{side} edge of {self.dims[key].describe()} after {len(self.study.trials)} trials (the "
-                          f"budget); the best {key} may lie beyond it: raise --tune-trials, or search further with "
-                          f"{further(self.dims[key], side).replace('METHOD', self.method.name)}[/]", soft_wrap=True)
         record = {"study": self.name, "by": self.by, "higher_is_better": self.higher, "budget": self.budget,
                   "space": self.search.to_dict(), "searched": {k: d.to_dict() for k, d in self.dims.items()},
-                  "widened": self.study.user_attrs.get("widened", []), "edges": edges,
+                  "widened": self.study.user_attrs.get("widened", []),
                   "sampler": "grid (the points in the order written)" if self.search.is_grid else
                   f"TPE seeded by {self.cfg.seed} and the trial, after the method's own settings and both ends of "
                   "each range",
@@ -313,6 +308,8 @@ class MethodSearch:
                               "params": self._settings(t.params), "value": t.value,
                               "losses": _steps(t.intermediate_values)} for t in self.study.trials],
                   "chosen": best.number if best is not None else None, "importance": self._importance()}
+        record["edges"], record["unexplored"] = edge_findings(record, record["chosen"])
+        self._say_edges(record)
         path = search_path(self.cfg.run_dir, self.task.name, self.method)
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(path, record)
@@ -320,27 +317,19 @@ class MethodSearch:
             return None
         return {"number": best.number, "params": self._settings(best.params)}
 
-    def _edges(self, best) -> dict:
-        """{setting: side} where the chosen trial still sits at an edge: at the edge of the range as searched, or the
-        furthest trial that way after the range was widened towards it (the widened part held nothing better)."""
-        import optuna
-
-        tried = self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,
-                                                              optuna.trial.TrialState.PRUNED))
-        widened = {(w["key"], w["side"]) for w in self.study.user_attrs.get("widened", [])}
-        out = {}
-        for key, d in self.dims.items():
-            if key not in best.params:
-                continue
-            values = [t.params[key] for t in tried if key in t.params]
-            v = best.params[key]
-            side = d.edge(v)
-            if side is None:
-                side = "high" if (key, "high") in widened and v >= max(values) else (
-                    "low" if (key, "low") in widened and v <= min(values) else None)
-            if side:
-                out[key] = side
-        return out
+    def _say_edges(self, record: dict) -> None:
+        """One warning line per setting the chosen trial leaves at an edge, or past which the budget never looked."""
+        where = f"warning: search {self.name}:"
+        for key, side in record["edges"].items():
+            d = self.dims[key]
+            console.print(f"[yellow]{where} the chosen trial {record['chosen']} still sits at the {side} edge of "
+                          f"{d.describe()} after {len(record['trials'])} trials (the budget); the best {key} may lie "
+                          f"beyond it: raise --tune-trials, or search further with "
+                          f"{further(d, side).replace('METHOD', self.method.name)}[/]", soft_wrap=True)
+        for key, info in record["unexplored"].items():
+            # Widened past the chosen value, but no trial reached there: a budget that ran out, not an edge.
+            console.print(f"[yellow]{where} {key} {unexplored_words(info)}; rerun with more --tune-trials and "
+                          f"--run-name {Path(self.cfg.run_dir).name} to go on from these trials[/]", soft_wrap=True)
 
     def _importance(self) -> dict:
         """Each searched setting's importance by Optuna's default evaluator (PED-ANOVA in Optuna 5), over the
@@ -371,7 +360,7 @@ def _same(a: dict, b: dict) -> bool:
 
 
 def _space(signature: dict) -> str:
-    return ", ".join(Dim.from_dict(d).describe() for d in signature["space"]["dims"].values())
+    return ", ".join(Dim.from_dict(d).describe() for d in in_order(signature["space"]["dims"]).values())
 
 
 def _shown(params: dict) -> str:

@@ -20,7 +20,7 @@ from harness.core.stats import mean_of
 from harness.records.load import load_records
 from harness.spec.methods import folder_name
 from harness.spec.metrics import get_metric
-from harness.spec.search import KEYS
+from harness.spec.search import KEYS, Dim, in_order
 
 SEARCH_FOLDER = "search"
 
@@ -99,7 +99,55 @@ class Tuning:
 
     @property
     def edges(self) -> dict:
-        return self.record.get("edges", {})
+        """{setting: side} where the chosen trial sits at the edge of its range as searched (see ``edge_findings``)."""
+        return edge_findings(self.record, self.chosen)[0]
+
+    @property
+    def unexplored(self) -> dict:
+        """{setting: ...} where the range widened but no trial reached the new part (see ``edge_findings``)."""
+        return edge_findings(self.record, self.chosen)[1]
+
+
+def edge_findings(record: dict, chosen: int | None) -> tuple[dict, dict]:
+    """Where a search (its record, search/TASK/METHOD.json) left trial ``chosen``, from the record alone, so the
+    terminal and the report say the same of a record written by any version:
+
+    * ``{setting: side}`` where its value sits at the edge of the range as it stands after any widening (Dim.edge):
+      the best may lie beyond it;
+    * ``{setting: {"side", "to", "value", "failed"}}`` where the range was widened that way but no trial past the
+      chosen value gave a figure (``failed`` counts those that ran and failed): the search never looked there, so
+      that is a budget that ran out, not an edge."""
+    trials = {t["number"]: t for t in record.get("trials", [])}
+    best = trials.get(chosen)
+    searched = record.get("searched") or {}
+    at_edge, unexplored = {}, {}
+    if best is None:
+        return at_edge, unexplored
+    sides = {(w["key"], w["side"]) for w in record.get("widened", [])}
+    for key, raw in in_order(searched).items():
+        if key not in best["drawn"]:
+            continue
+        d, v = Dim.from_dict(raw), best["drawn"][key]
+        side = d.edge(v)
+        if side is not None:
+            at_edge[key] = side
+            continue
+        for side in (s for s in ("low", "high") if (key, s) in sides):
+            past = [t for t in trials.values()
+                    if key in t["drawn"] and (t["drawn"][key] < v if side == "low" else t["drawn"][key] > v)]
+            if not any(t["state"] in ("complete", "pruned") for t in past):
+                unexplored[key] = {"side": side, "to": d.describe(), "value": d.show(v), "failed": len(past)}
+                break
+    return at_edge, unexplored
+
+
+def unexplored_words(info: dict) -> str:
+    """What a range widened past the chosen value without a trial there means, in words (see ``edge_findings``)."""
+    beyond = "below" if info["side"] == "low" else "above"
+    if info["failed"]:
+        return (f"widened to {info['to']}, but every trial {beyond} {info['value']} ({info['failed']}) failed "
+                "before the budget ended")
+    return f"widened to {info['to']}, but the budget ended before a trial {beyond} {info['value']} ran"
 
 
 def tunings(records: list[dict], run_dir=None, seeds: int | None = None) -> list[Tuning]:

@@ -146,14 +146,10 @@ def notes(records: list[dict], command: str | None = None) -> list[str]:
     out.append("Quality: the value over the test examples, with its 95% bootstrap CI in brackets. Peak memory: "
                "CUDA max allocated on a GPU; on CPU, the peak resident memory of the process during the cell.")
     if multi_seed(records):
-        redrawn = any(r["config"]["hyperparameters"].get("resample_train") for r in records)
         out.append("Seeds: a method run with several seeds shows the mean over its seeds, ± the standard deviation "
                    "between seeds (n-1), then the 95% bootstrap CI over eval examples, which resamples examples with "
                    "all their seeds together; the other columns are means. The paired comparisons pair values by "
-                   "(seed, example). The spread between seeds covers "
-                   + ("the training order, the initialisation and the training rows, which each seed drew anew "
-                      "(--resample-train)." if redrawn else "the training order and the initialisation; every seed "
-                      "trained on the same rows (--resample-train redraws them per seed)."))
+                   "(seed, example). The spread between seeds covers " + spread(records))
     out += training_notes(records)
     out += prompt_notes(records)
     out += left_out_notes(records)
@@ -179,6 +175,44 @@ def notes(records: list[dict], command: str | None = None) -> list[str]:
         if val_overlap:
             out.append(f"**Warning: validation-train overlap.** {val_overlap}.")
     return out
+
+
+def spread(records: list[dict]) -> str:
+    """What the spread between seeds covers, from what each cell's data.json says its training rows were: with
+    --resample-train, rows drawn anew per seed, unless the source was no larger than --train-limit, or the seeds'
+    rows hash alike (the same draw reached every seed), where only the order and the initialisation varied."""
+    asked: dict[tuple, list[dict]] = {}
+    for r in records:
+        if r["config"]["hyperparameters"].get("resample_train"):
+            asked.setdefault((r["task"], r["method"]), []).append(r)
+    if not asked:
+        return ("the training order and the initialisation; every seed trained on the same rows (--resample-train "
+                "redraws them per seed).")
+    same = [f"{task} x {method} ({why})" for (task, method), recs in asked.items() if len(recs) > 1
+            and (why := _same_rows(recs))]
+    if not same:
+        return ("the training order, the initialisation and the training rows, which each seed drew anew "
+                "(--resample-train).")
+    if len(same) == sum(len(recs) > 1 for recs in asked.values()):
+        return ("the training order and the initialisation only: --resample-train was asked, but every seed trained "
+                f"on the same rows: {'; '.join(same)}.")
+    return ("the training order, the initialisation and the training rows, which each seed drew anew "
+            f"(--resample-train), except where every seed trained on the same rows: {'; '.join(same)}.")
+
+
+def _same_rows(recs: list[dict]) -> str | None:
+    """Why the seeds of one (task, method) trained on the same rows despite --resample-train, or None."""
+    found = [read_json(p) for r in recs if (p := Path(r["dir"]) / "data.json").is_file()]
+    fps = [d["train"] for d in found if "train" in d]
+    for fp in fps:
+        drawn = fp.get("resampled") or {}
+        if drawn.get("same_rows", drawn.get("from_rows", float("inf")) <= fp["rows"]):  # data.json before same_rows
+            limit, source = drawn.get("limit", fp["rows"]), drawn["from_rows"]
+            usable = f" ({fp['rows']} after --drop-overlap)" if source > limit else ""
+            return f"a training source of {source} rows{usable}, not more than --train-limit {limit}"
+    if len(fps) > 1 and len({fp["sha256"] for fp in fps}) == 1:
+        return "every seed's training rows hash alike"
+    return None
 
 
 def left_out_notes(records: list[dict]) -> list[str]:

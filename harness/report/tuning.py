@@ -3,19 +3,20 @@
 The figures come from the tuning cells' records and the searches' own records (harness/records/tuning.py makes the
 same choice the runner made); the task's main table above holds the chosen trials' test figures only. Per tuned
 method: every trial with its settings, validation figures and state (complete, pruned, failed), the chosen one
-marked; the settings left out of its search and why; the ranges widened at an edge, and a best still at an edge;
-the settings' importances. report.html adds a plot of the validation measure against each searched setting.
+marked; the settings left out of its search and why; the ranges widened at an edge, a best still at an edge, and a
+range widened past the best that the budget never reached; the settings' importances. report.html adds a plot of the
+validation measure against each searched setting. Settings are listed in harness.spec.search's order everywhere.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-from harness.records.tuning import Tuning
+from harness.records.tuning import Tuning, unexplored_words
 from harness.report.plots import png, pyplot
 from harness.report.table import Column, Table, Value
 from harness.spec.metrics import get_metric
-from harness.spec.search import Dim
+from harness.spec.search import KEYS, Dim, in_order
 
 
 def tested(tunings: list[Tuning], records: list[dict]) -> list[Tuning]:
@@ -32,7 +33,7 @@ def tuning_table(task: str, tunings: list[Tuning]) -> Table | None:
     if not mine:
         return None
     metric = mine[0].main_metric
-    keys = list(dict.fromkeys(k for t in mine for k in t.keys))
+    keys = _keys(mine)
     columns = (Column("method"), Column("trial"), *[Column(k) for k in keys],
                Column(f"{metric} (validation)", get_metric(metric).higher_is_better),
                Column("loss (validation)", False), Column("seeds"), Column("state"))
@@ -46,6 +47,12 @@ def tuning_table(task: str, tunings: list[Tuning]) -> Table | None:
     return Table(columns, tuple(rows), keys=2,
                  title=f"{task}: settings searched on validation ({mine[0].validation_rows} rows), chosen by "
                        f"{'the validation loss' if by == 'loss' else by}, mean over seeds")
+
+
+def _keys(tunings: list[Tuning]) -> list[str]:
+    """The settings any of ``tunings`` searched, in harness.spec.search's order."""
+    found = {k for t in tunings for k in t.keys}
+    return [k for k in KEYS if k in found]
 
 
 def _shown(v) -> str:
@@ -67,7 +74,7 @@ def search_notes(tunings: list[Tuning]) -> list[str]:
         if rec.get("sampler"):
             head += f"; sampler: {rec['sampler']}; pruner: {rec.get('pruner')}"
         out.append(head + ".")
-        for key, why in t.left_out.items():
+        for key, why in in_order(t.left_out).items():
             out.append(f"{where}: {key} left out of the search ({why}).")
         for w in rec.get("widened", []):
             out.append(f"{where}: after trial {w['after_trial']} the best sat at the {w['side']} edge of {w['from']}; "
@@ -76,6 +83,9 @@ def search_notes(tunings: list[Tuning]) -> list[str]:
             out.append(f"**{where}: the chosen trial still sits at the {side} edge of "
                        f"{Dim.from_dict(rec['searched'][key]).describe()}** when the budget of {rec.get('budget')} "
                        f"trials ended; the best {key} may lie beyond it.")
+        for key, info in t.unexplored.items():
+            out.append(f"**{where}: {key} {unexplored_words(info)}**; rerun with more --tune-trials (and the same "
+                       f"--run-name) to go on from these trials.")
         if rec.get("importance"):
             shares = ", ".join(f"{k} {v:.2f}" for k, v in sorted(rec["importance"].items(), key=lambda kv: -kv[1]))
             out.append(f"{where}: importance of the searched settings (Optuna's default evaluator, over the "
@@ -84,7 +94,7 @@ def search_notes(tunings: list[Tuning]) -> list[str]:
 
 
 def _space(dims: dict) -> str:
-    return ", ".join(Dim.from_dict(d).describe() for d in dims.values()) or "-"
+    return ", ".join(Dim.from_dict(d).describe() for d in in_order(dims).values()) or "-"
 
 
 def tuning_note(tunings: list[Tuning]) -> str | None:
@@ -103,35 +113,55 @@ def tuning_note(tunings: list[Tuning]) -> str | None:
 
 
 def validation_curves(task: str, tunings: list[Tuning]) -> str | None:
-    """Each tuned method's validation measure against each setting it searched (a learning rate on a log scale),
-    one panel per setting, the chosen trial circled and pruned trials hollow."""
+    """The search figure of ``task`` (``search_figure``) as a PNG data URI for report.html; None without one."""
+    fig = search_figure(task, tunings)
+    return png(fig) if fig is not None else None
+
+
+def search_figure(task: str, tunings: list[Tuning]):
+    """Each tuned method's validation measure against each setting it searched (a learning rate and a rank on a log
+    scale), one panel per setting in harness.spec.search's order, each method in one colour on every panel, the
+    chosen trial circled. A pruned trial has no final figure: with --tune-by loss it is drawn hollow at the
+    validation loss where it stopped (from the search's record), else the legend says it is not drawn."""
     mine = [t for t in tunings if t.task == task and any(x.measure is not None for x in t.trials)]
     if not mine:
         return None
-    keys = list(dict.fromkeys(k for t in mine for k in t.keys))
+    keys, by = _keys(mine), mine[0].by
+    colours = {t.method: f"C{i % 10}" for i, t in enumerate(mine)}  # by method, not by panel
     plt = pyplot()
     fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.8), squeeze=False)
-    by = mine[0].by
     for ax, key in zip(axes[0], keys):
         for t in mine:
-            pts = [(x.params[key], x.measure if x.measure is not None else x.loss, x) for x in t.trials
-                   if key in x.params and (x.measure is not None or (x.state == "pruned" and by == "loss"))]
-            if not pts:
+            colour, trials = colours[t.method], [x for x in t.trials if key in x.params]
+            if not trials:
                 continue
-            done = [(a, b) for a, b, x in pts if x.state == "complete"]
-            line = ax.scatter([a for a, _ in done], [b for _, b in done], label=t.method)
-            pruned = [(a, b) for a, b, x in pts if x.state == "pruned" and b is not None]
-            if pruned:
-                ax.scatter([a for a, _ in pruned], [b for _, b in pruned], facecolors="none",
-                           edgecolors=line.get_facecolor(), label=f"{t.method} (pruned)")
-            best = [(a, b) for a, b, x in pts if x.number == t.chosen]
+            done = [(x.params[key], x.measure) for x in trials if x.state == "complete" and x.measure is not None]
+            ax.scatter([a for a, _ in done], [b for _, b in done], color=colour, label=t.method)
+            pruned = [x for x in trials if x.state == "pruned"]
+            stopped = [(x.params[key], _stopped_at(t, x.number)) for x in pruned] if by == "loss" else []
+            stopped = [(a, b) for a, b in stopped if b is not None]
+            if stopped:
+                ax.scatter([a for a, _ in stopped], [b for _, b in stopped], facecolors="none", edgecolors=colour,
+                           label=f"{t.method} pruned (the loss where it stopped)")
+            if len(stopped) < len(pruned):
+                ax.scatter([], [], facecolors="none", edgecolors=colour,
+                           label=f"{t.method}: {len(pruned) - len(stopped)} pruned, not drawn (no final {by})")
+            best = [(x.params[key], x.measure) for x in trials if x.number == t.chosen and x.measure is not None]
             if best:
-                ax.plot(*best[0], marker="o", ms=12, mfc="none", mec=line.get_facecolor()[0], mew=2)
-        if key == "lr" or key == "lora_r":
+                ax.plot(*best[0], marker="o", ms=12, mfc="none", mec=colour, mew=2)
+        if key in ("lr", "lora_r"):
             ax.set_xscale("log")
+        ax.set_title(key)
         ax.set_xlabel(key)
         ax.set_ylabel(f"{by} on validation ({'higher' if get_metric(by).higher_is_better else 'lower'} is better)")
         ax.grid(alpha=.3)
         ax.legend(fontsize=7)
     fig.suptitle(f"{task}: trials of the search (circled: chosen)")
-    return png(fig)
+    return fig
+
+
+def _stopped_at(t: Tuning, number: int) -> float | None:
+    """A pruned trial's last validation loss before it stopped, from the search's record (mean over seeds)."""
+    rec = next((x for x in t.record.get("trials", []) if x["number"] == number), None)
+    losses = (rec or {}).get("losses") or {}
+    return losses[max(losses, key=int)] if losses else None

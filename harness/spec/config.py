@@ -118,7 +118,8 @@ class RunConfig:
                             group=TUNE)
     resample_train: bool = _f(False, "each seed draws its own training rows (a seeded sample of --train-limit rows of "
                                      "the training source), so the spread between --seeds includes the data's share, "
-                                     "not only order and initialisation; needs a source larger than --train-limit",
+                                     "not only order and initialisation; needs a source larger than --train-limit "
+                                     "(from one no larger, every seed gets the same rows, and the run warns so)",
                               cli="bool", group=TUNE)
     early_stop: int | None = _f(None, "stop training when the validation loss has not improved for this many "
                                       "evaluations (4 per epoch), and keep the best weights", type=int, group=TUNE)

@@ -27,6 +27,11 @@ EXAMPLES = {"lr": "lr=1e-4..1e-2 or lr=3e-4|1e-3|3e-3", "lora_r": "lora_r=4|8|16
 EDGE = 0.1  # a range's best sits at its edge when it lies in the outer tenth of the range (log scale for lr)
 
 
+def in_order(by_key: dict) -> dict:
+    """``by_key`` in the order of KEYS: a mapping read back from JSON comes with its keys sorted."""
+    return {k: by_key[k] for k in KEYS if k in by_key}
+
+
 @dataclass(frozen=True)
 class Dim:
     """One searched setting, as a numeric range the sampler can widen: ``log`` (a float range on a log scale),
@@ -82,6 +87,12 @@ class Dim:
             return drawn
         v = 2 ** int(drawn)
         return v * lora_r if self.ratio and lora_r else v
+
+    def show(self, drawn) -> str:
+        """A drawn number as the setting it stands for, as the terminal and the report print it."""
+        if self.kind == "pow2":
+            return f"{2 ** int(drawn)}{' x lora_r' if self.ratio else ''}"
+        return f"{drawn:.3g}" if self.kind == "log" else f"{drawn:g}"
 
     def edge(self, drawn) -> str | None:
         """"low" or "high" when the drawn number sits at that edge and the range can widen that way, else None."""

@@ -9,7 +9,8 @@
 * **train** is what remains of the training source, cut to the training limit. With ``--drop-overlap``, rows
   that duplicate or nearly duplicate a test row are skipped and the next rows fill their place
   (harness.spec.overlap). With ``--resample-train`` each seed draws its rows anew (a seeded shuffle of the whole
-  training pool, then the limit), so the spread between seeds includes the data's share.
+  training pool, then the limit), so the spread between seeds includes the data's share; from a source no larger
+  than the limit every seed gets the same rows, which is warned about and recorded (``resampled.same_rows``).
 
 ``load`` returns ``{role: rows, "fingerprint": {role: {source, rows, sha256}, "overlap": {...}}}``; the cell
 writes the fingerprint as ``data.json``. ``roles`` asks for fewer splits: a tuning cell reads no test rows.
@@ -17,6 +18,7 @@ writes the fingerprint as ``data.json``. ``roles`` asks for fewer splits: a tuni
 
 from __future__ import annotations
 
+import os
 import random
 from typing import NamedTuple
 
@@ -103,6 +105,8 @@ def load(task, cfg, roles: tuple = ROLES) -> dict:
             pool = random.Random(f"train-rows-{cfg.seed}").sample(pool, len(pool))
         out["train"], overlap = _train_rows(task, pool, test, n_train, cfg.drop_overlap,
                                             "test" in roles)
+        if cfg.resample_train:
+            resampled = _resampled(task.name, cfg, pool, len(out["train"]), n_train)
     if want_val:
         out["validation"] = splits["validation"].rows[:n_val]
         if need_test:
@@ -115,13 +119,27 @@ def load(task, cfg, roles: tuple = ROLES) -> dict:
         if role == "train" and carved and len(out["train"]) < n_train:
             out["fingerprint"]["train"]["asked"] = n_train  # carving validation left fewer than --train-limit
         if role == "train" and cfg.resample_train:
-            out["fingerprint"]["train"]["resampled"] = {"seed": cfg.seed, "from_rows": len(splits["train"].rows)}
+            out["fingerprint"]["train"]["resampled"] = resampled
         if splits[role].dropped:
             out["fingerprint"][role]["unparsed"] = {"count": len(splits[role].dropped),
                                                     "examples": splits[role].dropped[:5]}
     if overlap is not None:
         out["fingerprint"]["overlap"] = overlap
     return out
+
+
+def _resampled(task: str, cfg, pool: list, kept: int, limit: int) -> dict:
+    """What --resample-train drew, for data.json: the seed, the rows it drew from, the limit, and whether every seed
+    gets the same rows (the source, less what --drop-overlap skips, is no larger than the limit); that last case is
+    said in one line, once, by the runner's load (a cell, which records it, stays quiet)."""
+    same = len(pool) <= limit or kept < limit
+    if same and not os.environ.get("HARNESS_CELL"):
+        usable = f" ({kept} after --drop-overlap)" if len(pool) > limit else ""
+        console.print(f"[yellow]warning: {task}: --resample-train draws each seed's training rows from a source of "
+                      f"{len(pool)} rows{usable}, not more than --train-limit {limit}, so every seed trains on the "
+                      "same rows; the spread between seeds then shows the training order and initialisation only[/]",
+                      soft_wrap=True)
+    return {"seed": cfg.seed, "from_rows": len(pool), "limit": limit, "same_rows": same}
 
 
 def _carve(task, pool: Split, n_val: int, fraction: float) -> tuple[Split, Split]:

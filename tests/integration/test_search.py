@@ -136,6 +136,13 @@ def test_ray_runs_two_trials_at_once_with_the_process_executors_trials_and_choic
     ray_cells = [json.loads((tmp_path / "ray" / "cnn" / f"lora.trial{n}" / "env.json").read_text())["executor"]
                  for n in (0, 1)]
     assert ray_cells == ["ray", "ray"]
+    # At once, not one after the other: a cell writes env.json as it starts (harness/cell/job.py) and status.json
+    # last (CellStore.finish), so each file's time bounds the cell's run, and the two trials' spans overlap.
+    spans = [tuple((tmp_path / "ray" / "cnn" / f"lora.trial{n}" / f).stat().st_mtime for f in ("env.json",
+                                                                                               "status.json"))
+             for n in (0, 1)]
+    (start0, end0), (start1, end1) = spans
+    assert start0 < end1 and start1 < end0, f"the two trials ran one after the other: (start, end) {spans}"
 
 
 def test_a_stored_study_of_another_space_is_refused_in_one_line_before_any_cell_runs(tmp_path):

@@ -5,10 +5,11 @@ import pytest
 
 from harness.cli.plan import tuning_cost
 from harness.core.errors import ConfigError
-from harness.execute.search import further
+from harness.execute.search import MethodSearch, further
 from harness.plan.matrix import chosen_cells, plan, run_size, trial_cells
-from harness.records.tuning import Trial, choose, tunings
+from harness.records.tuning import Trial, choose, edge_findings, tunings, unexplored_words
 from harness.spec.config import HASHED_WHEN_SET, RunConfig
+from harness.spec.resolve import resolve
 from harness.spec.search import Dim
 from harness.spec.task import get_task
 
@@ -27,9 +28,20 @@ def test_tune_names_settings_each_method_searches_over_its_default_range_where_i
     assert RunConfig(methods=("lora",), tune="lr").needs_validation
 
 
-def test_a_method_writes_its_own_range_or_grid_in_its_text_and_in_yaml():
+def test_a_method_writes_its_own_range_or_grid_in_its_text_and_in_yaml(tmp_path):
     cfg = RunConfig(methods=("full", "lora:lr=1e-4..1e-2:lora_r=8|16", "qlora4:epochs=1..2"), tune="lr")
     assert cfg.searches["lora"].describe() == "lr 0.0001..0.01 (log), lora_r 8|16 (grid)"
+    yaml = tmp_path / "run.yaml"  # a mapping per method, or the method text, as a YAML list entry
+    yaml.write_text("tune: lr\nmethods:\n  - full\n  - {name: lora, lr: 1e-4..1e-2, lora_r: 8|16}\n"
+                    "  - qlora4:epochs=1..2\n  - name: qlora\n    lr: 3e-4|1e-3|3e-3\n")
+    from_yaml = resolve({}, str(yaml))
+    assert {k: s.describe() for k, s in from_yaml.searches.items()} == {
+        **{k: s.describe() for k, s in cfg.searches.items()}, "qlora": "lr 0.0003|0.001|0.003 (grid)"}
+    assert from_yaml.searches["qlora"].is_grid and [s.name for s in from_yaml.specs] == ["full", "lora", "qlora4",
+                                                                                        "qlora"]
+    yaml.write_text("methods:\n  - {name: lora, lr: 1e-2..1e-4}\n")
+    with pytest.raises(ConfigError, match="lr=1e-2..1e-4 runs from high to low"):
+        resolve({}, str(yaml))
     assert [s.name for s in cfg.specs] == ["full", "lora", "qlora4"]  # the search is not part of the name
     assert cfg.searches["qlora4"].describe() == "lr 0.0001..0.01 (log), epochs 1..2"
     grid = RunConfig(methods=("lora:lr=3e-4|1e-3|3e-3",)).searches["lora"]
@@ -84,6 +96,48 @@ def test_a_range_widens_one_step_towards_the_edge_its_best_sits_at():
     assert grid.extend("low").choices == (1e-5, 1e-4, 1e-3, 1e-2)
     assert further(grid, "high") == "--methods 'METHOD:lr=0.0001|0.001|0.01|0.1'"
     assert further(lr, "high") == "--methods 'METHOD:lr=0.0001..0.1'"
+
+
+def _searched(chosen_rank: int, tried: dict, widened: bool = True) -> dict:
+    """A search record of lora_r (searched 2..64 after widening from 4..64, or 4..64 as written): ``tried`` maps each
+    trial's rank to its state; trial numbers follow the order given."""
+    exponent = {2: 1, 4: 2, 8: 3, 16: 4, 32: 5, 64: 6}
+    trials = [{"number": n, "state": state, "drawn": {"lora_r": exponent[rank]}}
+              for n, (rank, state) in enumerate(tried.items())]
+    return {"searched": {"lora_r": Dim("lora_r", "pow2", 1 if widened else 2, 6).to_dict()}, "trials": trials,
+            "widened": [{"after_trial": 0, "key": "lora_r", "side": "low"}] if widened else [],
+            "chosen": list(tried).index(chosen_rank)}
+
+
+def test_a_best_at_the_bound_of_its_range_as_widened_is_an_edge_and_one_the_budget_never_reached_past_is_not():
+    at_bound = _searched(2, {4: "complete", 2: "complete", 16: "complete"})
+    assert edge_findings(at_bound, at_bound["chosen"]) == ({"lora_r": "low"}, {})
+    short = _searched(4, {4: "complete", 16: "complete", 64: "pruned"})  # widened to 2, but no trial at 2 ran
+    assert edge_findings(short, short["chosen"]) == ({}, {"lora_r": {"side": "low", "value": "4", "failed": 0,
+                                                                     "to": "lora_r 2..64 (powers of 2)"}})
+    assert unexplored_words(edge_findings(short, 0)[1]["lora_r"]) == (
+        "widened to lora_r 2..64 (powers of 2), but the budget ended before a trial below 4 ran")
+    failed = _searched(4, {4: "complete", 2: "failed"})
+    assert unexplored_words(edge_findings(failed, 0)[1]["lora_r"]).endswith(
+        "but every trial below 4 (1) failed before the budget ended")
+    for inside in (_searched(4, {4: "complete", 2: "complete"}),  # the widened part was tried and held nothing better
+                   _searched(8, {8: "complete", 4: "complete", 64: "complete"}, widened=False)):
+        assert edge_findings(inside, inside["chosen"]) == ({}, {})
+    assert edge_findings(at_bound, None) == ({}, {})  # no trial completed: nothing to say
+
+
+def test_the_terminal_says_an_edge_and_a_budget_that_ended_before_the_widened_part_apart(tmp_path, capsys):
+    cfg = RunConfig(tasks=("cnn",), methods=("lora",), tune="lora_r", out=str(tmp_path), run_name="r")
+    engine = MethodSearch(cfg, get_task("cnn"), cfg.specs[0], f"sqlite:///{tmp_path / 'search.db'}")
+    engine.dims = {"lora_r": Dim("lora_r", "pow2", 1, 6)}
+    for record in (_searched(2, {4: "complete", 2: "complete"}), _searched(4, {4: "complete", 16: "complete"})):
+        record["edges"], record["unexplored"] = edge_findings(record, record["chosen"])
+        engine._say_edges(record)
+    edge, short = capsys.readouterr().err.replace("\n", " ").split("warning: ")[1:]
+    assert edge.startswith("search cnn/lora: the chosen trial 1 still sits at the low edge of lora_r 2..64 (powers")
+    assert short.startswith("search cnn/lora: lora_r widened to lora_r 2..64 (powers of 2), but the budget ended "
+                            "before a trial below 4 ran; rerun with more --tune-trials and --run-name r")
+    assert "edge" not in short
 
 
 def test_new_settings_left_at_their_defaults_keep_the_run_name():
