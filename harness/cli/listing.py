@@ -16,8 +16,10 @@ def cmd_list(argv: list[str]) -> int:
     for name, factory in METHODS.items():
         spec = factory()
         bits = f", {spec.bits}-bit weights" if spec.bits else ""
-        prompt = "".join(f", {k}={getattr(spec, k)}" for k in ("shots", "retrieve") if getattr(spec, k))
-        print(f"  {name:10} finetune={spec.finetune}{bits}, lr={spec.lr}{prompt}")
+        shown = ("shots", "retrieve", "use_dora", "use_rslora", "init_lora_weights", "loraplus_ratio")
+        fields = "".join(f", {k}={getattr(spec, k)}" for k in shown
+                         if getattr(spec, k, None) not in (None, False, "default"))
+        print(f"  {name:10} finetune={spec.finetune}{bits}, lr={spec.lr}{fields}")
     print("catalogue models:")
     for name, build in CATALOGUE.items():
         print(f"  {name:16} {(build.__doc__ or '').strip().splitlines()[0]}")

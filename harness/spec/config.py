@@ -41,7 +41,8 @@ class RunConfig:
     methods: tuple = _f(
         ("base", "lora", "qlora"),
         "methods to compare, comma-separated: base (zero-shot), fewshot (3 shots), rag (3 retrieved passages), full, "
-        "lora, qlora4, qlora8; NAME:key=value overrides a method field, e.g. lora:lr=1e-3, lora:retrieve=3, "
+        "lora, qlora4, qlora8, and the adapter variants dora, qdora, rslora, pissa, olora, loftq, lora+ (see "
+        "`run_matrix.py list`); NAME:key=value overrides a method field, e.g. lora:lr=1e-3, lora:retrieve=3, "
         "base:shots=5:shot_select=similar; NAME:lr=1e-4..1e-2 searches a range and NAME:lr=a|b|c a grid (also "
         "lora_r, lora_alpha, epochs, shots, retrieve; see --tune)",
         cli="list", group=RUN,
