@@ -1,9 +1,9 @@
 """A document store for the ReAct loop: Search[entity] and Lookup[keyword] over {title, text} pages.
 
 It follows the Wikipedia environment of ReAct (Yao et al. 2023): Search on an exact title returns the first
-sentences of the page; otherwise it lists similar titles, ranked by the harness's retriever (BM25, the bm25s library;
-harness/spec/retrieval.py). Lookup returns, one call at a time, the next sentence of the current page that contains
-the keyword.
+sentences of the page; otherwise it lists similar titles, ranked by the run's --retriever through the harness's one
+retriever interface (harness/spec/retrieval.py: BM25 by default), so a retriever registered there reaches the loop
+too. Lookup returns, one call at a time, the next sentence of the current page that contains the keyword.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 from harness.core.errors import DataError
-from harness.spec.retrieval import BM25
+from harness.spec.retrieval import make_retriever
 
 SENTENCE = re.compile(r"(?<=[.!?])\s+")
 FIRST_SENTENCES = 3  # ReAct's env shows the first 5 sentences of a Wikipedia page; our pages are short
@@ -24,16 +24,16 @@ def _key(title: str) -> str:
 
 
 class DocStore:
-    def __init__(self, pages: list[dict]):
+    def __init__(self, pages: list[dict], retriever: str = "bm25"):
         if not pages:
             raise DataError("the document store is empty; give --docstore a JSONL file of {title, text} pages")
         self.titles = [p["title"] for p in pages]
         self.sentences = {_key(p["title"]): [s for s in SENTENCE.split(p["text"].strip()) if s] for p in pages}
         self.pages = [{"title": p["title"], "text": p["text"]} for p in pages]
-        self._retriever = BM25([f"{p['title']} {p['text']}" for p in pages])
+        self._retriever = make_retriever(retriever, [f"{p['title']} {p['text']}" for p in pages])
 
     @classmethod
-    def from_jsonl(cls, path: str) -> DocStore:
+    def from_jsonl(cls, path: str, retriever: str = "bm25") -> DocStore:
         p = Path(path)
         if not p.is_file():
             raise DataError(f"document store {path} does not exist; pass a JSONL file of {{title, text}} pages")
@@ -50,7 +50,7 @@ class DocStore:
                 if not isinstance(row, dict) or not row.get("title") or not isinstance(row.get("text"), str):
                     raise DataError(f"document store {path} line {i} lacks a title or text")
                 pages.append({"title": str(row["title"]), "text": row["text"]})
-        return cls(pages)
+        return cls(pages, retriever)
 
     def similar(self, query: str, k: int = 5) -> list[str]:
         return [self.titles[i] for i, _ in self._retriever.search(query, k)]

@@ -37,9 +37,12 @@ STEP_STOPS = ["Observation", "]\n", "\nThought"]
 
 
 @lru_cache(maxsize=2)
-def load_docstore(path: str) -> DocStore:
-    """One BM25 index per document store file, shared by every method's cell."""
-    return DocStore.from_jsonl(path)
+def load_docstore(path: str | None, retriever: str = "bm25") -> DocStore:
+    """The store the ReAct loop searches (a --docstore file, or the embedded encyclopedia for None or "embedded"),
+    indexed by ``retriever`` (--retriever) once and shared by every method's cell."""
+    if path in (None, EMBEDDED):
+        return DocStore(list(fever_gen.encyclopedia()[0]), retriever)
+    return DocStore.from_jsonl(path, retriever)
 
 
 def store_path(cfg) -> str | None:
@@ -121,7 +124,7 @@ class Fever(Task):
         if cfg.fever_mode == "react":
             check_docstore(cfg)
             if not uses_embedded_store(cfg):
-                load_docstore(store_path(cfg))  # a bad --docstore fails before any cell spends compute
+                load_docstore(store_path(cfg), cfg.retriever)  # a bad --docstore fails before any cell runs
         return super().load(cfg, roles)
 
     def normalize(self, rows, columns, where):
@@ -179,7 +182,7 @@ class Fever(Task):
             for p in preds:
                 p["label"] = react.normalize_label(p["output"].splitlines()[0] if p["output"] else "")
             return preds
-        store = fever_gen.store() if uses_embedded_store(ctx.cfg) else load_docstore(store_path(ctx.cfg))
+        store = load_docstore(store_path(ctx.cfg), ctx.cfg.retriever)
         prompts = [self.eval_prompt(r, ctx) for r in rows]
         episodes = [react.Episode(Browser(store)) for _ in rows]
         # The llama2 template puts a space after [/INST]; the trajectory starts where training completions start.

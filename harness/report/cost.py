@@ -23,7 +23,8 @@ def cost_of(rec: dict) -> dict:
     prompts = meas.get("prompts") or {}
     per_query = prompts.get("eval_s_per_example")
     if per_query is None:  # a record from before prompts were measured: its eval time over its examples
-        q = rec["metrics"]["quality"].get(rec["metrics"]["main_metric"]) or {}
+        first = (rec.get("seed_records") or [rec])[0]  # a seed-mean row has no example count; its seeds share one
+        q = first["metrics"]["quality"].get(first["metrics"]["main_metric"]) or {}
         per_query = meas["timing"]["eval_s"] / q["n"] if q.get("n") else None
     train_s = meas["timing"].get("train_s") or 0.0
     return {"train_s": train_s, "eval_s_per_query": per_query,

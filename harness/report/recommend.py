@@ -2,13 +2,16 @@
 
 The rule: rule out every method over the ``--budget``; among the rest, find the best main metric; keep the
 methods that are not significantly worse than it (the paired bootstrap of the report: the 95% CI of
-method - best includes 0 or favours the method); of those, pick the lowest peak memory, then the shortest wall
-time (train_s + eval_s). With several seeds a method's figures are means over its seeds, its comparison uses
-every (seed, example) pair, and the budget rules it out when any of its cells is over.
+method - best includes 0 or favours the method); of those, pick the lowest peak memory, then the lowest cost:
+training seconds plus the eval seconds of 1,000 queries (harness/report/cost.py), since a prompting row pays at
+every query and a trained row once. With several seeds a method's figures are means over its seeds, its comparison
+uses every (seed, example) pair, and the budget (on each cell's own wall time) rules it out when any of its cells
+is over.
 
-Then, where the task has both, one sentence weighs the best method that only prompts against the best trained one:
-the share of the trained method's quality it reaches with no training, at what multiple of its prompt tokens and
-eval seconds per query (a prompting row pays at every query, a trained row once, harness/report/cost.py).
+Then, where the task has both, one sentence weighs the best method that only prompts against the best trained one
+that prompts plainly (no shots, no retrieval; any trained one where none does): the share of the trained method's
+quality it reaches with no training, at what multiple of its prompt tokens and eval seconds per query, and the
+best method overall where it is neither.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from dataclasses import dataclass
 from harness.core.stats import mean_of
 from harness.core.units import Budget, parse_budget
 from harness.report.compare import paired_comparisons
-from harness.report.cost import cost_of
+from harness.report.cost import QUERIES, cost_of
 from harness.report.seeds import collapse
 from harness.spec.metrics import get_metric
 
@@ -29,21 +32,27 @@ class Option:
 
     name: str
     trains: bool
+    prompts: bool  # the method adds shots or passages to its prompts
     value: float
     ci: tuple
     peak: float | None
-    wall: float | None
     over: str | None
-    cost: dict | None = None  # harness/report/cost.py: train seconds, eval seconds and prompt tokens per query
+    cost: dict  # harness/report/cost.py: train seconds, eval seconds and prompt tokens per query, and their total
 
     @classmethod
     def of(cls, row: dict, budget: Budget | None) -> Option:
         q = row["metrics"]["quality"][row["metrics"]["main_metric"]]
+        method = row["config"]["method"]
         cells = row.get("seed_records") or [row]
         reasons = [budget.over(_peak(c), _wall(c)) for c in cells] if budget else []
-        return cls(row["method"], row["config"]["method"].get("finetune") != "none", q["value"],
-                   (q["ci_low"], q["ci_high"]), mean_of([_peak(c) for c in cells]), mean_of([_wall(c) for c in cells]),
+        return cls(row["method"], method.get("finetune") != "none", bool(method.get("shots") or method.get("retrieve")),
+                   q["value"], (q["ci_low"], q["ci_high"]), mean_of([_peak(c) for c in cells]),
                    next((r for r in reasons if r), None), cost_of(row))
+
+    @property
+    def total(self) -> float | None:
+        """Training seconds plus the eval seconds of 1,000 queries."""
+        return self.cost["total_s"]
 
 
 @dataclass(frozen=True)
@@ -93,7 +102,7 @@ def _decide(task: str, metric: str, options: list[Option], budget: Budget | None
     if not fits:
         return Recommendation(task, None, None, tuple(o.name for o in ruled),
                               f"{task}: nothing fits the budget ({budget.text}): {why_out}.")
-    best = max(fits, key=lambda o: (m.gain(o.value, 0.0), -_inf(o.peak), -_inf(o.wall)))
+    best = max(fits, key=lambda o: (m.gain(o.value, 0.0), -_inf(o.peak), -_inf(o.total)))
     within, worse, unpaired = [best], [], []
     for o in fits:
         if o is best:
@@ -105,7 +114,7 @@ def _decide(task: str, metric: str, options: list[Option], budget: Budget | None
             worse.append((o, d))
         else:
             within.append(o)
-    pick = min(within, key=lambda o: (_inf(o.peak), _inf(o.wall)))
+    pick = min(within, key=lambda o: (_inf(o.peak), _inf(o.total)))
     if pick is best:
         text = f"{task}: recommend {best.name}: the best {metric} ({best.value:.3f} [{_ci(best.ci)}])"
         dearer = [o for o in within if o is not best]
@@ -123,7 +132,7 @@ def _decide(task: str, metric: str, options: list[Option], budget: Budget | None
     if not pick.trains and any(o.trains for o in fits):
         model = "The base model" if pick.name == "base" else f"The base model, prompted as {pick.name},"
         text += f" {model} wins: no fine-tuned method is significantly better on {metric}."
-    text += _prompting_against_training(fits, m, metric)
+    text += _prompting_against_training(fits, best, m, metric)
     if unpaired:
         text += (" Not compared with " + best.name + " (different eval data or too few shared examples), so left "
                  "out: " + ", ".join(o.name for o in unpaired) + ".")
@@ -132,11 +141,12 @@ def _decide(task: str, metric: str, options: list[Option], budget: Budget | None
     return Recommendation(task, pick.name, best.name, tuple(o.name for o in ruled), text)
 
 
-def _prompting_against_training(options: list[Option], m, metric: str) -> str:
+def _prompting_against_training(options: list[Option], best: Option, m, metric: str) -> str:
     """' rag reaches 0.93 of lora's f1 with no training, at 3.1x the prompt tokens and 1.4x the eval seconds per
     query (lora trained for 95 s).' Empty unless the task has a method that only prompts and one that trains."""
     prompt_only = [o for o in options if not o.trains]
-    trained = [o for o in options if o.trains]
+    # Prompting against training alone: a trained method that also retrieves or shows shots mixes the two.
+    trained = [o for o in options if o.trains and not o.prompts] or [o for o in options if o.trains]
     if not prompt_only or not trained:
         return ""
     p = max(prompt_only, key=lambda o: m.gain(o.value, 0.0))
@@ -153,6 +163,8 @@ def _prompting_against_training(options: list[Option], m, metric: str) -> str:
         text += ", at " + " and ".join(ratios)
     if tc.get("train_s"):
         text += f" ({t.name} trained for {tc['train_s']:.0f} s)"
+    if best is not p and best is not t:
+        text += f"; the best overall is {best.name} ({metric} {best.value:.3f})"
     return text + "."
 
 
@@ -172,12 +184,13 @@ def _d(d: tuple) -> str:
 
 
 def _costs(o: Option, ref: Option) -> str:
-    """'0.31x its peak memory and 0.90x its wall time' (ratios to ``ref``), leaving out what was not measured."""
+    """'0.31x its peak memory and 0.90x its cost (training s + eval s of 1,000 queries)' (ratios to ``ref``),
+    leaving out what was not measured."""
     parts = []
     if o.peak and ref.peak:
         parts.append(f"{o.peak / ref.peak:.2f}x its peak memory")
-    if o.wall is not None and ref.wall:
-        parts.append(f"{o.wall / ref.wall:.2f}x its wall time")
+    if o.total is not None and ref.total:
+        parts.append(f"{o.total / ref.total:.2f}x its cost (training s + eval s of {QUERIES:,} queries)")
     return " and ".join(parts) or "no measured cost"
 
 
@@ -190,6 +203,7 @@ def _peak(rec: dict) -> float | None:
 
 
 def _wall(rec: dict) -> float | None:
+    """A cell's own wall time (training and evaluation), what --budget time= limits."""
     t = rec["metrics"]["measurements"]["timing"]
     return (t.get("train_s") or 0.0) + (t.get("eval_s") or 0.0)
 

@@ -17,6 +17,7 @@ from harness.core.errors import ConfigError
 from harness.core.files import sha256_json
 from harness.core.units import parse_budget, parse_bytes
 from harness.spec.methods import resolve_method, split_search
+from harness.spec.retrieval import RETRIEVERS
 from harness.spec.search import KEYS, applies, parse_dim, resolve_search
 
 # The sections of ``--help``, in the order they are shown; each field names its own.
@@ -142,7 +143,7 @@ class RunConfig:
     passage_words: int = _f(100, "words per passage when --corpus documents are split for retrieval (100 as in "
                                  "DPR, Karpukhin et al. 2020; Ovadia et al. 2024 used 256 tokens)", type=int,
                             group=EVAL)
-    retriever: str = _f("bm25", "how retrieve=K ranks passages: bm25 (the bm25s library)", choices=("bm25",),
+    retriever: str = _f("bm25", "how retrieve=K ranks passages: bm25 (the bm25s library)", choices=tuple(RETRIEVERS),
                         group=EVAL)
     cross_eval: bool = _f(False, "evaluate every trained model on every task of the run, not only its own",
                           cli="bool", group=EVAL)

@@ -3,11 +3,12 @@
 ``Prompting`` is built once per cell and handed to the task on its Context; the task's prompts ask it, row by row,
 for the shots and the passages (harness/spec/task.py, ``Task.prompt``), and harness/spec/prompts.py fits them.
 
-* **Shots** (``shots=K``): ``random`` draws K + 1 training rows once per cell with the cell's seed, so one draw
+* **Shots** (``shots=K``): ``random`` orders the training rows once per cell with the cell's seed, so one draw
   serves every query (HELM does the same) and ``--seeds`` gives several draws; each query takes the first K of them
-  that are neither itself nor a duplicate of it (the same normalised text), as lm-eval draws one more example and
-  drops the query. ``similar`` takes, for each query, the K training rows nearest to it by BM25, nearest first,
-  so that dropping shots from the end to fit drops the least similar.
+  that are neither itself nor a duplicate of it (the same normalised text). The order starts with the K + 1 rows
+  lm-eval would draw (one more example, to drop the query), then goes on through the rest, so a query that meets
+  itself and a duplicate among the first K + 1 still gets K shots. ``similar`` takes, for each query, the K training
+  rows nearest to it by BM25, nearest first, so that dropping shots from the end to fit drops the least similar.
 * **Passages** (``retrieve=K``): the K passages ranked highest for the task's search text of the row. For training
   rows with ``raft=P`` (RAFT, Zhang et al. 2024), a share P of the rows, chosen by a hash of the row and the seed,
   keeps its gold passage among the K (put in place of the last when retrieval missed it), and the rest get the K
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from itertools import islice
 
 from harness.core.errors import DataError
 from harness.spec.overlap import words
@@ -33,6 +35,18 @@ DEEPER = 5  # times K passages searched for RAFT, to find distractors once gold 
 def normalised(text: str) -> str:
     """A query's text as duplicates are compared: lower-case words of letters and digits."""
     return " ".join(words(text))
+
+
+def seeded_order(n: int, first: int, seed: int) -> list[int]:
+    """Every index below ``n`` once, in the order of the cell's seed: the ``first`` exactly as ``random.sample``
+    drew them before the order went on past them (a query they do not hold keeps the shots and the recorded draw it
+    had), then the rest, shuffled by the same generator."""
+    rng = random.Random(f"shots-{seed}")
+    head = rng.sample(range(n), min(first, n))
+    taken = set(head)
+    rest = [i for i in range(n) if i not in taken]
+    rng.shuffle(rest)
+    return head + rest
 
 
 class Prompting:
@@ -53,8 +67,7 @@ class Prompting:
                 raise DataError(f"{task.name}: shots={self.k_shots} is more than the {len(self.pool)} training rows; "
                                 "lower shots or give more training rows (--train-limit)")
             if self.select == "random":
-                rng = random.Random(f"shots-{seed}")
-                self._draw = rng.sample(range(len(self.pool)), min(self.k_shots + 1, len(self.pool)))
+                self._draw = seeded_order(len(self.pool), self.k_shots + 1, seed)
             else:
                 self._shot_index = make_retriever(retriever, [task.search_text(r) for r in self.pool])
         if self.k_passages:
@@ -76,15 +89,17 @@ class Prompting:
         else:
             order = [i for i, _ in self._search(self._shot_index, "shots", self.task.search_text(row),
                                                 self.k_shots + 1 + self._copies(own))]
-        return [self.pool[i] for i in order if self._keys[i] != own][:self.k_shots]
+        return list(islice((self.pool[i] for i in order if self._keys[i] != own), self.k_shots))
 
     def _copies(self, key: str) -> int:
         """How many training rows duplicate the query: similar search looks that much further."""
         return sum(k == key for k in self._keys)
 
     def draw(self) -> list:
-        """The ids of a random draw's rows (the record of which examples a cell showed)."""
-        return [self.pool[i].get("id", i) for i in self._draw] if self._draw is not None else []
+        """The ids of the K + 1 rows a random draw puts first (the record of which examples a cell showed; a query
+        among them, or duplicated among them, goes on to the next rows of the order)."""
+        first = self._draw[:self.k_shots + 1] if self._draw is not None else []
+        return [self.pool[i].get("id", i) for i in first]
 
     # --- passages ----------------------------------------------------------------------------------------
     def passages(self, row: dict, training: bool = False) -> list[Passage]:
@@ -123,8 +138,10 @@ class Prompting:
         return self._searched[key]
 
     # --- what the prompts held ---------------------------------------------------------------------------
-    def note(self, prompt: str, shots: int, passages: list[Passage]) -> None:
-        self.notes[prompt] = {"shots": shots, "passages": [p.doc for p in passages]}
+    def note(self, prompt: str, shots: int, passages: list[Passage], offered: int | None = None) -> None:
+        """``shots``: what the prompt kept of the ``offered`` shots (fewer only when they did not fit)."""
+        self.notes[prompt] = {"shots": shots, "offered": shots if offered is None else offered,
+                              "passages": [p.doc for p in passages]}
 
     def info(self, prompt: str) -> dict:
         """What the prompt held: shots kept, and the documents of its passages (when the method has them)."""
@@ -140,11 +157,15 @@ class Prompting:
         """The cell's record of its prompts: how many shots they kept and dropped, and what retrieval gave."""
         out = {}
         if self.k_shots:
-            kept = [p["shots"] for p in predictions if p.get("shots") is not None]
+            shown = [p for p in predictions if p.get("shots") is not None]
+            kept = [p["shots"] for p in shown]
+            # Dropped means dropped to fit --max-seq-len: a query offered fewer than K (a training split short of
+            # K rows other than the query and its duplicates) dropped nothing.
+            dropped = [self.notes.get(p.get("prompt"), {}).get("offered", self.k_shots) - p["shots"] for p in shown]
             out["shots"] = {"asked": self.k_shots, "select": self.select, "pool": len(self.pool),
                             "mean_kept": sum(kept) / len(kept) if kept else None,
-                            "rows_with_shots_dropped": sum(k < self.k_shots for k in kept),
-                            "shots_dropped": sum(self.k_shots - k for k in kept)}
+                            "rows_with_shots_dropped": sum(d > 0 for d in dropped),
+                            "shots_dropped": sum(dropped)}
             if self._draw is not None:
                 out["shots"]["draw"] = self.draw()
         if self.k_passages:

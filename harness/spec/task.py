@@ -198,7 +198,7 @@ class Task:
                       prompts.completion_text(ctx, self.answer(s, ctx))) for s in p.shots(row)]
         built = prompts.build(ctx, query, reserve, shots)
         if p is not None:
-            p.note(built.prompt, built.shots, passages)
+            p.note(built.prompt, built.shots, passages, offered=len(shots))
         return built.prompt
 
     def train_pair(self, row: dict, ctx: Context, training: bool = True) -> dict:

@@ -1,6 +1,7 @@
 """Prompting, retrieval and fine-tuning in one run, end to end on the tiny model: the methods that cannot apply are
 left out with one line and the rest run; the records hold what each prompt held and cost; the report shows it."""
 
+import json
 import os
 import subprocess
 import sys
@@ -70,30 +71,76 @@ def test_the_report_puts_every_method_on_quality_against_cost(run):
     assert "prompt_tokens" in csv and "eval_s_per_example" in csv
 
 
-def test_prefix_reuse_changes_no_output_of_a_fewshot_cell(run, tmp_path):
-    run_dir, _ = run
-    again = run_cli("--tasks", "cnn", "--methods", "fewshot", *COMMON, "--out", str(tmp_path), "--run-name", "off",
-                    "--no-prefix-cache")
-    assert again.returncode == 0, again.stderr[-2000:]
-    on = [p["output"] for p in read_jsonl(run_dir / "cnn" / "fewshot" / "predictions.jsonl")]
-    off = [p["output"] for p in read_jsonl(tmp_path / "off" / "cnn" / "fewshot" / "predictions.jsonl")]
-    assert on == off
-    assert "prefix_cache" not in read_json(tmp_path / "off" / "cnn" / "fewshot" / "metrics.json")["measurements"][
-        "prompts"]
+@pytest.fixture(scope="module")
+def lively_model(tmp_path_factory, tiny_model_dir):
+    """tiny-llama's shape and tokenizer with weights ten times larger. tiny-llama answers a chat prompt with its end
+    token at once (tests/unit/test_generation.py), so its outputs would be empty whatever the prefix cache did;
+    these weights write tokens that change with the prompt, shots included."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    out = tmp_path_factory.mktemp("lively")
+    config = LlamaConfig.from_pretrained(tiny_model_dir)
+    config.initializer_range = 0.2
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(out)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(out)
+    return out
 
 
-def test_shots_are_tuned_on_validation_like_a_learning_rate(tmp_path):
-    done = run_cli("--tasks", "qa", "--methods", "fewshot:shots=1|2", *COMMON, "--out", str(tmp_path),
+def test_prefix_reuse_changes_no_output_of_a_fewshot_cell(lively_model, tmp_path):
+    outputs, prompts = {}, {}
+    for name, flags in (("on", ()), ("off", ("--no-prefix-cache",))):
+        done = run_cli("--tasks", "cnn", "--methods", "fewshot", *COMMON, "--model", str(lively_model),
+                       "--out", str(tmp_path), "--run-name", name, *flags)
+        assert done.returncode == 0, done.stderr[-2000:]
+        cell = tmp_path / name / "cnn" / "fewshot"
+        outputs[name] = [p["output"] for p in read_jsonl(cell / "predictions.jsonl")]
+        prompts[name] = read_json(cell / "metrics.json")["measurements"]["prompts"]
+    assert outputs["on"] == outputs["off"]
+    assert all(outputs["on"]) and len(set(outputs["on"])) > 1  # text that depends on the prompt, not one token
+    assert prompts["on"]["prefix_cache"]["applied"] and prompts["on"]["prefix_cache"]["shared_tokens"] > 50
+    assert "prefix_cache" not in prompts["off"]
+
+
+@pytest.mark.parametrize("method, field, grid", [("fewshot", "shots", (1, 2)), ("rag", "retrieve", (1, 3))])
+def test_prompting_fields_are_tuned_on_validation_like_a_learning_rate(tmp_path, method, field, grid):
+    points = "|".join(map(str, grid))
+    done = run_cli("--tasks", "qa", "--methods", f"{method}:{field}={points}", *COMMON, "--out", str(tmp_path),
                    "--run-name", "t")
     assert done.returncode == 0, done.stderr[-2000:]
-    for number, shots in enumerate((1, 2)):  # the grid's points, as trials in the order written
-        cfg = read_json(tmp_path / "t" / "qa" / f"fewshot.trial{number}" / "config.json")
-        assert cfg["hyperparameters"]["eval_split"] == "validation" and cfg["tuning"]["params"] == {"shots": shots}
-        assert cfg["method"]["shots"] == shots
-    chosen = read_json(tmp_path / "t" / "qa" / "fewshot" / "config.json")
-    assert chosen["tuning"]["role"] == "chosen" and chosen["method"]["shots"] == chosen["tuning"]["params"]["shots"]
+    for number, value in enumerate(grid):  # the grid's points, as trials in the order written
+        trial = tmp_path / "t" / "qa" / f"{method}.trial{number}"
+        cfg = read_json(trial / "config.json")
+        assert cfg["hyperparameters"]["eval_split"] == "validation" and cfg["tuning"]["params"] == {field: value}
+        assert cfg["method"][field] == value
+    chosen = read_json(tmp_path / "t" / "qa" / method / "config.json")
+    assert chosen["tuning"]["role"] == "chosen" and chosen["method"][field] == chosen["tuning"]["params"][field]
+    held = [p["shots"] if field == "shots" else len(p["passages"])
+            for p in read_jsonl(tmp_path / "t" / "qa" / method / "predictions.jsonl")]
+    assert held and set(held) == {chosen["method"][field]}  # the test prompts hold what was chosen
     report = (tmp_path / "t" / "report.md").read_text()
-    assert "settings searched on validation" in report and "over shots 1|2 (grid)" in report
+    assert "settings searched on validation" in report and f"over {field} {points} (grid)" in report
+
+
+def test_a_run_retrieves_from_the_users_corpus_file(tmp_path):
+    docs = [{"title": f"{town} guide", "text": f"{town} is a town where CNN reporters said much happens."}
+            for town in ("Saltmarsh", "Harrowgate", "Dovecote", "Yarrowby")]
+    corpus = tmp_path / "kb.jsonl"
+    corpus.write_text("".join(json.dumps(d) + "\n" for d in docs))
+    done = run_cli("--tasks", "cnn", "--methods", "rag", *COMMON, "--corpus", f"cnn={corpus}", "--out", str(tmp_path),
+                   "--run-name", "kb")
+    assert done.returncode == 0, done.stderr[-2000:]
+    cell = tmp_path / "kb" / "cnn" / "rag"
+    record = read_json(cell / "metrics.json")["measurements"]["prompts"]["retrieve"]
+    assert (record["source"], record["documents"], record["k"]) == (f"{corpus}", len(docs), 3)
+    texts = {d["title"]: d["text"] for d in docs}
+    preds = read_jsonl(cell / "predictions.jsonl")
+    assert preds
+    for p in preds:
+        assert len(p["passages"]) == 3 and set(p["passages"]) <= set(texts)
+        for i, title in enumerate(p["passages"], 1):
+            assert f"[{i}] {title}\n{texts[title]}" in p["prompt"]
 
 
 def test_an_unreachable_hub_model_is_the_harness_line_alone(tmp_path):

@@ -6,10 +6,12 @@ import pytest
 
 from harness.core.errors import DataError
 from harness.spec.config import RunConfig
+from harness.spec.retrieval import RETRIEVERS
 from harness.spec.task import Context, get_task
 from tasks import react
 from tasks.docstore import Browser
 from tasks.embedded import fever_gen
+from tasks.fever import load_docstore
 
 F = get_task("fever")
 
@@ -63,6 +65,31 @@ def test_gold_trajectories_replay_exactly_through_the_loop():
         assert ep.label == row["label"]
         assert ep.text == gold
         assert react.parse_trajectory(gold).label == row["label"]
+
+
+class Reversed:
+    """A stand-in retriever: every text, last first, whatever the query."""
+
+    def __init__(self, texts):
+        self.n = len(texts)
+
+    def search(self, query, k):
+        return [(i, 1.0) for i in reversed(range(self.n))][:k]
+
+
+def test_the_react_loop_searches_through_the_retriever_interface(monkeypatch):
+    """A retriever registered beside BM25 ranks the loop's similar titles; BM25's own ranking is unchanged."""
+    monkeypatch.setitem(RETRIEVERS, "reversed", Reversed)
+    load_docstore.cache_clear()
+    try:
+        titles = fever_gen.store().titles
+        miss = Browser(load_docstore(None, "reversed")).search("no such page")
+        assert miss == f"Could not find no such page. Similar: [{', '.join(titles[::-1][:5])}]."
+        bm25 = load_docstore("embedded", "bm25")
+        for entity in (titles[0].split()[0], "river town", titles[-1][:6]):
+            assert bm25.similar(entity) == fever_gen.store().similar(entity) != []
+    finally:
+        load_docstore.cache_clear()
 
 
 def test_training_targets_per_mode(tokenizer):

@@ -8,6 +8,8 @@ import pytest
 
 from harness.core.errors import DataError
 from harness.spec.config import RunConfig
+from harness.spec.methods import resolve_method
+from harness.spec.prompting import Prompting
 from harness.spec.task import Context, get_task
 from tasks.embedded.guanaco_gen import generate
 from tasks.ifeval import check
@@ -98,6 +100,22 @@ def test_templates(tokenizer):
     p = G.eval_prompt(row, llama)
     assert p == "<s>[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nQ1 [/INST] A1 </s><s>[INST] Q2 [/INST]"
     assert G.train_pair(row, llama)["completion"] == " A2"
+
+
+def test_shots_are_chat_turns_after_the_system_and_before_the_rows_own_turns(tokenizer):
+    data = G.load(RunConfig(tasks=("guanaco",)))
+    row = dict(data["test"][0], system="Be brief.", history=[["Q1", "A1"]])
+    ctx = Context(tok=tokenizer, max_seq_len=4096, max_new_tokens=G.max_new_tokens,
+                  cfg=RunConfig(tasks=("guanaco",), methods=("fewshot",)))
+    ctx.prompting = Prompting(G, resolve_method("fewshot:shots=2"), ctx, data["train"], 0)
+    prompt, shots = G.eval_prompt(row, ctx), ctx.prompting.shots(row)
+    assert len(shots) == 2 and ctx.prompting.notes[prompt]["shots"] == 2
+    turns = ["<|im_start|>system\nBe brief.<|im_end|>",
+             *(f"<|im_start|>user\n{s['prompt']}<|im_end|>\n<|im_start|>assistant\n{s['response']}<|im_end|>"
+               for s in shots),
+             "<|im_start|>user\nQ1<|im_end|>\n<|im_start|>assistant\nA1<|im_end|>",
+             f"<|im_start|>user\n{row['prompt']}<|im_end|>\n<|im_start|>assistant\n"]
+    assert prompt == "\n".join(turns)  # system, the shots as user and assistant turns, the history, the query
 
 
 def test_long_history_is_dropped_before_the_question(tokenizer):

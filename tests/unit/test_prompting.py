@@ -2,6 +2,7 @@
 prompt that does not fit gives way (harness/spec/prompting.py, harness/spec/prompts.py)."""
 
 import dataclasses
+import random
 
 import pytest
 
@@ -58,6 +59,41 @@ def test_the_same_seed_draws_the_same_shots_and_another_seed_others(tokenizer):
     p = _prompting(tokenizer, "fewshot", train, seed=0).prompting
     rows = cnn_gen.generate("validation")[:5]
     assert len({tuple(s["id"] for s in p.shots(r)) for r in rows}) == 1
+
+
+def test_a_draw_that_holds_the_query_and_a_duplicate_of_it_still_gives_k_shots(tokenizer):
+    k, train = 3, cnn_gen.generate("train")[:12]
+    query, other = cnn_gen.generate("validation")[:2]
+    # The K + 1 rows the cell's seeded draw takes first (random.sample, as every earlier cell drew them): plant the
+    # query at the first and a duplicate of it (other case and spacing) at the third.
+    first = random.Random("shots-0").sample(range(len(train)), k + 1)
+    train[first[0]] = query
+    train[first[2]] = dict(query, id="duplicate", article=query["article"].upper().replace(" ", "  "))
+    ctx = _prompting(tokenizer, "fewshot", train)
+    p = ctx.prompting
+    assert p.draw() == [train[i]["id"] for i in first] and {query["id"], "duplicate"} <= set(p.draw())
+    shots = p.shots(query)
+    assert len(shots) == k and all(normalised(s["article"]) != normalised(query["article"]) for s in shots)
+    assert [s["id"] for s in shots[:2]] == [train[first[1]]["id"], train[first[3]]["id"]]  # the draw's others first
+    # a query the draw does not hold takes the draw's first K, as before
+    assert [s["id"] for s in p.shots(other)] == [train[i]["id"] for i in first[:k]]
+    # nothing was dropped to fit: every prompt kept the K shots it was offered
+    task = get_task("cnn")
+    preds = [{"prompt": task.eval_prompt(r, ctx)} for r in (query, other)]
+    preds = [dict(x, **p.info(x["prompt"])) for x in preds]
+    assert [x["shots"] for x in preds] == [k, k]
+    record = p.record(preds)["shots"]
+    assert (record["rows_with_shots_dropped"], record["shots_dropped"], record["mean_kept"]) == (0, 0, k)
+
+
+def test_a_query_offered_fewer_than_k_shots_dropped_none_to_fit(tokenizer):
+    """A training split of K rows, one of them the query: K - 1 shots are all it has, not shots dropped to fit."""
+    query = cnn_gen.generate("validation")[0]
+    train = [query] + cnn_gen.generate("train")[:2]
+    ctx = _prompting(tokenizer, "fewshot", train)
+    prompt = get_task("cnn").eval_prompt(query, ctx)
+    record = ctx.prompting.record([{"prompt": prompt, **ctx.prompting.info(prompt)}])["shots"]
+    assert record["mean_kept"] == 2 and (record["rows_with_shots_dropped"], record["shots_dropped"]) == (0, 0)
 
 
 def test_similar_shots_are_the_nearest_training_rows_first(tokenizer):

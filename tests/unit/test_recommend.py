@@ -22,13 +22,14 @@ N = 40  # eval examples per cell
 
 
 def cell(run, method, values, peak, train_s=10.0, eval_s=5.0, seed=None, finetune="lora", task="cnn",
-         metric="rougeL"):
-    """One completed cell folder: config, data fingerprint, per-example scores, metrics and a checksummed status."""
-    folder = method if seed is None else f"{method}-seed{seed}"
+         metric="rougeL", fields=None, prompts=None):
+    """One completed cell folder: config, data fingerprint, per-example scores, metrics and a checksummed status.
+    ``fields``: the method's prompting fields (shots, retrieve); ``prompts``: what its prompts held and cost."""
+    folder = method.replace(":", "_") if seed is None else f"{method}-seed{seed}"
     store = CellStore(run, task, folder)
     store.dir.mkdir(parents=True)
-    store.write_json("config.json", {"task": task, "method": {"name": method, "finetune": finetune},
-                                     "hyperparameters": {"seed": seed or 0, "bootstrap": 500}})
+    store.write_json("config.json", {"task": task, "method": {"name": method, "finetune": finetune, **(fields or {})},
+                                     "hyperparameters": {"seed": seed or 0, "bootstrap": 500, "max_seq_len": 512}})
     store.write_json("data.json", {"eval": {"rows": len(values), "source": "synthetic", "sha256": "e" * 64}})
     store.write_jsonl("predictions.jsonl", [{"id": f"ex{i}", "scores": {metric: v}} for i, v in enumerate(values)])
     store.write_json("train.json", {"trained": finetune != "none"})
@@ -38,7 +39,8 @@ def cell(run, method, values, peak, train_s=10.0, eval_s=5.0, seed=None, finetun
         "measurements": {"memory": {"peak_bytes": peak, "model_footprint_bytes": peak / 4},
                          "timing": {"train_s": train_s, "eval_s": eval_s, "train_tokens_per_s": 100.0,
                                     "generation_tokens_per_s": 50.0},
-                         "params": {"trainable": 1, "total": 100, "trainable_pct": 1.0}}})
+                         "params": {"trainable": 1, "total": 100, "trainable_pct": 1.0},
+                         **({"prompts": prompts} if prompts else {})}})
     store.finish("ok")
 
 
@@ -60,7 +62,9 @@ def test_a_tie_within_the_ci_goes_to_the_cheaper_method(tmp_path):
     assert (rec.method, rec.best) == ("qlora", "lora")
     assert rec.text.startswith("cnn: recommend qlora: rougeL within the CI of lora (-0.0")
     assert "full" not in rec.text  # significantly worse than lora, and not the pick: not named
-    assert "at 0.25x its peak memory and 1.48x its wall time." in rec.text  # 1/4 GiB; (150+5)/(100+5)
+    cost = {m: t + 1000 * 5.0 / N for m, t in (("lora", 100), ("qlora", 150))}  # train s + eval s of 1,000 queries
+    assert f"at 0.25x its peak memory and {cost['qlora'] / cost['lora']:.2f}x its cost (training s + eval s of " \
+           "1,000 queries)." in rec.text
 
 
 def test_a_clear_winner_is_recommended_even_when_dearer(tmp_path):
@@ -73,10 +77,61 @@ def test_a_clear_winner_is_recommended_even_when_dearer(tmp_path):
     assert lo <= diff <= hi < 0
 
 
-def test_equal_memory_goes_to_the_shorter_wall_time(tmp_path):
+def test_equal_memory_goes_to_the_lower_cost(tmp_path):
     cell(tmp_path, "lora", scores(0.5, 1), peak=GIB, train_s=50)
     cell(tmp_path, "lora8", scores(0.5, 1), peak=GIB, train_s=20)
     assert only(tmp_path).method == "lora8"
+
+
+def test_cost_is_training_once_plus_a_thousand_queries_not_the_test_sets_wall_time(tmp_path):
+    """A few-shot row pays at every query: over its 40 test queries it took less wall time than lora's training and
+    evaluation, yet over 1,000 queries it costs more, and the rule picks lora."""
+    few = {"train_s": 0.0, "eval_s": 30.0}
+    lora = {"train_s": 100.0, "eval_s": 5.0}
+    cell(tmp_path, "fewshot", scores(0.52, 1), peak=GIB, finetune="none", fields={"shots": 3}, **few)
+    cell(tmp_path, "lora", scores(0.50, 2), peak=GIB, **lora)
+    assert sum(few.values()) < sum(lora.values())  # the wall-time rule would have picked fewshot
+    rec = only(tmp_path)
+    assert (rec.method, rec.best) == ("lora", "fewshot")
+    cost = {name: c["train_s"] + 1000 * c["eval_s"] / N for name, c in (("fewshot", few), ("lora", lora))}
+    assert (f"recommend lora: rougeL within the CI of fewshot (" in rec.text and f") at 1.00x its peak memory and "
+            f"{cost['lora'] / cost['fewshot']:.2f}x its cost (training s + eval s of 1,000 queries)." in rec.text)
+
+
+def test_prompting_is_weighed_against_the_best_trained_method_that_prompts_plainly(tmp_path):
+    """rag against lora (no shots, no retrieval), not against lora:retrieve=3, which mixes the two; the best overall
+    is named besides."""
+    methods = {  # name: (scores, finetune, fields, train s, prompt tokens, eval s per query)
+        "base": (scores(0.10, 1), "none", {}, 0.0, 90.0, 0.08),
+        "rag": (scores(0.45, 2), "none", {"retrieve": 3}, 0.0, 310.0, 0.2),
+        "lora": (scores(0.60, 3), "lora", {}, 95.0, 100.0, 0.1),
+        "lora:retrieve=3": (scores(0.85, 4), "lora", {"retrieve": 3}, 120.0, 320.0, 0.25),
+    }
+    for name, (values, finetune, fields, train_s, tokens, per_query) in methods.items():
+        cell(tmp_path, name, values, peak=GIB, train_s=train_s, eval_s=per_query * N, finetune=finetune,
+             fields=fields, prompts={"examples": N, "prompt_tokens_mean": tokens, "eval_s_per_example": per_query})
+    value = {name: float(np.mean(m[0])) for name, m in methods.items()}
+    rec = only(tmp_path)
+    assert rec.best == "lora:retrieve=3"
+    rag, lora = methods["rag"], methods["lora"]
+    assert (f" rag reaches {value['rag'] / value['lora']:.2f} of lora's rougeL with no training, at "
+            f"{rag[4] / lora[4]:.1f}x the prompt tokens and {rag[5] / lora[5]:.1f}x the eval seconds per query "
+            f"(lora trained for {lora[3]:.0f} s); the best overall is lora:retrieve=3 "
+            f"(rougeL {value['lora:retrieve=3']:.3f}).") in rec.text
+
+
+def test_the_report_says_when_a_cell_dropped_shots_to_fit(tmp_path):
+    shots = {"asked": 3, "select": "random", "pool": 8, "mean_kept": 2.25, "rows_with_shots_dropped": 20,
+             "shots_dropped": 30}
+    cell(tmp_path, "fewshot", scores(0.5, 1), peak=GIB, finetune="none", fields={"shots": 3},
+         prompts={"examples": N, "shots": shots})
+    cell(tmp_path, "fewshot:shots=1", scores(0.5, 2), peak=GIB, finetune="none", fields={"shots": 1},
+         prompts={"examples": N, "shots": {**shots, "asked": 1, "mean_kept": 1.0, "rows_with_shots_dropped": 0,
+                                             "shots_dropped": 0}})
+    md = markdown(load_records(tmp_path), "t")
+    assert (f"Shots of cnn x fewshot: 20 of {N} test prompts dropped shots to fit --max-seq-len 512 (30 in all; "
+            f"{shots['mean_kept']:.1f} of 3 kept on average).") in md
+    assert "Shots of cnn x fewshot:shots=1" not in md  # a cell that kept every shot gets no line
 
 
 def test_the_base_model_can_win(tmp_path):
