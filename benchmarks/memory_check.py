@@ -15,11 +15,17 @@ SFTTrainer) on real cnn prompt/completion pairs, or, for ``base``, generates for
 The model's tensors are counted directly because from_pretrained maps safetensors files into memory, which
 the allocator never sees. Peak RSS would add the libraries and the allocator's arenas; this is tensors only.
 
-    python benchmarks/memory_check.py                   # both models, every method, 2 lengths, gc off/on
+    python benchmarks/memory_check.py                   # both models, the five plain methods, 2 lengths, gc off/on
     python benchmarks/memory_check.py --models tiny-llama --methods lora --seq-lens 128 --gc off
     python benchmarks/memory_check.py --json out.jsonl  # also write one JSON line per configuration
     python benchmarks/memory_check.py --families all --methods base,full,lora,qlora4,qlora8 --seq-lens 128 --gc off
-                                                        # a 6-layer random model of every family in tests/families.py
+                                                        # a 6-layer random model of every family in
+                                                        # harness/conformance/families.py
+    python benchmarks/memory_check.py --methods dora,qdora,rslora,pissa,olora,loftq,lora+
+                                                        # the adapter variants (any method, with overrides)
+
+Each method trains with the settings its cell would (harness.spec.cell.cell_config: the method's own rank, alpha,
+epochs and dropout, LoftQ's alpha = r), and the estimate is made for those settings.
 
 Prints a markdown table: measured MiB, estimated MiB, their ratio, and the phase the estimate puts the peak
 in. docs/memory.md holds the committed output.
@@ -39,6 +45,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from harness.cell.adapters import initial_folder  # noqa: E402
+from harness.core.errors import ConfigError  # noqa: E402
+from harness.spec.cell import cell_config  # noqa: E402
+from harness.spec.methods import resolve_method  # noqa: E402
 
 MIB = 2**20
 
@@ -146,7 +157,6 @@ def measure(model_ref: str, method: str, seq_len: int, gc: bool, steps: int, bat
     from harness.plan.estimate import estimate
     from harness.plan.shape import load_shape
     from harness.spec.config import RunConfig
-    from harness.spec.methods import resolve_method
     from harness.spec.models import resolve_model
     from harness.spec.precision import mixed_precision
     from harness.spec.task import Context, GenerationStats, get_task
@@ -157,7 +167,9 @@ def measure(model_ref: str, method: str, seq_len: int, gc: bool, steps: int, bat
     task = get_task("cnn")
     ctx = Context(tok=tok, max_seq_len=seq_len, max_new_tokens=task.max_new_tokens)
     spec = resolve_method(method)
-    cfg = RunConfig(model=model_ref, batch_size=batch, gradient_checkpointing=gc, max_seq_len=seq_len, epochs=1.0)
+    # as a cell of the method trains: its own rank, alpha, epochs and dropout (PiSSA's 0, LoftQ's alpha = r)
+    cfg = cell_config(RunConfig(model=model_ref, batch_size=batch, gradient_checkpointing=gc, max_seq_len=seq_len,
+                                epochs=1.0), spec)
     seed_everything(0)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -177,16 +189,18 @@ def measure(model_ref: str, method: str, seq_len: int, gc: bool, steps: int, bat
     t0 = time.perf_counter()
     if spec.trains:
         pairs = [task.train_pair(r, ctx) for r in rows]
-        run = lambda: train(model, tok, spec, pairs, cfg, device, location=loc)  # noqa: E731
+        run = lambda initial: train(model, tok, spec, pairs, cfg, device, location=loc,  # noqa: E731
+                                    initial_dir=initial)
     else:
         prompts = [task.eval_prompt(r, ctx) for r in rows[:batch]]
-        run = lambda: generate(model, tok, prompts, ctx.max_new_tokens, batch, GenerationStats())  # noqa: E731
-    with record_batches(batches), numpy_tensors_counted():
+        run = lambda _: generate(model, tok, prompts, ctx.max_new_tokens, batch, GenerationStats())  # noqa: E731
+    # PiSSA's and OLoRA's adapter as it started is saved (on disk, outside the measure), then removed
+    with record_batches(batches), numpy_tensors_counted(), initial_folder(spec) as initial:
         if device == "cuda":
-            run()
+            run(initial)
             measured = torch.cuda.max_memory_allocated()
         else:
-            delta, _ = profiled_peak(run)
+            delta, _ = profiled_peak(lambda: run(initial))
             measured = state + delta
     hook.remove()
     shape = load_shape(Path(loc) / "config.json", model_ref)
@@ -242,7 +256,6 @@ def published() -> list[dict]:
     """The estimate for each published figure, with the source's settings, on CUDA in bf16."""
     from harness.plan.estimate import estimate
     from harness.plan.shape import Shape, shipped_shape
-    from harness.spec.methods import resolve_method
 
     rows = []
     for p in PUBLISHED:
@@ -269,7 +282,10 @@ def configs(args) -> list[tuple]:
 
 
 def family_models(names: str) -> dict[str, str]:
-    """{folder: family} for a small random model of each named family, saved under a temporary folder."""
+    """{folder: family} for a small random model of each named family, saved under a temporary folder that is removed
+    when the program ends."""
+    import atexit
+    import shutil
     import tempfile
 
     from harness.cell.load import load_tokenizer
@@ -282,13 +298,15 @@ def family_models(names: str) -> dict[str, str]:
         raise SystemExit(f"error: unknown family {', '.join(unknown)}; choose from {', '.join(FAMILIES)} or 'all'")
     tok = load_tokenizer(str(smollm2_tokenizer_dir()))
     root = Path(tempfile.mkdtemp(prefix="memory-families-"))
+    atexit.register(shutil.rmtree, root, True)
     return {str(build(f, tok, root / f, size="small")): f for f in wanted}
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default="tiny-llama,smollm2-135m")
-    p.add_argument("--methods", default="base,full,lora,qlora4,qlora8")
+    p.add_argument("--methods", default="base,full,lora,qlora4,qlora8",
+                   help="comma-separated methods, with overrides (e.g. dora,pissa,loftq,lora+,lora:lora_r=64)")
     p.add_argument("--seq-lens", default="128,256", help="--max-seq-len values; cnn rows are cut to fit them")
     p.add_argument("--gc", default="both", choices=("off", "on", "both"), help="gradient checkpointing")
     p.add_argument("--steps", type=int, default=2, help="training steps (2: the second runs with AdamW states)")
@@ -297,8 +315,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="cuda measures torch.cuda.max_memory_allocated instead of the profiler's count")
     p.add_argument("--long-rows", action="store_true",
                    help="join consecutive cnn articles so that every row fills --max-seq-len (e.g. 512, 1024)")
-    p.add_argument("--families", help="instead of --models: 'all' or comma-separated families of tests/families.py, "
-                                      "each a random 6-layer model (hidden 256) saved to a temporary folder")
+    p.add_argument("--families", help="instead of --models: 'all' or comma-separated families of "
+                                      "harness/conformance/families.py, each a random 6-layer model (hidden 256) "
+                                      "saved to a temporary folder")
     p.add_argument("--json", help="also write one JSON line per configuration to this file")
     p.add_argument("--published", action="store_true", help="only the estimates for published figures (no torch)")
     p.add_argument("--one", help=argparse.SUPPRESS)  # internal: MODEL,METHOD,SEQ,GC measured in this process
@@ -319,6 +338,10 @@ def main(argv: list[str] | None = None) -> int:
         for r in published():
             print(f"\n{r['source']}, {r['method']}: {r['describe']}; assumed: {r['assumed']}")
         return 0
+    try:  # a misspelt method is one line here, not a failed subprocess per configuration
+        [resolve_method(m) for m in args.methods.split(",")]
+    except ConfigError as e:
+        p.error(str(e))
     env = {**os.environ, "HARNESS_PROGRESS": "0", "TOKENIZERS_PARALLELISM": "false"}
     labels = {}  # model reference -> the name printed for it
     if args.families:

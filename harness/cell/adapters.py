@@ -12,24 +12,28 @@ plain peft + trl script the conformance matrix holds it against (harness/conform
   weights are read from the model's safetensors files, as peft reads them. The base stays the usual NF4 weights.
 * **PiSSA and OLoRA** rewrite the base weights as their residual at the start; the adapter as it starts is saved
   (``save_initial``) so that the trained adapter can be saved converted into one that applies to the original base
-  (peft's ``path_initial_model_for_weight_conversion``, harness/cell/weights.py).
+  (peft's ``path_initial_model_for_weight_conversion``, harness/cell/weights.py). It is kept in a temporary folder
+  that the caller opens with ``initial_folder`` around training and saving, and that is removed on every path.
 * **LoRA+** (Hayou et al. 2024): peft's ``create_loraplus_optimizer``, B's learning rate ``loraplus_ratio`` times A's,
   with the AdamW settings the trainer would use.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib.metadata
+import importlib.util
 import json
+import shutil
 import tempfile
 from pathlib import Path
 
 
 def check_installed(spec, cfg) -> str | None:
-    """Why the installed peft (or bitsandbytes) cannot make ``spec``'s adapter, or None: the LoraConfig its fields
-    make, LoRA+'s optimizer, LoftQ's 4-bit layers. Cheap (no model), so a run can refuse before any cell."""
-    import importlib.metadata
-    import importlib.util
-
+    """Why the installed peft cannot make ``spec``'s adapter, or None: the LoraConfig its fields make, LoRA+'s
+    optimizer. Cheap (no model), so a run can refuse before any cell. A method over 4/8-bit weights without
+    bitsandbytes (qlora4, qdora, loftq alike) is not refused here: its cells are recorded as skipped, with the reason
+    (harness/cell/job.py ``skip_reason``), as for any method the machine cannot run."""
     if spec.finetune != "lora":
         return None
     version = importlib.metadata.version("peft")
@@ -39,8 +43,6 @@ def check_installed(spec, cfg) -> str | None:
         return f"peft {version} cannot make its adapter ({str(e).splitlines()[0][:160]}); pip install -U peft"
     if spec.loraplus_ratio is not None and importlib.util.find_spec("peft.optimizers") is None:
         return f"peft {version} has no create_loraplus_optimizer (peft 0.14 and later); pip install -U peft"
-    if spec.init_lora_weights == "loftq" and importlib.util.find_spec("bitsandbytes") is None:
-        return "loftq starts from 4-bit weights, and bitsandbytes is not installed; pip install bitsandbytes"
     return None
 
 
@@ -128,9 +130,23 @@ def shards(location: str) -> dict:
         return {k: str(single) for k in f.keys()}
 
 
-def save_initial(model) -> str:
-    """The adapter as it starts, in a temporary folder, for saving the trained one converted (PiSSA, OLoRA)."""
+@contextlib.contextmanager
+def initial_folder(spec):
+    """A temporary folder for the adapter as it starts, when ``spec``'s start rewrites the base weights (PiSSA,
+    OLoRA), else None; removed on leaving, on every path (a failed or pruned training, a failed check), so the
+    caller that trains and saves owns it from the start to the conversion on save."""
+    if not spec.mutates_base:
+        yield None
+        return
     folder = tempfile.mkdtemp(prefix="harness-initial-adapter-")
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def save_initial(model, folder: str) -> str:
+    """The adapter as it starts, saved in ``folder`` (``initial_folder``), for saving the trained one converted."""
     model.save_pretrained(folder)
     return folder
 

@@ -60,10 +60,38 @@ def launch_command(cfg, cell_dir: Path, device: str) -> tuple[list[str], dict]:
     return [*cmd, *job], {}
 
 
+def multi_process_issue(spec, cfg) -> str | None:
+    """Why ``spec`` cannot train on ``cfg``'s several processes, with the fix, or None. The run refuses it before any
+    cell (harness/execute/preflight.py), and a cell started on its own refuses it here.
+
+    * PiSSA and OLoRA: the adapter is converted on save against the adapter as it started
+      (harness/cell/adapters.py), which lives in the cell's own process; the job's processes save theirs
+      unconverted, and the weight checks would load it onto the original base.
+    * LoRA+: its optimizer is built on the model before accelerate wraps it. FSDP and DeepSpeed replace the
+      parameters it holds (transformers' Trainer refuses a given optimizer under both), and on plain data-parallel
+      processes the path has not been tested."""
+    if cfg.num_processes < 2 or spec.finetune != "lora":
+        return None
+    flag = f"--num-processes {cfg.num_processes}" + (" --fsdp" if cfg.fsdp else " --deepspeed" if cfg.deepspeed
+                                                     else "")
+    if spec.mutates_base:
+        return (f"{spec.name} with {flag}: PiSSA/OLoRA adapters are converted on save against the adapter as it "
+                "started, which the training processes do not keep; run it with --num-processes 1")
+    if spec.loraplus_ratio is not None:
+        why = ("FSDP and DeepSpeed replace the parameters that LoRA+'s optimizer is built on" if cfg.fsdp or
+               cfg.deepspeed else "LoRA+'s optimizer is built before the model is wrapped, untested on several "
+               "processes")
+        return f"{spec.name} with {flag}: {why}; run it with --num-processes 1"
+    return None
+
+
 def train_distributed(cfg, spec, cell_dir: Path, model_location: str, device: str, merge: bool = True):
     """Run the training job on cfg.num_processes processes; return (trained model on this process, record).
 
     ``merge=False`` returns a LoRA model with its adapter unmerged, as training.train does."""
+    why = multi_process_issue(spec, cfg)
+    if why:
+        raise DistributedError(why)
     out = Path(cell_dir) / OUT
     cmd, extra_env = launch_command(cfg, Path(cell_dir), device)
     console.print(f"[dim]training on {cfg.num_processes} processes: {' '.join(cmd[1:4])} ...[/]")
@@ -153,7 +181,7 @@ def main(argv: list[str]) -> int:
     with PeakMemory(device) as mem:
         model = load_model(location, spec, device)
         _, record = train(model, tok, spec, pairs, cfg, device, merge=False, save_to=str(out),
-                          callbacks=(_recorder(rows, tok.pad_token_id),), cell_dir=cell_dir)
+                          callbacks=(_recorder(rows, tok.pad_token_id),), cell_dir=cell_dir, location=location)
     backend = torch.distributed.get_backend() if torch.distributed.is_initialized() else None
     atomic_write_json(out / f"rank{rank}.json", {"rows": sorted(rows), "peak_bytes": mem.peak_bytes,
                                                   "backend": backend})

@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from harness.cell import measure, training, weights
+from harness.cell import adapters, measure, training, weights
 from harness.cell.distributed import train_distributed
 from harness.cell.generate import HFBackend
 from harness.cell.load import load_model, load_tokenizer
@@ -65,7 +65,7 @@ def run_cell(cell_dir: Path, data: dict | None = None) -> dict:
         env["pid"] = os.getpid()
         store.write_json("env.json", env)
         roles = split_roles(spec)
-        data = task.load(cfg, roles) if data is None else only(data, roles)
+        data = rows_for(task, cfg, roles, data)
         store.write_json("data.json", data["fingerprint"])
         skip = skip_reason(method, device)
         if skip:
@@ -97,6 +97,15 @@ def split_roles(spec: CellSpec) -> tuple:
     if spec.is_tuning and not spec.run.drop_overlap:
         return ("train", "validation")
     return ROLES
+
+
+def rows_for(task, cfg, roles: tuple, data: dict | None) -> dict:
+    """The cell's rows: those the runner loaded where it passed them (the inline executor), unless
+    --resample-train drew them for another seed than the cell's, in which case the cell draws its own."""
+    drawn_for = (data or {}).get("fingerprint", {}).get("train", {}).get("resampled", {}).get("seed")
+    if data is None or (cfg.resample_train and drawn_for != cfg.seed):
+        return task.load(cfg, roles)
+    return only(data, roles)
 
 
 def only(data: dict, roles: tuple) -> dict:
@@ -142,7 +151,8 @@ def execute(spec: CellSpec, task, store: CellStore, data: dict, model_location: 
     probe = weights.probe_inputs(task, rows, ctx) if method.trains else []  # the weight checks' prompts
     stats = GenerationStats()
     try:
-        with measure.PeakMemory(device) as mem:
+        # PiSSA's or OLoRA's adapter as it started, for the conversion on save: removed on every path out
+        with measure.PeakMemory(device) as mem, adapters.initial_folder(method) as initial:
             t_load = time.perf_counter()
             if method.trains and cfg.num_processes > 1:
                 # The job's processes load their own copies; this one loads only the trained weights, after.
@@ -159,7 +169,7 @@ def execute(spec: CellSpec, task, store: CellStore, data: dict, model_location: 
                     base_logits = weights.logits(model, probe)
                     model, train_record = training.train(model, tok, method, pairs, cfg, device, merge=False,
                                                          cell_dir=store.dir, eval_pairs=val_pairs, prune=prune,
-                                                         location=model_location)
+                                                         location=model_location, initial_dir=initial)
                 else:
                     _, total = training.count_parameters(model)
                     train_record = {"trained": False, "trainable_params": 0, "total_params": total}
@@ -176,7 +186,7 @@ def execute(spec: CellSpec, task, store: CellStore, data: dict, model_location: 
                 # fatal; the chosen settings' test cell runs them all as usual.
                 model, weight_record = weights.finalize(
                     model, method, tok, cfg, store, probe, base_logits, strict=not spec.is_tuning,
-                    initial=(train_record.get("adapter") or {}).pop("initial", None), location=model_location)
+                    initial=initial, location=model_location)
                 train_record.update(weight_record)
             store.write_json("train.json", train_record)
             t_eval = time.perf_counter()

@@ -9,7 +9,6 @@ loss curve, and stops at the first non-finite loss, naming the step.
 from __future__ import annotations
 
 import math
-import shutil
 import statistics
 import tempfile
 import time
@@ -141,7 +140,7 @@ def _pruning(prune: dict, validation: dict):
 
 def train(model, tok, spec, pairs: list[dict], cfg, device: str, merge: bool = True, save_to: str | None = None,
           callbacks: tuple = (), cell_dir=None, eval_pairs: list[dict] | None = None, prune: dict | None = None,
-          location: str | None = None):
+          location: str | None = None, initial_dir: str | None = None):
     """Train ``model`` on prompt/completion ``pairs``; return (model ready for generation, train record).
 
     ``merge=False`` returns a LoRA model with its adapter unmerged. ``save_to`` saves the trained weights with
@@ -151,6 +150,8 @@ def train(model, tok, spec, pairs: list[dict], cfg, device: str, merge: bool = T
     rows) with --early-stop evaluate the loss four times an epoch and stop when it stops improving; with ``prune``
     (a search's trial: harness/execute/search.py) the same evaluations stop a trial worse than the earlier ones.
     ``location``: the model folder, whose safetensors LoftQ's start reads the original weights from.
+    ``initial_dir``: the caller's ``adapters.initial_folder``, where PiSSA's or OLoRA's adapter as it started is kept
+    for the conversion on save (without it, none is kept and the record says so).
     """
     from datasets import Dataset
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
@@ -190,9 +191,10 @@ def train(model, tok, spec, pairs: list[dict], cfg, device: str, merge: bool = T
         evaluation = {"eval_strategy": "steps", "eval_steps": every, "prediction_loss_only": True,
                       "per_device_eval_batch_size": cfg.batch_size}
     precision = mixed_precision(device)
-    workdir = tempfile.mkdtemp(prefix="harness-trainer-")  # nothing is saved there: save_strategy="no"
+    # Nothing is saved there (save_strategy="no"); removed after training, or when collected if set-up fails first
+    workdir = tempfile.TemporaryDirectory(prefix="harness-trainer-", ignore_cleanup_errors=True)
     args = SFTConfig(
-        output_dir=workdir, per_device_train_batch_size=cfg.batch_size,
+        output_dir=workdir.name, per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum, num_train_epochs=cfg.epochs, learning_rate=lr,
         lr_scheduler_type="linear", logging_steps=1, logging_nan_inf_filter=False, save_strategy="no",
         report_to=trainer_report_to(cfg, cell_dir),  # --report-to: loss curves into the cell's tracker run
@@ -207,7 +209,7 @@ def train(model, tok, spec, pairs: list[dict], cfg, device: str, merge: bool = T
     router_logits = getattr(model.config.get_text_config(), "output_router_logits", None)  # trl sets it, below
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, eval_dataset=eval_dataset,
                          processing_class=tok, peft_config=peft_config)
-    adapter = start_adapter(trainer, spec, location)  # LoftQ's start, PiSSA's initial adapter, LoRA+'s optimizer
+    adapter = start_adapter(trainer, spec, location, initial_dir)  # LoftQ, PiSSA/OLoRA, LoRA+ (adapters.py)
     # Padding-free batches, a compact LM head, fused LoRA dropout: the same loss with less time and memory
     # (harness/cell/trl_changes.py says what each does, where it applies, and why)
     changes = apply_changes(trainer, cfg, device)
@@ -236,7 +238,7 @@ def train(model, tok, spec, pairs: list[dict], cfg, device: str, merge: bool = T
                 stopper.restore()
         finally:
             changes.restore()
-            shutil.rmtree(workdir, ignore_errors=True)
+            workdir.cleanup()
             if router_logits is not None:
                 # trl turns a mixture of experts' router loss on in the model's config for training; generate() with
                 # it on computes the loss on every decoding step and fails on its cache (transformers 5.24).
@@ -268,17 +270,20 @@ def train(model, tok, spec, pairs: list[dict], cfg, device: str, merge: bool = T
     return model, record
 
 
-def start_adapter(trainer, spec, location: str | None) -> dict:
+def start_adapter(trainer, spec, location: str | None, initial_dir: str | None = None) -> dict:
     """What a LoRA variant needs once the trainer has made its adapters (harness/cell/adapters.py): LoftQ's start over
-    4-bit weights, the initial adapter of PiSSA and OLoRA kept for the conversion on save, LoRA+'s optimizer. The
-    record goes into train.json ``adapter``."""
+    4-bit weights, the initial adapter of PiSSA and OLoRA kept in ``initial_dir`` for the conversion on save, LoRA+'s
+    optimizer. The record goes into train.json ``adapter``."""
     out = {}
     if spec.finetune != "lora":
         return out
     if spec.init_lora_weights == "loftq":
         out["loftq"] = adapters.loftq_start(trainer.model, location or trainer.model.get_base_model().name_or_path)
-    if spec.mutates_base:
-        out["initial"] = adapters.save_initial(trainer.model)
+    if spec.mutates_base and initial_dir is not None:
+        adapters.save_initial(trainer.model, initial_dir)
+        out["initial"] = "kept for the conversion on save (peft path_initial_model_for_weight_conversion)"
+    elif spec.mutates_base:
+        out["initial"] = "not kept: a saved adapter applies to the residual base weights only"
     if spec.loraplus_ratio is not None:
         trainer.optimizer = adapters.loraplus_optimizer(trainer.model, spec, trainer.args)
         out["optimizer"] = {"kind": "LoRA+ (peft create_loraplus_optimizer, torch AdamW)",

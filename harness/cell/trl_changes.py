@@ -13,7 +13,9 @@ with the reason (train.json ``trl_changes``); the report lists the ones left out
 - **A compact LM head** (harness/cell/lm_head.py): needs a device where trl's own head scores every position (off
   CUDA) and a loss over ``lm_head(hidden)`` alone (no logit soft-capping or scale, no MoE router loss).
 - **Fused LoRA dropout** (harness/cell/lora_dropout.py): needs a CPU and LoRA adapters with dropout, and plain LoRA
-  adapters: a DoRA adapter's magnitude and weight-norm path is not what it computes, so it steps aside there.
+  adapters: a DoRA adapter's magnitude and weight-norm path is not what it computes, so it steps aside there. Every
+  method it applies to (LoRA, rsLoRA, LoRA+, the PiSSA, OLoRA and LoftQ starts, 4/8-bit base weights) is held against
+  peft's dropout under the same masks (harness/conformance/forward.py, through ``fuse_dropout`` below).
 - **Float32 adapters over 4/8-bit weights**: needs a CPU; trl's bfloat16 cast is 10x slower there.
 - **The allocator**: needs a CPU and glibc; see ``tune_allocator``.
 
@@ -46,6 +48,21 @@ def any_dropout(model) -> bool:
 
     return any(isinstance(d, torch.nn.Dropout) and d.p > 0 for m in model.modules()
                for d in (getattr(m, "lora_dropout", None) or {}).values())
+
+
+def fuse_dropout(model, device: str) -> tuple[str, object]:
+    """Fused LoRA dropout where its conditions hold: ("applied", the undo function), or ("left_out" or
+    "not_applicable", why not). Shared with the conformance check that holds the fused gradients against peft's
+    dropout under the same masks (harness/conformance/checks.py), so the check takes the path a cell takes."""
+    if device != "cpu":
+        return "not_applicable", f"on {device}, dropout's fused kernel keeps a one-byte mask already"
+    if not any(".lora_A." in n for n, _ in model.named_parameters()):
+        return "not_applicable", "the method trains no LoRA adapter"
+    if (variants := lora_variants(model)) and any_dropout(model):
+        return "left_out", (f"the adapters are {', '.join(sorted(variants))} (DoRA's magnitude and weight-norm path), "
+                            "which the fused dropout does not compute; peft's own dropout runs")
+    undo = fuse_lora_dropout(model)
+    return ("not_applicable", "no adapter has dropout") if undo is None else ("applied", undo)
 
 
 def tune_allocator(mmap_threshold: int = 1 << 20) -> bool:
@@ -100,7 +117,6 @@ def apply(trainer, cfg, device: str) -> Applied:
         return done
     model = trainer.model
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    lora = any(".lora_A." in n for n, _ in model.named_parameters())
     kbit = getattr(base, "is_loaded_in_4bit", False) or getattr(base, "is_loaded_in_8bit", False)
 
     # Padding-free batches with per-row attention.
@@ -141,18 +157,11 @@ def apply(trainer, cfg, device: str) -> Applied:
         done.made("compact_lm_head", lambda: setattr(base, "forward", trl_forward))
 
     # LoRA dropout fused into the A projection.
-    if device != "cpu":
-        done.not_applicable["fused_lora_dropout"] = f"on {device}, dropout's fused kernel keeps a one-byte mask already"
-    elif not lora:
-        done.not_applicable["fused_lora_dropout"] = "the method trains no LoRA adapter"
-    elif (variants := lora_variants(model)) and any_dropout(model):
-        done.left_out["fused_lora_dropout"] = (f"the adapters are {', '.join(sorted(variants))} (DoRA's magnitude and "
-                                               "weight-norm path), which the fused dropout does not compute; peft's "
-                                               "own dropout runs")
-    elif (undo := fuse_lora_dropout(model)) is None:
-        done.not_applicable["fused_lora_dropout"] = "no adapter has dropout"
+    kind, outcome = fuse_dropout(model, device)
+    if kind == "applied":
+        done.made("fused_lora_dropout", outcome)
     else:
-        done.made("fused_lora_dropout", undo)
+        getattr(done, kind)["fused_lora_dropout"] = outcome
 
     # float32 adapters over 4/8-bit weights.
     if device != "cpu" or not kbit:

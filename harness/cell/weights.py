@@ -196,9 +196,7 @@ class _saved_adapter:
     def __exit__(self, *exc):
         if self.tmp is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
-        if self.initial is not None:
-            shutil.rmtree(self.initial, ignore_errors=True)
-        return False
+        return False  # ``initial`` is the caller's (adapters.initial_folder), removed when it leaves
 
 
 def _on_original_base(location: str, spec, device: str, folder: Path, probe: list) -> list:

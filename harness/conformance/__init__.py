@@ -5,6 +5,8 @@ checks (tests/integration/test_conformance.py) and benchmarks/conformance.py pri
 
 * ``families``: the tiny (and small) random models of Llama, Mistral, Mixtral, Qwen2, Qwen3, Gemma 2, Gemma 3,
   Phi-3 and GPT-NeoX, built from transformers' own config classes;
-* ``checks``: training, dropout and generation against the plain libraries, and the changes each row must have
-  applied.
+* ``checks``: training against the plain libraries, and the changes each row must have applied;
+* ``forward``: the checks of one forward pass: the fused dropout against peft's under the same masks, for every
+  method it applies to, and batched generation against one by one;
+* ``compare``: how the deviations are measured, the tolerances they are held to, and ``ConformanceError``.
 """

@@ -12,6 +12,7 @@ import importlib.util
 from pathlib import Path
 
 from harness.cell.adapters import check_installed
+from harness.cell.distributed import multi_process_issue
 from harness.cell.load import check_loadable
 from harness.cell.vllm import check_available
 from harness.core.console import console
@@ -66,6 +67,9 @@ def check_integrations(cfg: RunConfig, model) -> None:
         why = check_installed(spec, cfg) or fused_experts_issue(spec, shape)
         if why:
             raise ConfigError(f"method {spec.name}: {why}")
+        why = multi_process_issue(spec, cfg)  # a method the multi-process job cannot train: one line, the fix in it
+        if why:
+            raise ConfigError(f"method {why}")
 
 
 def fused_experts_issue(spec, shape) -> str | None:

@@ -141,6 +141,21 @@ def test_fused_dropout_trains_the_same_adapter_and_undoes_cleanly():
     assert lora_dropout.fuse_lora_dropout(_lora_model(dropout=0.0)) is None  # nothing to fuse
 
 
+def test_fused_dropout_applies_where_its_conditions_hold_and_says_why_elsewhere():
+    """The one decision a cell's training and the conformance check both take (trl_changes.fuse_dropout)."""
+    from peft import LoraConfig, get_peft_model
+
+    assert trl_changes.fuse_dropout(_lora_model(), "cuda")[0] == "not_applicable"
+    assert trl_changes.fuse_dropout(_tiny_lm(), "cpu") == ("not_applicable", "the method trains no LoRA adapter")
+    assert trl_changes.fuse_dropout(_lora_model(dropout=0.0), "cpu") == ("not_applicable", "no adapter has dropout")
+    kind, undo = trl_changes.fuse_dropout(_lora_model(), "cpu")
+    assert kind == "applied" and callable(undo)
+    dora = get_peft_model(_tiny_lm(hidden=64), LoraConfig(r=4, lora_dropout=0.05, use_dora=True,
+                                                          target_modules=["q_proj", "v_proj"]))
+    kind, why = trl_changes.fuse_dropout(dora, "cpu")
+    assert kind == "left_out" and "DoraLinearVariant" in why and trl_changes.any_dropout(dora)  # peft's stays
+
+
 def test_allocator_tuning_reports_success_on_glibc():
     import platform
 

@@ -1,12 +1,21 @@
 import dataclasses
+import importlib.util
+import re
+from pathlib import Path
+from types import SimpleNamespace
 
 import peft
 import pytest
 
-from harness.cell import adapters
+from harness.cell import adapters, job
+from harness.cell.distributed import DistributedError, multi_process_issue, train_distributed
 from harness.core.errors import ConfigError
+from harness.execute import preflight
+from harness.records.store import CellStore
+from harness.spec.cell import CellSpec
 from harness.spec.config import RunConfig
 from harness.spec.methods import METHODS, MethodSpec, lora, resolve_method
+from harness.spec.task import get_task
 
 
 def test_matrix_methods():
@@ -131,3 +140,94 @@ def test_a_method_s_own_dropout_stands_in_for_the_run_s_and_the_principal_part_s
     for bad, message in (("lora:lora_dropout=1", "from 0 to below 1"), ("full:lora_dropout=0.1", "trains no adapter")):
         with pytest.raises(ConfigError, match=message):
             resolve_method(bad)
+
+
+@pytest.mark.parametrize("method, flags, what", [
+    ("pissa", {}, "PiSSA/OLoRA adapters are converted on save"),
+    ("olora", {"fsdp": True}, "PiSSA/OLoRA adapters are converted on save"),
+    ("lora+", {}, "built before the model is wrapped"),
+    ("lora+", {"fsdp": True}, "FSDP and DeepSpeed replace the parameters"),
+])
+def test_a_method_the_multi_process_job_cannot_train_is_refused_before_any_cell(monkeypatch, method, flags, what):
+    """PiSSA's and OLoRA's conversion on save needs the adapter as it started, which lives in the cell's process;
+    LoRA+'s optimizer is built before accelerate wraps the model. One line, naming the method, the flag and the fix,
+    from the preflight (and from the cell itself when it is started alone)."""
+    cfg = RunConfig(methods=(method,), num_processes=2, **flags)
+    flag = "--num-processes 2" + (" --fsdp" if flags else "")
+    why = multi_process_issue(cfg.specs[0], cfg)
+    assert why.startswith(f"{method} with {flag}: ") and what in why and why.endswith("run it with --num-processes 1")
+    assert "\n" not in why
+    monkeypatch.setattr(preflight, "check_loadable", lambda model: None)  # no model needed for this check
+    monkeypatch.setattr(preflight, "shape_for", lambda location: None)
+    with pytest.raises(ConfigError, match=f"^method {re.escape(method)} with {flag}: "):
+        preflight.check_integrations(cfg, SimpleNamespace(location="unused"))
+    with pytest.raises(DistributedError, match="run it with --num-processes 1"):  # before any process is launched
+        train_distributed(cfg, cfg.specs[0], Path("/nonexistent"), "unused", "cpu")
+    one = RunConfig(methods=(method,))
+    assert multi_process_issue(one.specs[0], one) is None  # one process: it runs
+    for fine in ("lora", "rslora", "loftq", "dora", "full"):  # these train on several processes as before
+        assert multi_process_issue(resolve_method(fine), cfg) is None, fine
+
+
+@pytest.mark.parametrize("method", ["qlora4", "qdora", "loftq", "qlora8"])
+def test_a_k_bit_method_without_bitsandbytes_is_skipped_cell_by_cell_like_qlora(monkeypatch, method):
+    """Every method over 4/8-bit weights gets the same treatment without bitsandbytes: no refusal of the run, each
+    cell recorded as skipped with the reason (what qlora4 and qlora8 always did)."""
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "bitsandbytes" else real(name, *a))
+    cfg = RunConfig(methods=(method,))
+    assert adapters.check_installed(cfg.specs[0], cfg) is None
+    kind, message = job.skip_reason(cfg.specs[0], "cpu")
+    assert kind == "needs_bitsandbytes" and message.startswith(f"method {method} needs bitsandbytes")
+    assert job.skip_reason(resolve_method("lora"), "cpu") is None
+
+
+def test_qdora_over_8_bit_weights_is_a_method_peft_can_make():
+    """peft 0.21 resolves DoRA's variant for its 8-bit layers too (lora/bnb.py Linear8bitLt), so bits=8 is allowed."""
+    spec = resolve_method("qdora:bits=8")
+    assert spec.use_dora and spec.load_in_8bit and adapters.check_installed(spec, RunConfig()) is None
+
+
+def test_the_initial_adapter_folder_is_removed_on_every_path():
+    with adapters.initial_folder(resolve_method("lora")) as none:
+        assert none is None  # nothing to keep for a start that leaves the base alone
+    with adapters.initial_folder(resolve_method("pissa")) as kept:
+        assert Path(kept).is_dir()
+    assert not Path(kept).exists()
+    with pytest.raises(RuntimeError), adapters.initial_folder(resolve_method("olora")) as failed:
+        raise RuntimeError("training failed")
+    assert not Path(failed).exists()
+
+
+@pytest.mark.parametrize("outcome", ["pruned", "failed"])
+def test_a_pissa_cell_leaves_no_initial_adapter_when_it_stops_before_saving(monkeypatch, tmp_path, tokenizer_dir,
+                                                                           outcome):
+    """A search's pruned trial returns before the weights are saved, and a training that fails never gets there:
+    the folder the cell's training kept PiSSA's start in is gone either way."""
+    task, spec = get_task("cnn"), resolve_method("pissa")
+    cell = CellSpec.create(RunConfig(tasks=("cnn",), methods=("pissa",)), task, spec)
+    kept = []
+
+    def train(model, tok, spec, pairs, cfg, device, initial_dir=None, **kw):
+        Path(initial_dir, "adapter_config.json").write_text("{}")  # what save_initial writes there
+        kept.append(initial_dir)
+        if outcome == "failed":
+            raise RuntimeError("loss is nan at step 1")
+        pruned = {"step": 1, "loss": 2.0, "median": 1.0, "of": 2}
+        return model, {"trained": True, "trainable_params": 1, "total_params": 2, "validation": {"pruned": pruned}}
+
+    model = SimpleNamespace(get_memory_footprint=lambda: 0)
+    monkeypatch.setattr(job, "load_model", lambda location, spec, device: model)
+    monkeypatch.setattr(job.weights, "logits", lambda model, probe: [])
+    monkeypatch.setattr(job.training, "train", train)
+    rows = task.embedded("train")[:4]
+    store = CellStore(tmp_path, "cnn", "pissa")
+    data = {"train": rows, "validation": rows, "test": rows, "fingerprint": {}}
+    if outcome == "failed":
+        with pytest.raises(RuntimeError, match="nan"):
+            job.execute(cell, task, store, data, str(tokenizer_dir), "cpu")
+    else:
+        job.execute(cell, task, store, data, str(tokenizer_dir), "cpu")
+        assert store.read_json("status.json")["status"] == "pruned"
+    assert len(kept) == 1 and not Path(kept[0]).exists()

@@ -4,10 +4,12 @@ import json
 
 import pytest
 
+from harness.cell.job import rows_for
 from harness.core.errors import ConfigError, DataError
 from harness.execute.runner import warn_overlap
+from harness.report.tables import notes
 from harness.spec.config import RunConfig
-from harness.spec.task import get_task
+from harness.spec.task import ROLES, get_task
 from tasks.embedded.cnn_gen import generate
 
 CNN = get_task("cnn")
@@ -135,4 +137,67 @@ def test_resample_train_gives_each_seed_its_own_training_rows():
     pool = {r["id"] for r in CNN.embedded("train")}
     assert {r["id"] for r in drawn[1]} <= pool
     fp = CNN.load(RunConfig(seed=1, resample_train=True))["fingerprint"]["train"]
-    assert fp["resampled"] == {"seed": 1, "from_rows": 160}
+    assert fp["resampled"] == {"seed": 1, "from_rows": 160, "limit": 48, "same_rows": False}
+
+
+def test_resample_train_from_a_source_no_larger_than_the_limit_warns_once_with_both_numbers(capsys, monkeypatch):
+    monkeypatch.delenv("HARNESS_CELL", raising=False)
+    drawn = {s: CNN.load(RunConfig(seed=s, resample_train=True, train_limit=200)) for s in (0, 1)}
+    rows = [{r["id"] for r in drawn[s]["train"]} for s in (0, 1)]
+    assert rows[0] == rows[1] and len(rows[0]) == 160  # every seed the whole source: only the order differs
+    assert drawn[0]["fingerprint"]["train"]["resampled"] == {"seed": 0, "from_rows": 160, "limit": 200,
+                                                             "same_rows": True}
+    lines = [line for line in capsys.readouterr().err.splitlines() if "--resample-train" in line]
+    assert len(lines) == 2 and lines[0] == lines[1]  # one line per load
+    assert ("cnn: --resample-train draws each seed's training rows from a source of 160 rows, not more than "
+            "--train-limit 200, so every seed trains on the same rows" in lines[0])
+    assert "shows the training order and initialisation only" in lines[0]
+    CNN.load(RunConfig(seed=0, resample_train=True))  # 160 rows for 48: a real draw, no warning
+    monkeypatch.setenv("HARNESS_CELL", "cnn x lora seed 0")  # a cell records it; the runner's load said it
+    assert CNN.load(RunConfig(resample_train=True, train_limit=200))["fingerprint"]["train"]["resampled"]["same_rows"]
+    assert "--resample-train" not in capsys.readouterr().err
+
+
+def test_the_inline_executor_passes_its_rows_only_to_a_cell_of_the_seed_they_were_drawn_for():
+    # The runner loads each task once, with the run's seed, and the inline executor hands those rows to its cells;
+    # under --resample-train a cell of another seed must draw its own, or every seed would train on one draw.
+    drawn = CNN.load(RunConfig(seed=0, resample_train=True))
+    other = rows_for(CNN, RunConfig(seed=1, resample_train=True), ROLES, drawn)
+    assert other["train"] == CNN.load(RunConfig(seed=1, resample_train=True))["train"] != drawn["train"]
+    assert other["fingerprint"]["train"]["resampled"]["seed"] == 1
+    assert rows_for(CNN, RunConfig(seed=0, resample_train=True), ROLES, drawn)["train"] is drawn["train"]
+    plain = CNN.load(RunConfig(seed=0))
+    assert rows_for(CNN, RunConfig(seed=1), ROLES, plain)["train"] is plain["train"]  # no draw: one set of rows
+
+
+def _seed_records(run, limit: int | None, resample: bool = True, same_draw: bool = False) -> list[dict]:
+    """Two seeds of cnn x lora as the report reads them, each with the data.json its load makes."""
+    out = []
+    for seed in (0, 1):
+        cfg = RunConfig(seed=0 if same_draw else seed, resample_train=resample, train_limit=limit)
+        folder = run / "cnn" / f"lora-seed{seed}"
+        folder.mkdir(parents=True)
+        (folder / "data.json").write_text(json.dumps(CNN.load(cfg)["fingerprint"]))
+        hp = {"seed": seed, **({"resample_train": True} if resample else {})}
+        out.append({"task": "cnn", "method": "lora", "dir": str(folder), "config": {"hyperparameters": hp},
+                    "metrics": {"main_metric": "rougeL", "quality": {}, "measurements": {}}})
+    return out
+
+
+def seeds_line(records) -> str:
+    return next(line for line in notes(records) if line.startswith("Seeds:"))
+
+
+def test_the_report_says_the_rows_were_drawn_anew_only_where_the_seeds_trained_on_different_rows(tmp_path):
+    drawn = seeds_line(_seed_records(tmp_path / "drawn", 48))
+    assert "covers the training order, the initialisation and the training rows, which each seed drew anew" in drawn
+    small = seeds_line(_seed_records(tmp_path / "small", 200))
+    assert "drew anew" not in small
+    assert ("covers the training order and the initialisation only: --resample-train was asked, but every seed "
+            "trained on the same rows: cnn x lora (a training source of 160 rows, not more than --train-limit 200)"
+            in small)
+    # one draw that reached both seeds (their data.json alike) is not a redraw either
+    alike = seeds_line(_seed_records(tmp_path / "alike", 48, same_draw=True))
+    assert "drew anew" not in alike and "cnn x lora (every seed's training rows hash alike)" in alike
+    plain = seeds_line(_seed_records(tmp_path / "plain", 48, resample=False))
+    assert "every seed trained on the same rows (--resample-train redraws them per seed)" in plain
