@@ -151,7 +151,9 @@ def _prompting_against_training(options: list[Option], best: Option, m, metric: 
         return ""
     p = max(prompt_only, key=lambda o: m.gain(o.value, 0.0))
     t = max(trained, key=lambda o: m.gain(o.value, 0.0))
-    if m.higher_is_better and t.value > 0:
+    if m.higher_is_better and t.value > 0 and p.value > t.value:
+        text = f" {p.name} beats {t.name} with no training ({metric} {p.value / t.value:.2f}x its)"
+    elif m.higher_is_better and t.value > 0:
         text = f" {p.name} reaches {p.value / t.value:.2f} of {t.name}'s {metric} with no training"
     else:
         text = f" {p.name} scores {metric} {p.value:.3f} against {t.name}'s {t.value:.3f} with no training"

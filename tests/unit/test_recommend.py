@@ -120,6 +120,17 @@ def test_prompting_is_weighed_against_the_best_trained_method_that_prompts_plain
             f"(rougeL {value['lora:retrieve=3']:.3f}).") in rec.text
 
 
+def test_a_prompting_method_that_beats_the_trained_one_is_said_to_beat_it(tmp_path):
+    methods = {"rag": (scores(0.60, 2), "none", {"retrieve": 3}, 0.0), "lora": (scores(0.30, 3), "lora", {}, 95.0)}
+    for name, (values, finetune, fields, train_s) in methods.items():
+        cell(tmp_path, name, values, peak=GIB, train_s=train_s, eval_s=0.1 * N, finetune=finetune, fields=fields,
+             prompts={"examples": N, "prompt_tokens_mean": 100.0, "eval_s_per_example": 0.1})
+    value = {name: float(np.mean(m[0])) for name, m in methods.items()}
+    text = only(tmp_path).text
+    assert f" rag beats lora with no training (rougeL {value['rag'] / value['lora']:.2f}x its)" in text
+    assert "reaches" not in text
+
+
 def test_the_report_says_when_a_cell_dropped_shots_to_fit(tmp_path):
     shots = {"asked": 3, "select": "random", "pool": 8, "mean_kept": 2.25, "rows_with_shots_dropped": 20,
              "shots_dropped": 30}
