@@ -114,21 +114,31 @@ def test_prompting_is_weighed_against_the_best_trained_method_that_prompts_plain
     rec = only(tmp_path)
     assert rec.best == "lora:retrieve=3"
     rag, lora = methods["rag"], methods["lora"]
-    assert (f" rag reaches {value['rag'] / value['lora']:.2f} of lora's rougeL with no training, at "
+    assert (f" rag reaches {value['rag'] / value['lora']:.2f}x lora's rougeL with no training (" in rec.text)
+    assert (f"), at "
             f"{rag[4] / lora[4]:.1f}x the prompt tokens and {rag[5] / lora[5]:.1f}x the eval seconds per query "
             f"(lora trained for {lora[3]:.0f} s); the best overall is lora:retrieve=3 "
             f"(rougeL {value['lora:retrieve=3']:.3f}).") in rec.text
 
 
-def test_a_prompting_method_that_beats_the_trained_one_is_said_to_beat_it(tmp_path):
+def test_a_prompting_method_that_beats_the_trained_one_comes_with_their_paired_difference(tmp_path):
     methods = {"rag": (scores(0.60, 2), "none", {"retrieve": 3}, 0.0), "lora": (scores(0.30, 3), "lora", {}, 95.0)}
     for name, (values, finetune, fields, train_s) in methods.items():
         cell(tmp_path, name, values, peak=GIB, train_s=train_s, eval_s=0.1 * N, finetune=finetune, fields=fields,
              prompts={"examples": N, "prompt_tokens_mean": 100.0, "eval_s_per_example": 0.1})
     value = {name: float(np.mean(m[0])) for name, m in methods.items()}
     text = only(tmp_path).text
-    assert f" rag beats lora with no training (rougeL {value['rag'] / value['lora']:.2f}x its)" in text
-    assert "reaches" not in text
+    # the ratio of two figures comes with their paired difference, and says when it is not significant
+    assert f" rag reaches {value['rag'] / value['lora']:.2f}x lora's rougeL with no training (+" in text
+    diff = value["rag"] - value["lora"]
+    assert f"(+{diff:.3f} [" in text and "not significant" not in text.split("with no training")[1]
+    close = tmp_path / "close"  # a ratio over 1 from noise alone is said to be not significant
+    for name, mean, seed, finetune, fields in (("rag", 0.31, 12, "none", {"retrieve": 3}),
+                                               ("lora", 0.30, 112, "lora", {})):
+        cell(close, name, scores(mean, seed), peak=GIB, train_s=95.0 if finetune == "lora" else 0.0, eval_s=0.1 * N,
+             finetune=finetune, fields=fields, prompts={"examples": N, "eval_s_per_example": 0.1})
+    said = only(close).text.split("with no training")[1]
+    assert said.startswith(" (+0.015 [") and ", not significant)" in said  # rag's mean is above lora's, by noise
 
 
 def test_the_report_says_when_a_cell_dropped_shots_to_fit(tmp_path):
