@@ -1,6 +1,6 @@
 """The conformance matrix as a table: every family x trained method, each check with its measured deviation.
 
-    python benchmarks/conformance.py > docs/conformance.md.new     # 9 families x 11 methods: see below
+    python benchmarks/conformance.py > docs/conformance.md.new     # 9 families x 11 methods: 14 minutes on 2 CPU cores
     python benchmarks/conformance.py --families llama --methods lora,dora   # one family, two methods: a minute
 
 Runs the checks of harness/conformance/checks.py (the test suite asserts them; this prints what they measured) on the
@@ -12,8 +12,8 @@ that must apply did, and which the model left to trl, with the reason; then per 
 deviation and batched against one-by-one generation; then, on the first family, the fused-dropout gradient
 deviation of each method it applies to (harness/conformance/forward.py).
 
-Time: about 7 s a row on 2 CPU cores (docs/conformance.md measured 264 s for 36 rows and the per-family checks), so
-the whole matrix (95 rows) takes about 12 minutes there.
+Time: 837 s for the whole matrix (99 rows, 4 of them not run, and the dropout and generation checks) on 2 CPU cores
+(docs/conformance.md).
 """
 
 from __future__ import annotations
