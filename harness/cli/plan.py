@@ -90,7 +90,7 @@ def cmd_plan(argv: list[str]) -> int:
     columns += [Column(c) for c in ("total GiB", "fits", "largest batch", "peak in")]
     sizes = {spec.name: [x for x in (prompts.estimate(t, spec, cfg) for t in cfg.tasks) if x is not None]
              for spec in specs} if with_tasks else {}
-    rows, lengths = [], []
+    rows, lengths, notes = [], [], {}
     for spec in specs:
         seq_len = args.max_seq_len
         if sizes.get(spec.name) and len(sizes[spec.name]) == len(cfg.tasks):  # every task's rows were estimated
@@ -107,9 +107,13 @@ def cmd_plan(argv: list[str]) -> int:
         best = "-" if budget is None else str(largest_batch(shape, spec, budget, **kw) or "none")
         rows.append((spec.name, *[_gib(est.breakdown.get(c)) for c in COLUMNS], _gib(est.total_bytes), fits, best,
                      est.phase))
+        for n in est.notes:  # a note that holds for several methods (a family's) is said once, naming them
+            notes.setdefault(n, []).append(spec.name)
     print(plain(Table(tuple(columns), tuple(rows))))
     print("memory: GiB at the estimated peak; rules and their sources in harness/plan/estimate.py, checked against "
           "measurement in docs/memory.md")
+    for n, names in notes.items():
+        print(f"  note ({', '.join(names)}): {n}")
     if with_tasks:
         print_prompts(cfg, sizes, shape, args.gpu, args.mfu)
     rates = measured_rates(args.out, args.model, device, args.gpu)
