@@ -221,6 +221,12 @@ def estimate(shape: Shape, spec, *, batch_size: int, seq_len: int, lora_r: int,
                   + _expert_adapters(shape, lora_target_modules, lora_r)) * L
         if spec.use_dora:  # DoRA: one magnitude per output of every adapted weight (peft DoraLinearLayer.weight)
             numels += [o for o, _ in targets.values()] * L
+        if device == "cpu" and str(spec.init_lora_weights).startswith("pissa") and not spec.bits:
+            # peft's PiSSA start puts each residual weight in a new tensor (lora/layer.py pissa_init: weight.data =
+            # W - BA), while the originals stay in the safetensors file mapping that the unadapted weights still
+            # use: one more copy of every adapted weight (measured +402 MiB on SmolLM2, docs/memory.md). OLoRA
+            # writes its residual in place; on CUDA the weights were copied off the mapping and the old ones freed.
+            persistent["weights"] += sum(o * i for o, i in targets.values()) * L * b.weight
         elem = b.adapter
         persistent["adapters"] = sum(numels) * elem
     grads = sum(numels) * elem
@@ -256,21 +262,12 @@ def _start(shape: Shape, spec) -> int:
 
 
 def _short_note(spec, gc: bool) -> tuple:
-    """Where these rules were measured short of the CPU peak (docs/memory.md, "The adapter methods"; SmolLM2, 4 x
-    128 tokens): DoRA with checkpointing (1.47x the estimate), DoRA over 4-bit weights (1.21x: peft's DoRA keeps a
-    dequantized copy of each weight for the input's gradient when dropout is on), PiSSA (1.32x, 1.62x with
-    checkpointing: the residual weights are new tensors beside the file-mapped originals)."""
-    ratio = None
-    if getattr(spec, "use_dora", False) and gc and not spec.bits:
-        ratio = "1.47x"
-    elif getattr(spec, "use_dora", False) and spec.bits and not gc:
-        ratio = "1.21x"
-    elif str(getattr(spec, "init_lora_weights", "")).startswith("pissa"):
-        ratio = "1.62x" if gc else "1.32x"
-    if ratio is None:
+    """Where these rules were measured short of the CPU peak and the cause is not yet a rule (docs/memory.md, "The
+    adapter methods"; SmolLM2, 4 x 128 tokens): DoRA with gradient checkpointing, at 1.47x the estimate."""
+    if not (getattr(spec, "use_dora", False) and gc and not spec.bits):
         return ()
-    return (f"the CPU peak of this method was measured at {ratio} this estimate (SmolLM2, 4 x 128 tokens; "
-            "docs/memory.md): read it as a lower bound",)
+    return ("the CPU peak of this method was measured at 1.47x this estimate (DoRA with checkpointing; SmolLM2, "
+            "4 x 128 tokens; docs/memory.md): read it as a lower bound",)
 
 
 def _family_note(shape: Shape) -> tuple:

@@ -150,8 +150,13 @@ def training(shape, spec, b, persistent: dict, *, grads: int, states: int, targe
     # peft call enable_input_require_grads so that each checkpoint sees an input that needs a gradient).
     first_grad = full or gc
     kw = {"rows": batch_size, "fused": fused, "row_len": seq_len, "packed": packed}
-    one_layer = layer_saved(shape, spec, b, targets, lora_r, True, dropout, **kw) * tokens
-    first_layer = layer_saved(shape, spec, b, targets, lora_r, first_grad, dropout, **kw) * tokens
+    # DoRA over 4/8-bit weights with dropout computes the base output again from the dropped input with each weight
+    # dequantized (peft lora/dora.py DoraLinearLayer.forward: F.linear(x, dequantize(W))), and autograd keeps that
+    # copy for the input's gradient: per layer, every adapted weight in the activations' dtype (measured +402 MiB on
+    # SmolLM2 without checkpointing, docs/memory.md).
+    dequantized = sum(o * i for o, i in targets.values()) * b.act if spec.use_dora and spec.bits and dropout else 0
+    one_layer = layer_saved(shape, spec, b, targets, lora_r, True, dropout, **kw) * tokens + dequantized
+    first_layer = layer_saved(shape, spec, b, targets, lora_r, first_grad, dropout, **kw) * tokens + dequantized
     # Checkpointing keeps each layer's input (and what bitsandbytes' 8-bit matmul holds outside autograd).
     ckpt = (h * b.res + _int8_inputs(shape, spec, b, batch_size)) * tokens
     layers = L * ckpt if gc else one_layer * (L - 1) + first_layer

@@ -205,11 +205,27 @@ def test_plan_unknown_gpu_is_a_usage_error(capsys):
 
 
 def test_plan_says_where_the_estimate_was_measured_short_of_the_peak(capsys):
-    # DoRA with checkpointing, DoRA over 4-bit weights and PiSSA were measured above their estimates on CPU
-    # (docs/memory.md): plan says so beside the table, naming the method, and says nothing for plain LoRA.
+    # DoRA with checkpointing was measured above its estimate on CPU (docs/memory.md): plan says so beside the table,
+    # naming the method, and says nothing for the methods whose rules were measured within 3%.
     assert main(["plan", "--methods", "lora,dora,pissa,qdora", "--gradient-checkpointing"]) == 0
     notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("  note (")]
-    assert [n.split(")")[0] for n in notes] == ["  note (dora", "  note (pissa"]
-    assert "1.47x this estimate" in notes[0] and "1.62x" in notes[1] and "lower bound" in notes[0]
-    assert main(["plan", "--methods", "lora,qdora"]) == 0
-    assert "note (qdora): the CPU peak of this method was measured at 1.21x" in capsys.readouterr().out
+    assert len(notes) == 1 and notes[0].startswith("  note (dora): ") and "1.47x this estimate" in notes[0]
+    assert main(["plan", "--methods", "lora,dora,qdora"]) == 0
+    assert "note (" not in capsys.readouterr().out
+
+
+def test_pissa_on_cpu_counts_a_copy_of_the_adapted_weights_and_qdora_the_dequantized_ones():
+    # Both measured at +402 MiB on SmolLM2 before these rules (docs/memory.md): one float32 copy of the 30 layers'
+    # adapted weights (3,538,944 elements a layer).
+    shape = shipped_shape("smollm2-135m")
+    kw = dict(batch_size=4, seq_len=128, lora_r=16, device="cpu", gradient_checkpointing=False)
+    copy = 30 * 3_538_944 * 4
+    lora, pissa, olora = (estimate(shape, resolve_method(m), **kw) for m in ("lora", "pissa", "olora"))
+    assert pissa.breakdown["weights"] - lora.breakdown["weights"] == copy
+    assert olora.breakdown["weights"] == lora.breakdown["weights"]  # OLoRA writes its residual in place
+    on_cuda = {m: estimate(shape, resolve_method(m), **{**kw, "device": "cuda"}).breakdown["weights"]
+               for m in ("lora", "pissa")}
+    assert on_cuda["pissa"] == on_cuda["lora"]  # copied off the file mapping, the originals freed
+    with_dropout = estimate(shape, resolve_method("qdora"), lora_dropout=0.05, **kw)
+    without = estimate(shape, resolve_method("qdora"), lora_dropout=0.0, **kw)
+    assert with_dropout.total_bytes - without.total_bytes >= copy
