@@ -13,6 +13,7 @@ searched (and widened), the settings left out, and the settings' importances.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from harness.core.files import read_json
@@ -97,15 +98,19 @@ class Tuning:
     def left_out(self) -> dict:
         return (self.record.get("space") or {}).get("left_out", {})
 
+    @cached_property
+    def _findings(self) -> tuple[dict, dict]:
+        return edge_findings(self.record, self.chosen)  # once for both properties below
+
     @property
     def edges(self) -> dict:
         """{setting: side} where the chosen trial sits at the edge of its range as searched (see ``edge_findings``)."""
-        return edge_findings(self.record, self.chosen)[0]
+        return self._findings[0]
 
     @property
     def unexplored(self) -> dict:
         """{setting: ...} where the range widened but no trial reached the new part (see ``edge_findings``)."""
-        return edge_findings(self.record, self.chosen)[1]
+        return self._findings[1]
 
 
 def edge_findings(record: dict, chosen: int | None) -> tuple[dict, dict]:
