@@ -16,7 +16,8 @@ benchmarks/memory_check.py measures them on CPU and docs/memory.md has the table
 * AdamW: two states per trainable parameter in the parameter's dtype, allocated at the first step and kept;
   the fused kernel (transformers' default optimizer for torch >= 2.8) needs no temporaries.
 * The peak is the largest of a step's moments: the loss forward, the loss backward, the recompute of the
-  last checkpointed layer, the end of the backward pass, and the optimizer step.
+  last checkpointed layer, the end of the backward pass, and the optimizer step; and of the moments around
+  the steps: an adapter start that reads whole weights, and the merge of a DoRA adapter after training.
 """
 
 from __future__ import annotations
@@ -239,8 +240,8 @@ def estimate(shape: Shape, spec, *, batch_size: int, seq_len: int, lora_r: int,
         seq_len=seq_len, lora_r=lora_r, gc=gradient_checkpointing, device=device,
         dropout=lora_dropout > 0 and not experts_adapted, optimizer=optimizer, loss_tokens=loss_tokens,
         grad_accum=grad_accum, expert_lora=experts_adapted and spec.finetune == "lora",
-        start=_start(shape, spec))
-    notes += _family_note(shape) + _short_note(spec, gradient_checkpointing)
+        start=_start(shape, spec), merge=_merge(shape, spec, targets, b, device))
+    notes += _family_note(shape)
     return Estimate(spec.name, parts, phase, fmt, notes)
 
 
@@ -261,13 +262,18 @@ def _start(shape: Shape, spec) -> int:
     return START_COPIES[kind] * 4 * max(o * i for o, i in shape.linears().values())
 
 
-def _short_note(spec, gc: bool) -> tuple:
-    """Where these rules were measured short of the CPU peak and the cause is not yet a rule (docs/memory.md, "The
-    adapter methods"; SmolLM2, 4 x 128 tokens): DoRA with gradient checkpointing, at 1.47x the estimate."""
-    if not (getattr(spec, "use_dora", False) and gc and not spec.bits):
-        return ()
-    return ("the CPU peak of this method was measured at 1.47x this estimate (DoRA with checkpointing; SmolLM2, "
-            "4 x 128 tokens; docs/memory.md): read it as a lower bound",)
+def _merge(shape: Shape, spec, targets: dict, b, device: str) -> int:
+    """Bytes the merge after training allocates beyond the model (0 where nothing is merged: full fine-tuning,
+    adapters over 4/8-bit weights). peft's DoRA merge (lora/variants.py DoraLinearVariant.merge_unsafe) puts each
+    merged weight in a new tensor, m / ||W + dW|| * (W + dW), where LoRA adds dW in place. On CPU the originals
+    stay in the safetensors file mapping that the unadapted weights still use, so every adapted weight is held
+    twice by the last module (measured +405 MiB on SmolLM2, docs/memory.md); on CUDA each old weight is freed as
+    its module merges. Either way the last module works in three more copies of a weight: dW, W + dW and the
+    clone of the unmerged weight that the norm reads."""
+    if spec.finetune != "lora" or spec.bits or not spec.use_dora:
+        return 0
+    copies = sum(o * i for o, i in targets.values()) * shape.num_hidden_layers * b.weight if device == "cpu" else 0
+    return copies + 3 * max(o * i for o, i in targets.values()) * b.adapter
 
 
 def _family_note(shape: Shape) -> tuple:

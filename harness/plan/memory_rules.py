@@ -135,7 +135,7 @@ def _loss_head(shape, spec, b, n: int, device: str, compact: bool = True) -> dic
 def training(shape, spec, b, persistent: dict, *, grads: int, states: int, targets: dict,
              batch_size: int, seq_len: int, lora_r: int, gc: bool, device: str, dropout: bool,
              optimizer: str, loss_tokens: int | None, grad_accum: int = 1,
-             expert_lora: bool = False, start: int = 0) -> tuple[str, dict, tuple]:
+             expert_lora: bool = False, start: int = 0, merge: int = 0) -> tuple[str, dict, tuple]:
     """(the moment of the step at which memory peaks, what is alive then in bytes, notes)."""
     L, h, i = shape.num_hidden_layers, shape.hidden_size, shape.intermediate_size
     tokens = batch_size * seq_len  # padding-free: at most this many; padded: exactly this many
@@ -190,6 +190,8 @@ def training(shape, spec, b, persistent: dict, *, grads: int, states: int, targe
                                         "workspace": shape.vocab_size * h * b.weight}
     if start:  # an adapter start that works on whole weights (LoftQ, PiSSA, OLoRA), before any optimizer state
         phases["adapter start"] = {**persistent, "workspace": start}
+    if merge:  # the adapter merged after the last step; train() merges while its trainer holds the optimizer's states
+        phases["merge"] = {**persistent, "optimizer": states, "workspace": merge}
     if gc:  # the last layer's recompute, with every other layer's checkpoint still held
         phases["recompute"] = {**keep, "gradients": max(early, head["head_grad"]), "activations": acts + one_layer,
                                "workspace": layer_ws}
