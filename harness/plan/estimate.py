@@ -227,7 +227,7 @@ def estimate(shape: Shape, spec, *, batch_size: int, seq_len: int, lora_r: int,
             # W - BA), while the originals stay in the safetensors file mapping that the unadapted weights still
             # use: one more copy of every adapted weight (measured +402 MiB on SmolLM2, docs/memory.md). OLoRA
             # writes its residual in place; on CUDA the weights were copied off the mapping and the old ones freed.
-            persistent["weights"] += sum(o * i for o, i in targets.values()) * L * b.weight
+            persistent["weights"] += rules.adapted_elements(targets) * L * b.weight
         elem = b.adapter
         persistent["adapters"] = sum(numels) * elem
     grads = sum(numels) * elem
@@ -272,7 +272,7 @@ def _merge(shape: Shape, spec, targets: dict, b, device: str) -> int:
     clone of the unmerged weight that the norm reads."""
     if spec.finetune != "lora" or spec.bits or not spec.use_dora:
         return 0
-    copies = sum(o * i for o, i in targets.values()) * shape.num_hidden_layers * b.weight if device == "cpu" else 0
+    copies = rules.adapted_elements(targets) * shape.num_hidden_layers * b.weight if device == "cpu" else 0
     return copies + 3 * max(o * i for o, i in targets.values()) * b.adapter
 
 

@@ -27,6 +27,11 @@ CPU_TILE, CUDA_TILE = (1024, 8192), (4096, 32768)
 # Live fp32 tiles besides the matmul buffer in trl's torch fallback (_forward_tile, _backward_tile): forward
 # z, exp(z - max) and one temporary; backward y, z, log_p, p, grad and two temporaries, plus a 1-byte mask.
 LOSS_FWD_TEMPS, LOSS_BWD_TEMPS = 3, 7
+def adapted_elements(targets: dict) -> int:
+    """Elements of one layer's adapted weights: sum of out x in over the LoRA targets."""
+    return sum(o * i for o, i in targets.values())
+
+
 def _norm(shape, b, input_grad: bool, weight_trained: bool) -> int:
     """One norm's saved bytes per token. RMSNorm: x.to(fp32) is kept by pow() and the rsqrt mul (4 bytes, plus the
     fp32 rsqrt); the normalised x is kept by the weight mul only when the weight trains. LayerNorm
@@ -154,7 +159,7 @@ def training(shape, spec, b, persistent: dict, *, grads: int, states: int, targe
     # dequantized (peft lora/dora.py DoraLinearLayer.forward: F.linear(x, dequantize(W))), and autograd keeps that
     # copy for the input's gradient: per layer, every adapted weight in the activations' dtype (measured +402 MiB on
     # SmolLM2 without checkpointing, docs/memory.md).
-    dequantized = sum(o * i for o, i in targets.values()) * b.act if spec.use_dora and spec.bits and dropout else 0
+    dequantized = adapted_elements(targets) * b.act if spec.use_dora and spec.bits and dropout else 0
     one_layer = layer_saved(shape, spec, b, targets, lora_r, True, dropout, **kw) * tokens + dequantized
     first_layer = layer_saved(shape, spec, b, targets, lora_r, first_grad, dropout, **kw) * tokens + dequantized
     # Checkpointing keeps each layer's input (and what bitsandbytes' 8-bit matmul holds outside autograd).

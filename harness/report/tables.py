@@ -190,14 +190,11 @@ def spread(records: list[dict]) -> str:
                 "redraws them per seed).")
     same = [f"{task} x {method} ({why})" for (task, method), recs in asked.items() if len(recs) > 1
             and (why := _same_rows(recs))]
-    if not same:
-        return ("the training order, the initialisation and the training rows, which each seed drew anew "
-                "(--resample-train).")
-    if len(same) == sum(len(recs) > 1 for recs in asked.values()):
+    if same and len(same) == sum(len(recs) > 1 for recs in asked.values()):
         return ("the training order and the initialisation only: --resample-train was asked, but every seed trained "
                 f"on the same rows: {'; '.join(same)}.")
-    return ("the training order, the initialisation and the training rows, which each seed drew anew "
-            f"(--resample-train), except where every seed trained on the same rows: {'; '.join(same)}.")
+    drawn = "the training order, the initialisation and the training rows, which each seed drew anew (--resample-train)"
+    return drawn + (f", except where every seed trained on the same rows: {'; '.join(same)}." if same else ".")
 
 
 def _same_rows(recs: list[dict]) -> str | None:
