@@ -15,7 +15,8 @@ from harness.core.console import console, quiet_libraries
 from harness.core.files import atomic_write_json, read_json
 from harness.execute.executors import make_executor
 from harness.execute.preflight import check_integrations, check_prompting, check_resumable, check_writable
-from harness.execute.search import check_optuna, check_studies, run_searches
+from harness.execute.search import run_searches
+from harness.execute.study import check_optuna, check_studies
 from harness.plan.budget import budget_skip, memory_budget, over_budget_before
 from harness.plan.matrix import Cell, chosen_cells, left_out, number, plan, run_size
 from harness.records.tuning import run_tunings

@@ -25,70 +25,29 @@ storage; study ``TASK/METHOD``), driven through its ask-and-tell interface:
 
 The choice itself is made from the trial cells' records (harness/records/tuning.py), the same way the report makes
 it; the record of the search (``search/TASK/METHOD.json``: the space as searched, every trial, the widenings, the
-settings' importances by Optuna's default evaluator) is what the report shows next to it.
+settings' importances by Optuna's default evaluator) is what the report shows next to it. The study file itself
+(its identity, the refusal of a different search, the importances and the edge warnings) is harness/execute/study.py.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import logging
 import math
-import warnings
 from pathlib import Path
 
 from harness.core.console import console
-from harness.core.errors import ConfigError
-from harness.core.files import atomic_write_json, sha256_json
+from harness.core.files import atomic_write_json
+from harness.execute.study import STUDY_FILE, importance, same_search, say_edges, signature, storage
 from harness.plan.matrix import left_out, trial_cells, trials
-from harness.records.tuning import edge_findings, search_path, trial_outcome, unexplored_words
+from harness.records.tuning import edge_findings, search_path, trial_outcome
 from harness.spec.metrics import get_metric
-from harness.spec.search import KEYS, Dim, in_order
+from harness.spec.search import KEYS, Dim
 from harness.spec.task import get_task
 
-STUDY_FILE = "search.db"
 # The first trials of a sampled search: the method's own settings and the two ends of every range. TPE needs some
 # trials before its model means anything (Optuna's default is 10 random ones); with budgets of about 6, these three
 # stand in for them. The harness's choice for budgets this small, not a published rule.
 DESIGN = ("own", "low", "high")
 PRUNE_STARTUP = 2  # earlier complete trials a pruner needs before it compares (Optuna's MedianPruner default: 5)
-
-
-def check_optuna() -> None:
-    if importlib.util.find_spec("optuna") is None:
-        raise ConfigError('--tune searches with Optuna, which is not installed; pip install -e . (it is in the '
-                          "install) or pip install optuna")
-
-
-def signature(cfg, task, method) -> dict:
-    """What a stored study must match for a rerun to resume it: the space as written, the seeds and the measure."""
-    by = "loss" if cfg.tune_by == "loss" else task.main_metric
-    return {"space": cfg.searches[method.name].to_dict(), "seed": cfg.seed, "seeds": list(cfg.seed_list), "by": by}
-
-
-def check_studies(cfg) -> None:
-    """Before any cell runs: every study already in the run folder was made by this search (its space, seed and
-    measure), else one line on how to start a new one."""
-    import optuna
-
-    path = Path(cfg.run_dir) / STUDY_FILE
-    if not path.is_file():
-        return
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = f"sqlite:///{path.resolve()}"
-    stored = {s.study_name: s.user_attrs.get("signature") for s in optuna.get_all_study_summaries(storage)}
-    for task in (get_task(name) for name in cfg.tasks):
-        for method in cfg.specs:
-            name = f"{task.name}/{method.name}"
-            if method.name in cfg.searches and stored.get(name) is not None:
-                _same_search(path, name, stored[name], signature(cfg, task, method))
-
-
-def _same_search(path: Path, name: str, stored: dict, wanted: dict) -> None:
-    if sha256_json(stored) != sha256_json(wanted):
-        raise ConfigError(f"{path} holds a search of {name} over {_space(stored)} with seed {stored['seed']} by "
-                          f"{stored['by']}, and this command searches {_space(wanted)} with seed {wanted['seed']} by "
-                          f"{wanted['by']}; give it another --run-name (or leave --run-name out) to start a new "
-                          "search")
 
 
 def run_searches(cfg, run_cells) -> dict:
@@ -97,20 +56,20 @@ def run_searches(cfg, run_cells) -> dict:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = f"sqlite:///{(Path(cfg.run_dir) / STUDY_FILE).resolve()}"
+    url = storage(cfg.run_dir)
     skipped = left_out(cfg)
     chosen = {}
     for task in (get_task(name) for name in cfg.tasks):
         for method in cfg.specs:
             if method.name in cfg.searches and (task.name, method.name) not in skipped:
-                result = MethodSearch(cfg, task, method, storage).run(run_cells)
+                result = MethodSearch(cfg, task, method, url).run(run_cells)
                 if result is not None:
                     chosen[task.name, method.name] = result
     return chosen
 
 
 class MethodSearch:
-    def __init__(self, cfg, task, method, storage: str):
+    def __init__(self, cfg, task, method, url: str):
         import optuna
 
         self.cfg, self.task, self.method = cfg, task, method
@@ -120,7 +79,7 @@ class MethodSearch:
         self.higher = get_metric(self.by).higher_is_better
         self.budget = trials(cfg, method.name)
         wanted = signature(cfg, task, method)
-        self.study = optuna.create_study(study_name=self.name, storage=storage, load_if_exists=True,
+        self.study = optuna.create_study(study_name=self.name, storage=url, load_if_exists=True,
                                          direction="maximize" if self.higher else "minimize")
         stored = self.study.user_attrs.get("signature")
         if stored is None:
@@ -128,7 +87,7 @@ class MethodSearch:
             self.study.set_user_attr("dims", {k: d.to_dict() for k, d in self.search.dims.items()})
             self.study.set_user_attr("widened", [])
         else:
-            _same_search(Path(cfg.run_dir) / STUDY_FILE, self.name, stored, wanted)
+            same_search(Path(cfg.run_dir) / STUDY_FILE, self.name, stored, wanted)
         stored_dims = self.study.user_attrs["dims"]  # JSON in SQLite: the keys come back sorted
         self.dims = {k: Dim.from_dict(stored_dims[k]) for k in KEYS if k in stored_dims}
 
@@ -307,49 +266,16 @@ class MethodSearch:
                   "trials": [{"number": t.number, "state": t.state.name.lower(), "drawn": dict(t.params),
                               "params": self._settings(t.params), "value": t.value,
                               "losses": _steps(t.intermediate_values)} for t in self.study.trials],
-                  "chosen": best.number if best is not None else None, "importance": self._importance()}
+                  "chosen": best.number if best is not None else None,
+                  "importance": importance(self.study, self.dims)}
         record["edges"], record["unexplored"] = edge_findings(record, record["chosen"])
-        self._say_edges(record)
+        say_edges(record, self.name, self.dims, self.method.name, self.cfg.run_dir)
         path = search_path(self.cfg.run_dir, self.task.name, self.method)
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(path, record)
         if best is None:
             return None
         return {"number": best.number, "params": self._settings(best.params)}
-
-    def _say_edges(self, record: dict) -> None:
-        """One warning line per setting the chosen trial leaves at an edge, or past which the budget never looked."""
-        where = f"warning: search {self.name}:"
-        for key, side in record["edges"].items():
-            d = self.dims[key]
-            console.print(f"[yellow]{where} the chosen trial {record['chosen']} still sits at the {side} edge of "
-                          f"{d.describe()} after {len(record['trials'])} trials (the budget); the best {key} may lie "
-                          f"beyond it: raise --tune-trials, or search further with "
-                          f"{further(d, side).replace('METHOD', self.method.name)}[/]", soft_wrap=True)
-        for key, info in record["unexplored"].items():
-            # Widened past the chosen value, but no trial reached there: a budget that ran out, not an edge.
-            console.print(f"[yellow]{where} {key} {unexplored_words(info)}; rerun with more --tune-trials and "
-                          f"--run-name {Path(self.cfg.run_dir).name} to go on from these trials[/]", soft_wrap=True)
-
-    def _importance(self) -> dict:
-        """Each searched setting's importance by Optuna's default evaluator (PED-ANOVA in Optuna 5), over the
-        complete trials; empty when fewer than two completed or fewer than two settings varied (one setting has all
-        the importance there is)."""
-        import optuna
-
-        done = self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-        varied = [k for k in self.dims if len({t.params.get(k) for t in done}) > 1]
-        if len(done) < 2 or len(varied) < 2:
-            return {}
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "some regimes have less than 2 trials": a small search, said above
-            logging.getLogger("optuna").setLevel(logging.ERROR)
-            try:
-                return {k: float(v) for k, v in optuna.importance.get_param_importances(self.study,
-                                                                                          params=varied).items()}
-            except (ValueError, RuntimeError):  # too few distinct values for the evaluator
-                return {}
-
 
 def _steps(values: dict) -> dict:
     return {int(k): float(v) for k, v in values.items()}
@@ -359,23 +285,5 @@ def _same(a: dict, b: dict) -> bool:
     return all(k in b and abs(float(b[k]) - float(v)) <= 1e-12 * max(1.0, abs(float(v))) for k, v in a.items())
 
 
-def _space(signature: dict) -> str:
-    return ", ".join(Dim.from_dict(d).describe() for d in in_order(signature["space"]["dims"]).values())
-
-
 def _shown(params: dict) -> str:
     return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
-
-
-def further(d: Dim, side: str) -> str:
-    """How to search one step further than ``d`` reaches on ``side``: the method text, or more trials."""
-    wider = d.extend(side)
-    lo, hi = wider.span
-    if wider.kind == "grid":
-        return f"--methods 'METHOD:{d.key}={'|'.join(f'{v:g}' for v in wider.choices)}'"
-    if wider.ratio:
-        return "a larger --tune-trials (alpha is searched as a multiple of the rank)"
-    if wider.kind == "pow2":
-        return f"--methods 'METHOD:{d.key}={'|'.join(str(2 ** e) for e in range(int(lo), int(hi) + 1))}'"
-    return f"--methods 'METHOD:{d.key}={lo:.3g}..{hi:.3g}'"
-

@@ -5,7 +5,7 @@ import pytest
 
 from harness.cli.plan import tuning_cost
 from harness.core.errors import ConfigError
-from harness.execute.search import MethodSearch, further
+from harness.execute.study import further, say_edges
 from harness.plan.matrix import chosen_cells, plan, run_size, trial_cells
 from harness.records.tuning import Trial, choose, edge_findings, tunings, unexplored_words
 from harness.spec.config import HASHED_WHEN_SET, RunConfig
@@ -128,11 +128,10 @@ def test_a_best_at_the_bound_of_its_range_as_widened_is_an_edge_and_one_the_budg
 
 def test_the_terminal_says_an_edge_and_a_budget_that_ended_before_the_widened_part_apart(tmp_path, capsys):
     cfg = RunConfig(tasks=("cnn",), methods=("lora",), tune="lora_r", out=str(tmp_path), run_name="r")
-    engine = MethodSearch(cfg, get_task("cnn"), cfg.specs[0], f"sqlite:///{tmp_path / 'search.db'}")
-    engine.dims = {"lora_r": Dim("lora_r", "pow2", 1, 6)}
+    dims = {"lora_r": Dim("lora_r", "pow2", 1, 6)}
     for record in (_searched(2, {4: "complete", 2: "complete"}), _searched(4, {4: "complete", 16: "complete"})):
         record["edges"], record["unexplored"] = edge_findings(record, record["chosen"])
-        engine._say_edges(record)
+        say_edges(record, "cnn/lora", dims, cfg.specs[0].name, cfg.run_dir)
     edge, short = capsys.readouterr().err.replace("\n", " ").split("warning: ")[1:]
     assert edge.startswith("search cnn/lora: the chosen trial 1 still sits at the low edge of lora_r 2..64 (powers")
     assert short.startswith("search cnn/lora: lora_r widened to lora_r 2..64 (powers of 2), but the budget ended "
