@@ -34,13 +34,11 @@ in. docs/memory.md holds the committed output.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import subprocess
 import sys
 import time
-from gc import collect as collect_garbage
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,92 +48,10 @@ from harness.cell.adapters import initial_folder  # noqa: E402
 from harness.core.errors import ConfigError  # noqa: E402
 from harness.spec.cell import cell_config  # noqa: E402
 from harness.spec.methods import resolve_method  # noqa: E402
+from memory_probe import numpy_tensors_counted, profiled_peak, record_batches, tensor_state_bytes  # noqa: E402
+from memory_published import published  # noqa: E402
 
 MIB = 2**20
-
-
-def tensor_state_bytes(model) -> int:
-    """Bytes of the distinct storages behind the model's parameters, buffers and bitsandbytes states."""
-    import torch
-
-    seen: dict[int, int] = {}
-
-    def add(t):
-        if isinstance(t, torch.Tensor) and t.device.type == "cpu" and t.numel():
-            s = t.untyped_storage()
-            seen[s.data_ptr()] = s.nbytes()
-
-    for t in list(model.parameters()) + list(model.buffers()):
-        add(t)
-        qs = getattr(t, "quant_state", None)  # bitsandbytes Params4bit
-        if qs is not None:
-            for x in (qs.absmax, qs.code, getattr(qs, "offset", None)):
-                add(x)
-            if getattr(qs, "state2", None) is not None:
-                add(qs.state2.absmax)
-                add(qs.state2.code)
-        for attr in ("SCB", "CB"):  # bitsandbytes Int8Params
-            add(getattr(t, attr, None))
-    return sum(seen.values())
-
-
-def profiled_peak(fn) -> tuple[int, object]:
-    """(highest net bytes allocated while ``fn`` ran, its result), from the profiler's allocation events."""
-    from torch._C._profiler import _EventType
-    from torch.profiler import ProfilerActivity, profile
-
-    # Free what earlier work in this process left in reference cycles now: freed inside the window, it would count
-    # against the running total and lower the peak (a previous model's tensors, measured one after another).
-    collect_garbage()
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        result = fn()
-    events = []
-    stack = list(prof.profiler.kineto_results.experimental_event_tree())
-    while stack:
-        e = stack.pop()
-        stack.extend(e.children)
-        if e.tag == _EventType.Allocation and e.extra_fields.device.type == "cpu":
-            events.append((e.start_time_ns, e.extra_fields.total_allocated, e.extra_fields.alloc_size))
-    if not events:
-        return 0, result
-    events.sort()
-    start = events[0][1] - events[0][2]  # the running total just before the first event
-    return max(total for _, total, _ in events) - start, result
-
-
-@contextlib.contextmanager
-def record_batches(out: list):
-    """Record (rows, tokens, trained tokens) of every batch trl's collator builds (harness.cell.trl_changes makes it
-    padding-free, so a batch is one row of all its rows' tokens)."""
-    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling as Collator
-
-    original = Collator.__call__
-
-    def call(self, examples, *args, **kwargs):
-        batch = original(self, examples, *args, **kwargs)
-        labels = batch["labels"]
-        out.append((len(examples), int(batch["input_ids"].numel()), int((labels[:, 1:] != -100).sum())))
-        return batch
-
-    Collator.__call__ = call
-    try:
-        yield
-    finally:
-        Collator.__call__ = original
-
-
-@contextlib.contextmanager
-def numpy_tensors_counted():
-    """Tensors made from NumPy arrays (harness.cell.trl_changes's dropout masks) live in NumPy's memory, which torch's
-    allocator, and so the profiler, never sees; copy them into torch's allocator (same size) while measuring."""
-    import torch
-
-    original = torch.from_numpy
-    torch.from_numpy = lambda array: original(array).clone()
-    try:
-        yield
-    finally:
-        torch.from_numpy = original
 
 
 def long_rows(rows: list[dict], n: int, join: int = 8) -> list[dict]:
@@ -221,52 +137,6 @@ def measure(model_ref: str, method: str, seq_len: int, gc: bool, steps: int, bat
             "state_bytes": state, "measured_bytes": measured, "estimated_bytes": est.total_bytes,
             "ratio": est.total_bytes / measured, "phase": est.phase, "breakdown": est.breakdown,
             "seconds": time.perf_counter() - t0}
-
-
-# Published peak-memory figures that nobody here measured, each with its source's own settings. Where a source
-# leaves a setting out, the assumption is named in `assumed`.
-PUBLISHED = [
-    {"source": "LlamaFactory (arXiv 2403.13372) Table 4, A100-40GB", "model": "llama2-7b", "method": "full",
-     "published_gib": 38.72, "batch": 1, "seq": 512, "r": 128, "optimizer": "adamw_8bit", "gc": True,
-     "assumed": "'token batch size 512' read as 1 x 512; GB read as GiB"},
-    {"source": "LlamaFactory (arXiv 2403.13372) Table 4, A100-40GB", "model": "llama2-7b", "method": "lora",
-     "published_gib": 16.32, "batch": 1, "seq": 512, "r": 128, "optimizer": "adamw_8bit", "gc": True,
-     "assumed": "'token batch size 512' read as 1 x 512; GB read as GiB"},
-    {"source": "LlamaFactory (arXiv 2403.13372) Table 4, A100-40GB", "model": "llama2-7b", "method": "qlora4",
-     "published_gib": 7.52, "batch": 1, "seq": 512, "r": 128, "optimizer": "adamw_8bit", "gc": True,
-     "assumed": "'token batch size 512' read as 1 x 512; GB read as GiB"},
-    {"source": "torchtune README, RTX 4090 (Llama-3.1-8B = llama3-8b shapes)", "model": "llama3-8b",
-     "method": "lora", "targets": "q_proj,v_proj,o_proj,gate_proj,up_proj,down_proj", "published_gib": 16.2,
-     "batch": 2, "seq": 2048, "r": 8, "optimizer": "adamw", "gc": True,
-     "assumed": "recipe llama3_1/8B_lora_single_device: packed 2048, r=8, activation checkpointing"},
-    {"source": "torchtune README, RTX 4090 (Llama-3.1-8B = llama3-8b shapes)", "model": "llama3-8b",
-     "method": "qlora4", "published_gib": 7.4, "batch": 2, "seq": 2048, "r": 8, "optimizer": "adamw", "gc": True,
-     "assumed": "recipe llama3_1/8B_qlora_single_device: packed 2048, r=8, all projections"},
-    {"source": "QLoRA (arXiv 2305.14314): 65B fits one 48 GB GPU", "model": "llama-65b", "method": "qlora4",
-     "published_gib": 48e9 / 2**30, "batch": 1, "seq": 512, "r": 64, "optimizer": "paged_adamw_32bit",
-     "gc": True, "assumed": "paper's Guanaco-65B recipe: r=64 on all linear layers, paged 32-bit AdamW; "
-                            "batch 1 x 512 (384 source + 128 target tokens)"},
-]
-# LLaMA-65B (huggyllama/llama-65b config.json): not a shipped model, so its shape is written out here.
-LLAMA_65B = {"hidden_size": 8192, "intermediate_size": 22016, "num_hidden_layers": 80, "num_attention_heads": 64,
-             "vocab_size": 32000, "tie_word_embeddings": False}
-
-
-def published() -> list[dict]:
-    """The estimate for each published figure, with the source's settings, on CUDA in bf16."""
-    from harness.plan.estimate import estimate
-    from harness.plan.shape import Shape, shipped_shape
-
-    rows = []
-    for p in PUBLISHED:
-        shape = Shape.from_config(LLAMA_65B, "llama-65b") if p["model"] == "llama-65b" else shipped_shape(p["model"])
-        spec = resolve_method(p["method"])
-        est = estimate(shape, spec, batch_size=p["batch"], seq_len=p["seq"], lora_r=p["r"],
-                       lora_target_modules=p.get("targets", "all-linear"), gradient_checkpointing=p["gc"],
-                       optimizer=p["optimizer"], device="cuda", mixed_precision="bf16")
-        rows.append({**p, "estimate_gib": est.total_bytes / 2**30, "ratio": est.total_bytes / 2**30 /
-                     p["published_gib"], "describe": est.describe()})
-    return rows
 
 
 def configs(args) -> list[tuple]:
