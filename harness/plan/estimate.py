@@ -227,7 +227,7 @@ def estimate(shape: Shape, spec, *, batch_size: int, seq_len: int, lora_r: int,
             # W - BA), while the originals stay in the safetensors file mapping that the unadapted weights still
             # use: one more copy of every adapted weight (measured +402 MiB on SmolLM2, docs/memory.md). OLoRA
             # writes its residual in place; on CUDA the weights were copied off the mapping and the old ones freed.
-            persistent["weights"] += rules.adapted_elements(targets) * L * b.weight
+            persistent["weights"] += _adapted_copy(shape, targets, b)
         elem = b.adapter
         persistent["adapters"] = sum(numels) * elem
     grads = sum(numels) * elem
@@ -270,10 +270,16 @@ def _merge(shape: Shape, spec, targets: dict, b, device: str) -> int:
     twice by the last module (measured +405 MiB on SmolLM2, docs/memory.md); on CUDA each old weight is freed as
     its module merges. Either way the last module works in three more copies of a weight: dW, W + dW and the
     clone of the unmerged weight that the norm reads."""
-    if spec.finetune != "lora" or spec.bits or not spec.use_dora:
+    if spec.finetune != "lora" or spec.quantized or not spec.use_dora:  # harness.cell.training merges the same
         return 0
-    copies = rules.adapted_elements(targets) * shape.num_hidden_layers * b.weight if device == "cpu" else 0
+    copies = _adapted_copy(shape, targets, b) if device == "cpu" else 0
     return copies + 3 * max(o * i for o, i in targets.values()) * b.adapter
+
+
+def _adapted_copy(shape: Shape, targets: dict, b) -> int:
+    """One more copy of every adapted weight, in the weights' dtype: what a new tensor per adapted weight costs on
+    CPU while the originals stay in the safetensors file mapping (PiSSA's start, DoRA's merge)."""
+    return rules.adapted_elements(targets) * shape.num_hidden_layers * b.weight
 
 
 def _family_note(shape: Shape) -> tuple:

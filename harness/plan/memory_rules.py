@@ -27,6 +27,8 @@ CPU_TILE, CUDA_TILE = (1024, 8192), (4096, 32768)
 # Live fp32 tiles besides the matmul buffer in trl's torch fallback (_forward_tile, _backward_tile): forward
 # z, exp(z - max) and one temporary; backward y, z, log_p, p, grad and two temporaries, plus a 1-byte mask.
 LOSS_FWD_TEMPS, LOSS_BWD_TEMPS = 3, 7
+
+
 def adapted_elements(targets: dict) -> int:
     """Elements of one layer's adapted weights: sum of out x in over the LoRA targets."""
     return sum(o * i for o, i in targets.values())

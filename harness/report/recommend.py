@@ -4,9 +4,9 @@ The rule: rule out every method over the ``--budget``; among the rest, find the 
 methods that are not significantly worse than it (the paired bootstrap of the report: the 95% CI of
 method - best includes 0 or favours the method); of those, pick the lowest peak memory (peaks within 2% are a
 tie), then the lowest cost: training seconds plus the eval seconds of 1,000 queries (harness/report/cost.py),
-since a prompting row pays at every query and a trained row once. With several seeds a method's figures are means over its seeds, its comparison
-uses every (seed, example) pair, and the budget (on each cell's own wall time) rules it out when any of its cells
-is over.
+since a prompting row pays at every query and a trained row once. With several seeds a method's figures are means
+over its seeds, its comparison uses every (seed, example) pair, and the budget (on each cell's own wall time) rules
+it out when any of its cells is over.
 
 Then, where the task has both, one sentence weighs the best method that only prompts against the best trained one
 that prompts plainly (no shots, no retrieval; any trained one where none does): the share of the trained method's
@@ -159,7 +159,8 @@ def _cheapest(options: list[Option]) -> Option:
 def _prompting_against_training(options: list[Option], best: Option, m, metric: str, rows: list[dict]
                                 ) -> str:
     """' rag reaches 0.93x lora's f1 with no training (-0.040 [-0.090, +0.010], not significant), at 3.1x the
-    prompt tokens and 1.4x the eval seconds per query (lora trained for 95 s).' Empty unless the task has a method that only prompts and one that trains."""
+    prompt tokens and 1.4x the eval seconds per query (lora trained for 95 s).' Empty unless the task has a method
+    that only prompts and one that trains."""
     prompt_only = [o for o in options if not o.trains]
     # Prompting against training alone: a trained method that also retrieves or shows shots mixes the two.
     trained = [o for o in options if o.trains and not o.prompts] or [o for o in options if o.trains]
