@@ -4,7 +4,8 @@ A tuned method (--tune, NAME:lr=1e-4..1e-2, NAME:lr=a|b|c) has no cell here: its
 makes one tuning cell per trial and seed (``trial_cells``), scored on the validation split, and, once a choice is
 made from those cells' records, one test cell per seed with the chosen settings (``chosen_cells``).
 A method that cannot apply to a task (retrieval on a task with no knowledge base) is left out of that task's cells,
-with the task's one line on why and the fix (``left_out``); it is not run and is no failure.
+with the task's one line on why and the fix (``left_out``); it is not run and is no failure, unless every cell is
+left out: a run with nothing to do is bad input.
 
 Planning reads names and settings only (no data, no model): an unknown task or method, a --data, --columns or
 --corpus for a task the run does not have, --columns on data that is all embedded, or a split that is not train,
@@ -60,6 +61,11 @@ def plan(cfg: RunConfig) -> list[Cell]:
                               f"is the embedded data, which needs no mapping; add --data {task}=FILE, or drop "
                               "--columns")
     skipped = left_out(cfg)
+    if len(skipped) == len(tasks) * len(cfg.specs):
+        # Nothing would run: a run of no cells would exit 0 with an empty report, which reads as a pass.
+        reasons = "; ".join(f"{t} x {m}: {why}" for (t, m), why in skipped.items())
+        raise ConfigError(f"nothing to run: every cell is left out ({reasons}); add a method that applies to "
+                          "these tasks")
     cells = [_cell(cfg, task, method, seed, None) for task in tasks for method in cfg.specs
              if (task.name, method.name) not in skipped and method.name not in cfg.searches for seed in cfg.seed_list]
     number(cells, run_size(cfg))

@@ -97,3 +97,20 @@ def test_local_folder_with_a_broken_config_or_no_tokenizer(tiny_model_dir, tmp_p
     (folder / "config.json").write_text("{}")
     with pytest.raises(ModelError, match="Should have a `model_type` key"):
         load.check_loadable(models.resolve_model(str(folder)))
+
+
+def test_a_run_whose_every_cell_is_left_out_is_refused_and_writes_nothing(tmp_path, capsys):
+    """cnn has no knowledge base, so cnn x rag is left out; with nothing else to run the run is bad input (exit 2),
+    not '0 of 0 cells ok' with an empty report."""
+    code = main(["--tasks", "cnn", "--methods", "rag", "--model", "tiny-llama", "--out", str(tmp_path)])
+    assert code == 2
+    line = one_error_line(capsys)
+    assert line.startswith("error: nothing to run") and "cnn x rag" in line and "knowledge base" in line
+    assert not any(tmp_path.iterdir())  # no run folder, no report
+
+
+def test_a_run_with_one_cell_left_out_still_runs_the_rest(tmp_path):
+    """Only a run with nothing at all to do is refused: cnn x rag left out beside cnn x base plans base."""
+    from harness.plan.matrix import plan
+    cells = plan(RunConfig(tasks=("cnn",), methods=("base", "rag"), model="tiny-llama", out=tmp_path))
+    assert [c.spec.method.name for c in cells] == ["base"]
