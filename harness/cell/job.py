@@ -29,7 +29,7 @@ from harness.core.errors import classify, one_line
 from harness.evaluate.cross_task import cross_evaluate
 from harness.evaluate.lm_eval import run_lm_eval
 from harness.integrations.trackers import close_open_runs
-from harness.records.store import CellStore, environment
+from harness.records.store import CellStore, environment, process_facts
 from harness.spec.cell import CellSpec
 from harness.spec.methods import ADAPTER
 from harness.spec.metrics import summarise
@@ -62,7 +62,7 @@ def run_cell(cell_dir: Path, data: dict | None = None) -> dict:
         device = resolve_device(cfg.device)
         env = environment(device)
         env["executor"] = cfg.executor
-        env["pid"] = os.getpid()
+        env.update(process_facts())  # the executor's own mark: which process ran the cell, and what started it
         store.write_json("env.json", env)
         roles = split_roles(spec)
         data = rows_for(task, cfg, roles, data)

@@ -11,6 +11,7 @@ A worker or node that dies under a cell marks only that cell, as ``worker_lost``
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import socket
 from pathlib import Path
@@ -20,7 +21,7 @@ from harness.core.errors import ConfigError
 from harness.core.units import GIB, parse_bytes
 from harness.execute.child import Child, record_death
 from harness.plan.estimate import estimate_for_cell
-from harness.records.store import CellStore
+from harness.records.store import RAY_WORKER_ENV, CellStore
 from harness.spec.models import resolve_model
 from harness.spec.precision import resolve_device
 
@@ -58,7 +59,11 @@ def _run_cell_task(cell_dir: str, label: str, env: dict, limit: int | None, limi
     except OSError as e:
         return {"unwritable": f"worker on {socket.gethostname()} cannot write {cell_dir} ({e.strerror or e}); "
                               "on a cluster, --out must be a folder that every node mounts at the same path"}
-    child = Child(store, {**os.environ, **env}, limit, limit_text, f"[{label}] ")
+    import ray
+
+    context = ray.get_runtime_context()  # this worker's, recorded by the cell (harness/records/store.py)
+    worker = {"worker_id": context.get_worker_id(), "worker_pid": os.getpid(), "node_id": context.get_node_id()}
+    child = Child(store, {**os.environ, **env, RAY_WORKER_ENV: json.dumps(worker)}, limit, limit_text, f"[{label}] ")
     return {"code": child.wait(), "node": socket.gethostname()}
 
 

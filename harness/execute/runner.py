@@ -9,6 +9,7 @@ skipped on a rerun with the same run name; interrupted or corrupted ones are rep
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 
 from harness.core.console import console, quiet_libraries
@@ -146,7 +147,8 @@ def read_outcome(cell: Cell) -> dict:
 
 
 def write_manifest(cfg: RunConfig, cells: list[Cell], command: str | None = None) -> None:
-    """run.json: the latest invocation (command and config) and every cell the run has ever planned."""
+    """run.json: the latest invocation (command, config, and the process id of the driver that ran it, which a cell's
+    env.json holds as its own pid only when it ran inline) and every cell the run has ever planned."""
     path = cfg.run_dir / "run.json"
     known = read_json(path).get("cells", []) if path.is_file() else []
     folders = {c["folder"] for c in known}
@@ -156,7 +158,7 @@ def write_manifest(cfg: RunConfig, cells: list[Cell], command: str | None = None
             known.append({"task": c.task, "method": c.spec.method.name, "folder": folder})
             folders.add(folder)
     skipped = [{"task": t, "method": m, "why": why} for (t, m), why in left_out(cfg).items()]
-    atomic_write_json(path, {"command": command, "config": cfg.to_dict(), "cells": known,
+    atomic_write_json(path, {"command": command, "driver_pid": os.getpid(), "config": cfg.to_dict(), "cells": known,
                              **({"left_out": skipped} if skipped else {})})
 
 

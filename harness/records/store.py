@@ -8,6 +8,8 @@ is either complete or not, and a corrupted or truncated file is detected on resu
 from __future__ import annotations
 
 import importlib.metadata
+import json
+import os
 import platform
 import shutil
 import subprocess
@@ -20,6 +22,9 @@ STATUS = "status.json"
 PACKAGES = ("torch", "transformers", "peft", "trl", "bitsandbytes", "datasets", "evaluate", "rouge-score",
             "accelerate", "numpy", "pandas")
 PROJECT_ROOT = Path(__file__).resolve().parents[2]  # the checkout, for git_state
+# Set by the Ray executor's task in the environment of the cell process it starts (harness/execute/ray.py): the Ray
+# worker's id and process id, which only a Ray worker has, for the cell to record beside its own.
+RAY_WORKER_ENV = "HARNESS_RAY_WORKER"
 
 
 def versions() -> dict:
@@ -65,6 +70,17 @@ def environment(device: str) -> dict:
         env["gpu"] = torch.cuda.get_device_name(0)
         env["cuda"] = torch.version.cuda
     return env
+
+
+def process_facts() -> dict:
+    """Which process ran the cell and which started it (env.json): its own id and its parent's, and under Ray the
+    worker that started it. Inline, ``pid`` is the driver's (run.json's ``driver_pid``); under the process executor
+    ``parent_pid`` is; under Ray ``parent_pid`` is the Ray worker's (``ray``: its ``worker_id`` and ``worker_pid``)."""
+    facts = {"pid": os.getpid(), "parent_pid": os.getppid()}
+    worker = os.environ.get(RAY_WORKER_ENV)
+    if worker:
+        facts["ray"] = json.loads(worker)
+    return facts
 
 
 def predictions_file(task_name: str) -> str:

@@ -2,9 +2,12 @@
 two side by side) and on Ray. Its own file so that pytest-xdist runs it beside test_executors.py."""
 
 import json
+import os
 
 import pytest
 
+from harness.core.files import read_json
+from tests.cell_process import ran_apart
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.integration
@@ -25,6 +28,20 @@ def test_inline_process_parallel_and_ray_give_byte_identical_quality(tmp_path, t
         assert done.returncode == 0, f"{name}: {done.stderr[-3000:]}"
         runs[name], err[name] = tmp_path / name, done.stderr
     assert "submitted to Ray" in err["ray"] and "finished on" in err["ray"]
+    # Each cell ran where its executor runs cells: the driver's own process inline, a child of the driver, a child
+    # of a Ray worker (tests/cell_process.py; tests/unit/test_executors.py shows the checks fail for an inline cell).
+    for name, run in runs.items():
+        driver = read_json(run / "run.json")["driver_pid"]
+        for method in ("base", "lora"):
+            env = read_json(run / "cnn" / method / "env.json")
+            if name == "inline":
+                assert env["pid"] == driver and ran_apart(env, driver, "process") and ran_apart(env, driver, "ray")
+                continue
+            executor = "ray" if name == "ray" else "process"
+            assert ran_apart(env, driver, executor) == [], (name, method)
+            # and each check tells the two apart: a child of the driver is no Ray worker's, nor the reverse
+            assert ran_apart(env, driver, "process" if executor == "ray" else "ray"), (name, method)
+            assert os.getpid() not in (env["pid"], env["parent_pid"])  # nor this test's process
     assert "[cnn x lora]" in err["parallel"]  # lines of cells running side by side name their cell
     for method in ("base", "lora"):
         q = [(runs[e] / "cnn" / method / "metrics.json").read_text() for e in runs]

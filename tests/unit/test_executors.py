@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -10,12 +11,15 @@ import pytest
 import tomllib
 
 from harness.core.console import PlainProgress
-from harness.core.errors import ConfigError
+from harness.cell import job
+from harness.core.errors import ConfigError, DataError
 from harness.core.units import parse_bytes
 from harness.execute.child import record_death
 from harness.execute.executors import EXECUTORS
-from harness.records.store import CellStore
+from harness.plan.matrix import plan
+from harness.records.store import RAY_WORKER_ENV, CellStore
 from harness.spec.config import RunConfig
+from tests.cell_process import ran_apart
 from tests.conftest import ROOT
 
 
@@ -102,3 +106,29 @@ def test_ray_is_an_optional_extra_that_the_harness_never_imports_unasked():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
     assert set(EXECUTORS) == {"inline", "process", "ray"}
+
+
+def test_the_executor_tests_marks_of_a_child_or_ray_process_are_absent_from_a_cell_run_in_the_driver(
+        tmp_path, monkeypatch):
+    """The inline executor runs the real cell code in this process, up to env.json (the rows are then refused, so
+    no model loads): the checks that test_executor_agreement.py and test_search.py make of the process and Ray
+    executors' cells (tests/cell_process.py) report it, so they fail if those executors ever ran a cell in the
+    driver."""
+    monkeypatch.delenv(RAY_WORKER_ENV, raising=False)
+    def refuse(*_):
+        raise DataError("stopped after env.json")
+
+    monkeypatch.setattr(job, "rows_for", refuse)
+    cfg = RunConfig(model="tiny-llama", tasks=("cnn",), methods=("base",), out=str(tmp_path), executor="inline")
+    (cell,) = plan(cfg)
+    cell.store.dir.mkdir(parents=True)
+    cell.spec.write(cell.store.dir)
+    EXECUTORS.lookup("inline")(cfg).run([cell])
+    assert json.loads((cell.store.dir / "status.json").read_text())["message"] == "stopped after env.json"
+    env = json.loads((cell.store.dir / "env.json").read_text())
+    assert env["executor"] == "inline" and env["pid"] == os.getpid() and "ray" not in env
+    assert ran_apart(env, os.getpid(), "process") == [
+        f"the cell ran in the driver's own process ({os.getpid()})",
+        f"the cell's parent is process {os.getppid()}, not the driver {os.getpid()}"]
+    assert ran_apart(env, os.getpid(), "ray") == [
+        f"the cell ran in the driver's own process ({os.getpid()})", "no Ray worker id recorded (None)"]
