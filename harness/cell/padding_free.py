@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import os
+from collections import Counter
 
 VARLEN = "harness_varlen"
 
@@ -82,7 +83,8 @@ def varlen_attention(module, query, key, value, attention_mask, dropout=0.0, sca
                 f"per-row attention got {what} ({name}={kwargs[name]}) from {type(module).__name__}, which it "
                 "cannot apply; this model needs padded batches (varlen_blockers does not know it yet)")
     window = kwargs.get("sliding_window")
-    kernel = varlen_kernel(query)
+    kernel, ran = varlen_kernel(query)
+    KERNELS_RAN[ran] += 1
     if kernel is not None:
         # [1, heads, T, dim] -> [T, heads, dim]; the window as flash attention counts it (left keys beside the
         # query's own); max_length_q is the collator's longest row, so no host sync is needed for the bounds.
@@ -113,20 +115,37 @@ KERNEL_ENV = "HARNESS_VARLEN_KERNEL"  # =1: torch's varlen flash attention on CU
 # trl's padded batches run one fused kernel, and which is faster has not been measured yet
 # (benchmarks/gpu_matrix.sh's on/off table measures it; harness/cell/trl_changes.py reads this).
 CUDA_ENV = "HARNESS_PADDING_FREE_CUDA"
+PER_ROW, VARLEN_ATTN = "per-row SDPA", "torch.nn.attention.varlen.varlen_attn"
+# What ran for packed rows, {what ran (and why, where KERNEL_ENV asked for another): attention calls}: counted as
+# they run, so the record (trl_changes.Applied, which clears it before training) says what did, not what was asked.
+KERNELS_RAN: Counter = Counter()
 
 
 def varlen_kernel(query):
-    """torch's variable-length flash attention (torch.nn.attention.varlen.varlen_attn: one kernel for every row,
-    no host sync for the row bounds) when ``HARNESS_VARLEN_KERNEL=1``, the tensors are on CUDA, and this torch has
-    it; else None (per-row SDPA). Off by default: it has not yet been held against transformers' attention on a GPU
-    (benchmarks/gpu_matrix.sh does that)."""
-    if os.environ.get(KERNEL_ENV) != "1" or not query.is_cuda:
-        return None
+    """(torch's variable-length flash attention, its name) (torch.nn.attention.varlen.varlen_attn: one kernel for
+    every row, no host sync for the row bounds) when ``HARNESS_VARLEN_KERNEL=1``, the tensors are on CUDA, and this
+    torch has it; else (None, per-row SDPA and, where the variable asked for the kernel, why it did not run). Off by
+    default: it has not yet been held against transformers' attention on a GPU (benchmarks/gpu_matrix.sh does that)."""
+    if os.environ.get(KERNEL_ENV) != "1":
+        return None, PER_ROW
+    if not query.is_cuda:
+        return None, f"{PER_ROW} ({KERNEL_ENV}=1, but the tensors are on {query.device.type}, not CUDA)"
     try:
         from torch.nn.attention.varlen import varlen_attn
-    except ImportError:
-        return None
-    return varlen_attn
+    except ImportError as e:
+        return None, f"{PER_ROW} ({KERNEL_ENV}=1, but this torch cannot import {VARLEN_ATTN}: {e})"
+    return varlen_attn, VARLEN_ATTN
+
+
+def kernels_record() -> str:
+    """What ran for packed rows since ``KERNELS_RAN`` was cleared: each kernel with its share of attention calls
+    where more than one ran."""
+    if not KERNELS_RAN:
+        return "none: no packed batch ran"
+    if len(KERNELS_RAN) == 1:
+        return next(iter(KERNELS_RAN))
+    total = sum(KERNELS_RAN.values())
+    return "; ".join(f"{name} in {n} of {total} attention calls" for name, n in KERNELS_RAN.most_common())
 
 
 @functools.cache

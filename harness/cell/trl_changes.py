@@ -32,7 +32,15 @@ from dataclasses import dataclass, field
 
 from harness.cell.lm_head import compact_lm_head, head_blockers
 from harness.cell.lora_dropout import fuse_lora_dropout
-from harness.cell.padding_free import CUDA_ENV, KERNEL_ENV, count_packed_tokens, use_varlen, varlen_blockers
+from harness.cell.padding_free import (
+    CUDA_ENV,
+    KERNEL_ENV,
+    KERNELS_RAN,
+    count_packed_tokens,
+    kernels_record,
+    use_varlen,
+    varlen_blockers,
+)
 
 CHANGES = ("padding_free", "compact_lm_head", "fused_lora_dropout", "float32_adapters", "malloc_mmap_threshold")
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # <malloc.h>
@@ -87,7 +95,6 @@ class Applied:
     left_out: dict = field(default_factory=dict)
     not_applicable: dict = field(default_factory=dict)
     undo: list = field(default_factory=list)
-    kernel: str = "per-row SDPA"  # what runs padding-free attention
 
     def made(self, name: str, undo=None) -> None:
         self.applied.append(name)
@@ -97,7 +104,9 @@ class Applied:
     def record(self) -> dict:
         out = {"applied": list(self.applied), "left_out": dict(self.left_out),
                "not_applicable": dict(self.not_applicable)}
-        return {**out, "attention_kernel": self.kernel} if "padding_free" in self.applied else out
+        # What ran padding-free attention, read after training: HARNESS_VARLEN_KERNEL=1 asks for torch's varlen
+        # kernel, and where it could not run (not CUDA, a torch without it) per-row SDPA did and this says why.
+        return {**out, "attention_kernel": kernels_record()} if "padding_free" in self.applied else out
 
     def restore(self) -> None:
         while self.undo:
@@ -138,9 +147,8 @@ def apply(trainer, cfg, device: str) -> Applied:
         trainer.data_collator = DataCollatorForLanguageModeling(
             pad_token_id=collator.pad_token_id, padding_free=True, pad_to_multiple_of=collator.pad_to_multiple_of)
         count_packed_tokens(trainer)
+        KERNELS_RAN.clear()  # this training's packed rows only
         done.made("padding_free", lambda: setattr(base.config, "_attn_implementation", attention))
-        if device == "cuda" and os.environ.get(KERNEL_ENV) == "1":
-            done.kernel = "torch.nn.attention.varlen.varlen_attn"
 
     # The LM head over trained positions only.
     head = head_blockers(base)

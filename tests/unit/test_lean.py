@@ -1,6 +1,9 @@
 """The lean training path must compute exactly what trl's path computes: same attention per row, same
 log-probabilities, loss and gradients, same token counts; only the work on padding and prompts goes."""
 
+import sys
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -211,3 +214,25 @@ def test_per_row_attention_refuses_what_it_cannot_apply():
     bounds = torch.tensor([0, 12, 17], dtype=torch.int32)
     with pytest.raises(padding_free.PerRowAttentionError, match="soft-capping"):
         padding_free.varlen_attention(_Attn().eval(), q, k, v, None, cu_seq_lens_q=bounds, softcap=50.0)
+
+
+def test_the_record_says_which_kernel_ran_and_why_not_the_one_asked_for(monkeypatch):
+    """HARNESS_VARLEN_KERNEL=1 asks for torch's varlen kernel: on CPU tensors per-row SDPA runs, and the record, read
+    after attention ran, says so and why; where torch cannot import the kernel, it says that."""
+    rows = _rows([5, 3])
+    q, k, v = (torch.cat([r[i] for r in rows], dim=2) for i in range(3))
+    bounds = torch.tensor([0, 5, 8], dtype=torch.int32)
+    done = trl_changes.Applied(applied=["padding_free"])
+    monkeypatch.delenv(padding_free.KERNEL_ENV, raising=False)
+    padding_free.KERNELS_RAN.clear()
+    assert done.record()["attention_kernel"] == "none: no packed batch ran"
+    padding_free.varlen_attention(_Attn().eval(), q, k, v, None, cu_seq_lens_q=bounds)
+    assert done.record()["attention_kernel"] == "per-row SDPA"  # not asked for the kernel
+    monkeypatch.setenv(padding_free.KERNEL_ENV, "1")
+    padding_free.KERNELS_RAN.clear()
+    padding_free.varlen_attention(_Attn().eval(), q, k, v, None, cu_seq_lens_q=bounds)
+    assert done.record()["attention_kernel"] == "per-row SDPA (HARNESS_VARLEN_KERNEL=1, but the tensors are on cpu, " \
+                                                "not CUDA)"
+    monkeypatch.setitem(sys.modules, "torch.nn.attention.varlen", None)  # a torch without the kernel
+    kernel, ran = padding_free.varlen_kernel(SimpleNamespace(is_cuda=True))
+    assert kernel is None and ran.startswith("per-row SDPA (HARNESS_VARLEN_KERNEL=1, but this torch cannot import")
