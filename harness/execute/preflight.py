@@ -117,8 +117,11 @@ def check_prompting(cfg: RunConfig, datasets: dict) -> None:
                 raise ConfigError(f"{name} x {method.name}: raft keeps each training row's gold document, and the "
                                   f"{name} training rows name none; give them a gold column (--columns "
                                   f"{name}:gold=YOUR_COLUMN) or drop raft")
-        if name in retrieving:
-            knowledge_base(task, cfg)  # reads and splits it: a missing, empty or malformed file fails here
+        corpus = knowledge_base(task, cfg) if name in retrieving else None  # a bad file fails here, one line
+        if corpus is not None and corpus.without_text:
+            console.print(f"[yellow]warning: {name}: {corpus.without_text} documents of {corpus.source} have no text "
+                          f"and are left out of retrieval ({corpus.documents} kept); give them text or drop them[/]",
+                          soft_wrap=True)
     for name in cfg.corpus:
         if name not in retrieving:
             console.print(f"[yellow]warning: --corpus {name}={cfg.corpus[name]} is read by retrieve=K methods only, "

@@ -77,5 +77,5 @@ def _passage_tokens(task, cfg) -> float:
     source = task.knowledge_base(cfg)
     if source is None:
         return 0.0
-    docs = task.embedded_corpus() if source == EMBEDDED else read_documents(source)
+    docs = task.embedded_corpus() if source == EMBEDDED else read_documents(source)[0]
     return _mean(_tokens(f"[1] {p.title}\n{p.text}\n\n") for p in split_passages(docs, cfg.passage_words))

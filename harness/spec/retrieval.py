@@ -32,19 +32,21 @@ class Corpus:
     passages: tuple
     documents: int
     sha256: str
+    without_text: int = 0  # documents whose text is empty or blank, left out
 
     def fingerprint(self) -> dict:
         return {"source": self.source, "documents": self.documents, "passages": len(self.passages),
-                "sha256": self.sha256}
+                "sha256": self.sha256, "documents_without_text": self.without_text}
 
 
-def read_documents(path: str) -> list[dict]:
-    """The documents of a JSONL knowledge base, each {"id", "title", "text"}; one clear error per problem."""
+def read_documents(path: str) -> tuple[list[dict], int]:
+    """The documents of a JSONL knowledge base, each {"id", "title", "text"}, and how many were left out for empty
+    text (nothing to retrieve); one clear error per problem."""
     p = Path(path)
     where = f"--corpus {path}"
     if not p.is_file():
         raise DataError(f"{where} does not exist; pass a JSONL file of {{title, text}} or {{id, text}} documents")
-    docs = []
+    docs, without_text = [], 0
     with p.open(encoding="utf-8", errors="replace") as f:
         for i, line in enumerate(f, 1):
             if not line.strip():
@@ -63,9 +65,11 @@ def read_documents(path: str) -> list[dict]:
                 raise DataError(f"{where} line {i} has neither a title nor an id; give each document one")
             if row["text"].strip():
                 docs.append({"id": str(doc_id), "title": str(row.get("title") or doc_id), "text": row["text"]})
+            else:
+                without_text += 1
     if not docs:
         raise DataError(f"{where} holds no documents with text; pass a JSONL file of {{title, text}} documents")
-    return docs
+    return docs, without_text
 
 
 def split_passages(docs: list[dict], words: int) -> list[Passage]:
@@ -80,14 +84,15 @@ def split_passages(docs: list[dict], words: int) -> list[Passage]:
     return out
 
 
-def corpus_of(docs: list[dict], source: str, words: int) -> Corpus:
-    return Corpus(source, tuple(split_passages(docs, words)), len(docs), sha256_json(docs))
+def corpus_of(docs: list[dict], source: str, words: int, without_text: int = 0) -> Corpus:
+    return Corpus(source, tuple(split_passages(docs, words)), len(docs), sha256_json(docs), without_text)
 
 
 @lru_cache(maxsize=4)
 def load_corpus(path: str, words: int) -> Corpus:
     """A knowledge base file, read and split once per process (every method's cell of a run shares it)."""
-    return corpus_of(read_documents(path), path, words)
+    docs, without_text = read_documents(path)
+    return corpus_of(docs, path, words, without_text)
 
 
 class Retriever(Protocol):

@@ -6,7 +6,10 @@ import json
 import pytest
 
 from harness.cli import main
-from harness.spec.retrieval import read_documents, split_passages
+from harness.execute.preflight import check_prompting
+from harness.spec.config import RunConfig
+from harness.spec.retrieval import knowledge_base, read_documents, split_passages
+from harness.spec.task import get_task
 from tests.conftest import one_error_line
 
 pytestmark = pytest.mark.usefixtures("tokenizer_dir")  # a cold cache's conversion line would be a second line
@@ -87,7 +90,23 @@ def test_documents_become_passages_of_the_stated_size_with_their_ids(tmp_path):
     path = tmp_path / "kb.jsonl"
     path.write_text(json.dumps({"id": "d1", "text": " ".join(f"w{i}" for i in range(25))}) + "\n"
                     + json.dumps({"title": "Short", "text": "one two"}) + "\n")
-    docs = read_documents(str(path))
+    docs, _ = read_documents(str(path))
     assert [d["id"] for d in docs] == ["d1", "Short"] and docs[0]["title"] == "d1"
     passages = split_passages(docs, 10)
     assert [(p.doc, len(p.text.split())) for p in passages] == [("d1", 10), ("d1", 10), ("d1", 5), ("Short", 2)]
+
+
+def test_documents_without_text_are_counted_in_the_record_and_said_once(capsys, tmp_path):
+    """A document whose text is blank has nothing to retrieve and is left out; the knowledge base's record (data.json
+    and the prompts' record) counts it, and the run's checks say it in one line."""
+    path = tmp_path / "kb.jsonl"
+    path.write_text("".join(json.dumps(d) + "\n" for d in (
+        {"title": "Kept", "text": "one two"}, {"title": "Blank", "text": "  "}, {"id": "e", "text": ""},
+        {"title": "Also kept", "text": "three"})))
+    cfg = RunConfig(tasks=("qa",), methods=("rag",), corpus={"qa": str(path)})
+    record = knowledge_base(get_task("qa"), cfg).fingerprint()
+    assert record["documents"] == 2 and record["documents_without_text"] == 2
+    check_prompting(cfg, {"qa": {"train": []}})
+    err = capsys.readouterr().err.strip().splitlines()  # the console writes to stderr
+    assert err == [f"warning: qa: 2 documents of {path} have no text and are left out of retrieval (2 kept); give "
+                   "them text or drop them"]
