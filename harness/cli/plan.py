@@ -33,6 +33,7 @@ from harness.plan.speed import (
     measured_rates,
     resolve_shape,
     time_line,
+    unreadable_line,
 )
 from harness.report.render import plain
 from harness.report.table import Column, Table, Value
@@ -116,8 +117,11 @@ def cmd_plan(argv: list[str]) -> int:
         print(f"  note ({', '.join(names)}): {n}")
     if with_tasks:
         print_prompts(cfg, sizes, shape, args.gpu, args.mfu)
-    rates = measured_rates(args.out, args.model, device, args.gpu)
+    rates, unreadable = measured_rates(args.out, args.model, device, args.gpu)
     print("time:")
+    skipped = unreadable_line(unreadable)
+    if skipped:
+        print("  " + skipped)
     for spec, seq_len in zip(specs, lengths):
         line = time_line(shape, spec, rates, args.gpu, args.mfu, args.batch_size * seq_len)
         print("  " + line + tuning_cost(cfg, spec))

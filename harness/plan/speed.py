@@ -62,18 +62,20 @@ def largest_batch(shape, spec, budget: int, **kw) -> int:
     return lo
 
 
-def measured_rates(results: str, model: str, device: str, gpu: str | None) -> dict[str, list[float]]:
+def measured_rates(results: str, model: str, device: str, gpu: str | None) -> tuple[dict[str, list[float]], list]:
     """Tokens/s of earlier cells of this model on this device, by method: training tokens/s for trained
-    methods, generated tokens/s for base."""
+    methods, generated tokens/s for base; and the cells whose records did not read, (folder, why) each."""
     key = _model_key(model)
     rates: dict[str, list[float]] = {}
-    for metrics in Path(results).glob("*/*/*/metrics.json"):
+    unreadable = []
+    for metrics in sorted(Path(results).glob("*/*/*/metrics.json")):
         cell = metrics.parent
         try:
             config = json.loads((cell / "config.json").read_text())
             env = json.loads((cell / "env.json").read_text())
             timing = json.loads(metrics.read_text())["measurements"]["timing"]
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            unreadable.append((cell, f"{type(e).__name__}: {e}"))
             continue
         if _model_key(config.get("model", "")) != key or env.get("device") != device:
             continue
@@ -83,7 +85,16 @@ def measured_rates(results: str, model: str, device: str, gpu: str | None) -> di
         rate = timing.get("train_tokens_per_s" if method.get("finetune") != "none" else "generation_tokens_per_s")
         if isinstance(rate, (int, float)) and rate > 0:
             rates.setdefault(method.get("name"), []).append(float(rate))
-    return rates
+    return rates, unreadable
+
+
+def unreadable_line(unreadable: list) -> str | None:
+    """One line for the cells ``measured_rates`` could not read, naming the first, or None when it read them all."""
+    if not unreadable:
+        return None
+    cell, why = unreadable[0]
+    return (f"skipped {len(unreadable)} earlier cell{'s' if len(unreadable) > 1 else ''} whose records do not read "
+            f"(e.g. {cell}: {why}); their tokens/s are not counted")
 
 
 def _model_key(ref: str) -> str:

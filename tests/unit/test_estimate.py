@@ -184,6 +184,23 @@ def test_plan_takes_time_from_measured_cells(tmp_path, capsys):
     assert "no measured cells and no --gpu" in out  # full has none, and a CPU has no FLOPs figure
 
 
+def test_plan_names_the_measured_cells_it_could_not_read(tmp_path, capsys):
+    """A cell whose records do not read is skipped for its tokens/s, and the plan says how many and names one."""
+    for i, text in enumerate(('{"measurements": {"timing": {"train_tokens_per_s": 100.0}}}', '{"measurements": {',
+                              '{"measurements": {}}')):
+        cell = tmp_path / f"run{i}" / "cnn" / "lora"
+        cell.mkdir(parents=True)
+        (cell / "config.json").write_text(json.dumps({"model": "smollm2-135m",
+                                                      "method": {"name": "lora", "finetune": "lora"}}))
+        (cell / "env.json").write_text(json.dumps({"device": "cpu", "gpu": None}))
+        (cell / "metrics.json").write_text(text)
+    assert main(["plan", "--model", "smollm2-135m", "--methods", "lora", "--results", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "100 training tok/s  measured: mean of 1 measured cell " in out
+    assert (f"skipped 2 earlier cells whose records do not read (e.g. {tmp_path / 'run1' / 'cnn' / 'lora'}: "
+            "JSONDecodeError: ") in out
+
+
 @pytest.mark.parametrize("argv, expected", [
     (["--model", "llama9-1t"], "--model 'llama9-1t': no config to read; shipped: llama2-13b, llama2-70b"),
     (["--model", "llama2-7b", "--memory-budget", "12XB"], "--memory-budget '12XB' is not a size"),
