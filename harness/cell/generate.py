@@ -10,8 +10,9 @@ and the shots. With ``prefix_cache``, those tokens run through the model once, a
 their KV cache; a batch is then laid out as [prefix][padding][the rest of each prompt] instead of
 [padding][prompt], and the attention mask and the positions (transformers counts them from the mask) make the two
 layouts the same computation. Outputs are token-identical to recomputing the prefix (tests/unit/test_generation.py;
-docs/benchmarks.md measures it on SmolLM2). Where the model's cache cannot be reused this way, generation steps
-aside to the plain path and the record says why.
+docs/benchmarks.md measures it on SmolLM2). Reuse is recorded after generation, from the batches whose forward passes
+read the copy they were given (it grew past the prefix). Where the model's cache cannot be reused this way, generation
+steps aside to the plain path, and the record counts each call that did and why.
 """
 
 from __future__ import annotations
@@ -63,9 +64,11 @@ def generate(model, tok, prompts: list[str], max_new_tokens: int, batch_size: in
             t0 = time.perf_counter()
             gen_kwargs = {"tokenizer": tok} if stop_strings else {}
             if prefix is not None:
-                gen_kwargs[prefix.keyword] = prefix.copy(len(batch))
+                cache = gen_kwargs[prefix.keyword] = prefix.copy(len(batch))
             out = model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device),
                                  generation_config=config, **gen_kwargs)
+            if prefix is not None:
+                prefix.read_by(cache, len(batch))
             stats.seconds += time.perf_counter() - t0
             stats.calls += 1
             for row, i in enumerate(batch):
@@ -92,10 +95,13 @@ def shared_length(ids: list[list[int]]) -> int:
 
 
 class Prefix:
-    """The KV cache of a prompt prefix, computed once; ``copy(n)`` gives a batch of ``n`` its own copy."""
+    """The KV cache of a prompt prefix, computed once; ``copy(n)`` gives a batch of ``n`` its own copy, and
+    ``read_by`` counts, after the batch's generation, the prompt tokens that copy spared the model."""
 
     def __init__(self, cache, length: int, keyword: str):
         self.cache, self.length, self.keyword = cache, length, keyword
+        self.reused_tokens = 0  # prompt tokens the forward passes did not recompute
+        self.unread_rows = 0  # rows whose generation did not read the copy, and recomputed the prefix
 
     @classmethod
     def of(cls, model, tokens: list[int]) -> Prefix:
@@ -115,6 +121,14 @@ class Prefix:
         cache = copy.deepcopy(self.cache)
         cache.batch_repeat_interleave(n)
         return cache
+
+    def read_by(self, cache, rows: int) -> None:
+        """After generating ``rows`` rows from ``cache`` (a ``copy``): generation appends every position it computes
+        to the cache it reads, so one that grew past the prefix was read, and its rows did not recompute the prefix."""
+        if cache.get_seq_length() > self.length:
+            self.reused_tokens += self.length * rows
+        else:
+            self.unread_rows += rows
 
 
 def prefix_blockers(model) -> list[str]:
@@ -182,7 +196,10 @@ class HFBackend:
     """``--generate-backend hf`` (the default): transformers' own generate on the cell's model, in this process.
 
     ``prefix_cache``: compute the prefix that all prompts of a call share once (see the module docstring);
-    ``prefix_record`` then says what was reused, or why it stepped aside."""
+    ``prefix_record`` then says what every call did: ``applied`` (some call's generation read a reused prefix),
+    ``calls`` that did, the prompt tokens they spared (``reused_tokens``), the longest prefix (``shared_tokens``) and
+    the seconds spent computing prefixes (``prefill_s``); and the calls that stepped aside by why (``stepped_aside``),
+    with the latest why (``why``; None when none did)."""
 
     name = "hf"
 
@@ -192,26 +209,46 @@ class HFBackend:
 
     def generate(self, model, tok, prompts: list[str], max_new_tokens: int, batch_size: int, stats: GenerationStats,
                  stop_strings: list[str] | None = None, label: str = "generate") -> list[str]:
-        return generate(model, tok, prompts, max_new_tokens, batch_size, stats, stop_strings, label,
-                        self._prefix if self.prefix_cache else None)
+        if not self.prefix_cache:
+            return generate(model, tok, prompts, max_new_tokens, batch_size, stats, stop_strings, label)
+        built: list[Prefix] = []
+        outputs = generate(model, tok, prompts, max_new_tokens, batch_size, stats, stop_strings, label,
+                           lambda m, ids: self._prefix(m, ids, built))
+        for prefix in built:  # after generation: what its forward passes were spared, not what was offered
+            self._record_use(prefix)
+        return outputs
 
-    def _prefix(self, model, ids: list[list[int]]) -> Prefix | None:
-        record = self.prefix_record
+    def _prefix(self, model, ids: list[list[int]], built: list) -> Prefix | None:
         blockers = prefix_blockers(model)
         if blockers:
-            record.update(applied=False, why="the model has " + " and ".join(blockers))
+            self._step_aside("the model has " + " and ".join(blockers))
             return None
         n = shared_length(ids)
         if n < MIN_PREFIX:
-            record.setdefault("applied", False)
-            record.setdefault("why", f"the prompts share fewer than {MIN_PREFIX} leading tokens")
+            self._step_aside(f"the prompts share fewer than {MIN_PREFIX} leading tokens")
             return None
         t0 = time.perf_counter()
         prefix = Prefix.of(model, ids[0][:n])
-        record.update(applied=True, why=None, calls=record.get("calls", 0) + 1,
-                      shared_tokens=max(n, record.get("shared_tokens", 0)),
-                      prefill_s=record.get("prefill_s", 0.0) + time.perf_counter() - t0)
+        self.prefix_record["prefill_s"] = self.prefix_record.get("prefill_s", 0.0) + time.perf_counter() - t0
+        built.append(prefix)
         return prefix
+
+    def _record_use(self, prefix: Prefix) -> None:
+        record = self.prefix_record
+        if prefix.reused_tokens:
+            record.update(applied=True, calls=record.get("calls", 0) + 1,
+                          reused_tokens=record.get("reused_tokens", 0) + prefix.reused_tokens,
+                          shared_tokens=max(prefix.length, record.get("shared_tokens", 0)))
+            record.setdefault("why", None)
+        if prefix.unread_rows:
+            self._step_aside("generation did not read the prefix's KV cache, and recomputed the prefix")
+
+    def _step_aside(self, why: str) -> None:
+        record = self.prefix_record
+        record.setdefault("applied", False)
+        record["why"] = why
+        aside = record.setdefault("stepped_aside", {})
+        aside[why] = aside.get(why, 0) + 1
 
     def completion_nll(self, model, tok, prompts: list[str], completions: list[str], batch_size: int,
                        label: str = "score") -> list[tuple[float, int]]:
