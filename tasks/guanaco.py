@@ -17,8 +17,6 @@ from tasks import ifeval
 from tasks.chat_format import ParseError, parse_llama2
 from tasks.embedded import guanaco_gen
 
-register_metric("ref_perplexity", False, "perplexity",
-                "perplexity of the reference answers under the model, token-weighted over the eval split")
 register_metric("ifeval_prompt_strict", True, "mean",
                 "share of constrained prompts whose response passes every instruction check (IFEval strict)")
 register_metric("ifeval_instruction_strict", True, "ratio",

@@ -14,7 +14,8 @@ Metrics are SQuAD v1.1's (Rajpurkar et al. 2016; its evaluate-v1.1.py): exact ma
 and removing punctuation, the articles a/an/the and extra white space, the best over the gold answers. The answer
 scored is the first line of the output (a model that runs on after its answer is not penalised for what follows,
 as fever's closed mode reads its label). Retrieval recall counts a question when a passage of its gold document
-was in its prompt.
+was in its prompt. ``ref_perplexity`` is the first gold answer's perplexity after the eval prompt: it shows what
+shots, passages or training changed even where the generated answers score the same.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from collections import Counter
 
 from harness.core.errors import DataError
 from harness.spec.metrics import register_metric
-from harness.spec.prompts import Passage, Query, passage_block
+from harness.spec.prompts import Passage, Query, completion_text, passage_block
 from harness.spec.retrieval import EMBEDDED
 from harness.spec.splits import uses_embedded
 from harness.spec.task import ROLES, Context, GenerationStats, Task, register_task
@@ -89,7 +90,7 @@ class QA(Task):
     description = "knowledge questions about a fictional world, answered from memory or from retrieved passages"
     columns = ("question", "answers")
     text_columns = ("question",)
-    metrics = ("f1", "exact_match", "f1_seen", "f1_unseen", "recall_at_k")
+    metrics = ("f1", "exact_match", "f1_seen", "f1_unseen", "recall_at_k", "ref_perplexity")
     main_metric = "f1"
     # 96 short questions (about 60 tokens with the prompt) train LoRA in about a minute on 2 CPU cores; with three
     # retrieved passages the rows are about 300 tokens.
@@ -170,8 +171,11 @@ class QA(Task):
     # --- evaluation --------------------------------------------------------------------------------------
     def evaluate(self, model, rows, ctx, stats: GenerationStats) -> list[dict]:
         preds = super().evaluate(model, rows, ctx, stats)
-        for p, r in zip(preds, rows, strict=True):
-            p.update(answers=r["answers"], gold=r.get("gold"), part=r.get("part"))
+        nll = ctx.completion_nll(model, [p["prompt"] for p in preds],
+                                 [completion_text(ctx, self.reference(r)) for r in rows], ctx.batch_size,
+                                 label="perplexity qa")
+        for p, r, (total, n) in zip(preds, rows, nll, strict=True):
+            p.update(answers=r["answers"], gold=r.get("gold"), part=r.get("part"), ref_nll=total, ref_tokens=n)
         return preds
 
     def score(self, predictions: list[dict]) -> dict[str, list]:
@@ -182,4 +186,6 @@ class QA(Task):
                 "f1_seen": [v if p.get("part") == "seen" else None for v, p in zip(f1s, predictions)],
                 "f1_unseen": [v if p.get("part") == "unseen" else None for v, p in zip(f1s, predictions)],
                 "recall_at_k": [float(p["gold"] in p["passages"]) if p.get("gold") and p.get("passages") is not None
-                                else None for p in predictions]}
+                                else None for p in predictions],
+                # Records written before qa scored the reference's perplexity have no ref_nll: no value there.
+                "ref_perplexity": [(p["ref_nll"], p["ref_tokens"]) if "ref_nll" in p else None for p in predictions]}

@@ -50,6 +50,14 @@ def tiny_model_dir() -> Path:
     return tiny_llama()
 
 
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """The embedded SmolLM2-135M-Instruct as safetensors: converted from its GGUF once (about 30 s), then cached."""
+    from harness.spec.models import smollm2_135m
+
+    return smollm2_135m()
+
+
 @pytest.fixture
 def tiny_model(tiny_model_dir):
     from harness.cell.load import load_model

@@ -15,7 +15,7 @@ from harness.cli.parser import Parser
 from harness.core.console import console
 from harness.core.errors import ConfigError
 from harness.core.files import read_json
-from harness.report.gate import compare, current_metrics, gate_table, parse_tol, write_baseline
+from harness.report.gate import FAILING, compare, current_metrics, gate_table, parse_tol, write_baseline
 from harness.report.render import terminal
 
 DESCRIPTION = "The regression gate: compare a run's metrics with a stored baseline and fail on any regression."
@@ -32,7 +32,7 @@ def cmd_gate(argv: list[str]) -> int:
     p.add_argument("--tol", action="append", metavar="METRIC=abs:X|rel:X", help="per-metric tolerance")
     p.add_argument("--ci-aware", action="store_true",
                    help="count a drop only when the baseline lies outside the current 95%% CI")
-    p.add_argument("--allow-missing", action="store_true", help="a missing cell or metric does not fail")
+    p.add_argument("--allow-missing", action="store_true", help="a cell or metric the run does not have does not fail (a cell it has that failed still does)")
     args = p.parse_args(argv)
     run_dir = Path(args.results_dir)
     if not run_dir.is_dir():
@@ -43,8 +43,11 @@ def cmd_gate(argv: list[str]) -> int:
     per_metric = parse_tol(args.tol)
     if args.write_baseline:
         stored = {"default": {"abs": args.abs_tol or 0.0, "rel": args.rel_tol or 0.0}, "per_metric": per_metric}
-        write_baseline(run_dir, Path(args.write_baseline), stored)
-        print(f"wrote baseline {args.write_baseline} from {run_dir}", file=sys.stderr)
+        not_gated = write_baseline(run_dir, Path(args.write_baseline), stored)
+        left = sum(len(m) for m in not_gated.values())
+        print(f"wrote baseline {args.write_baseline} from {run_dir}"
+              + (f"; {left} values that cannot regress are listed under not_gated, not checked" if left else ""),
+              file=sys.stderr)
         return 0
     if not args.baseline:
         raise ConfigError("gate needs --baseline FILE (or --write-baseline FILE to create one)")
@@ -63,7 +66,7 @@ def cmd_gate(argv: list[str]) -> int:
     rows = compare(baseline, current_metrics(run_dir), abs_tol, rel_tol, tolerances, args.ci_aware,
                    args.allow_missing)
     terminal(gate_table(rows), console)
-    bad = [r for r in rows if r["verdict"] in ("REGRESSED", "MISSING")]
+    bad = [r for r in rows if r["verdict"] in FAILING]
     if bad:
         print(f"gate FAILED: {len(bad)} of {len(rows)} checks failed ("
               + "; ".join(f"{r['cell']} {r['metric']}: {r['verdict'].lower()}" for r in bad[:5])

@@ -8,7 +8,10 @@ Every (task, method, metric) in the baseline is checked. Which way is worse come
 A metric regresses when it is worse than the baseline by more than its tolerance (absolute, relative to the
 baseline value, or both: the larger allowance wins). With --ci-aware it must also be worse beyond its own
 95% confidence interval, i.e. the baseline value lies outside the current CI on the better side.
-Tolerances given on the command line override those stored in the baseline file.
+A cell the run has but that did not finish fails every check of its own, with or without --allow-missing.
+Tolerances given on the command line override those stored in the baseline file. A baseline written from a run
+leaves out, with the reason, the values that cannot regress (a score at 0 with a zero-width interval, a metric with
+no value): a gate check that cannot fail would only make the gate look stronger than it is.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from harness.records.load import load_records
 from harness.report.table import Column, Status, Table, Value
 from harness.spec.metrics import get_metric
 
-FAILING = ("REGRESSED", "MISSING")
+FAILING = ("REGRESSED", "MISSING", "FAILED")
 
 
 def parse_tol(items: list[str]) -> dict:
@@ -58,9 +61,31 @@ def current_metrics(run_dir: Path) -> dict:
     return cells
 
 
-def write_baseline(run_dir: Path, path: Path, tolerances: dict) -> None:
-    cells = current_metrics(run_dir)
-    atomic_write_json(path, {"source": str(run_dir), "tolerances": tolerances, "cells": cells})
+def cannot_regress(name: str, metric: dict) -> str | None:
+    """Why a stored value could never fail the gate, or None. A higher-is-better score at 0 with a zero-width
+    interval cannot get worse (every score the harness registers is non-negative), and a metric with no value
+    has nothing to compare; gating either is a check that cannot fail."""
+    value = metric.get("value")
+    if value is None:
+        return "no value: no example had this metric"
+    if get_metric(name).higher_is_better and value == metric.get("ci_low") == metric.get("ci_high") == 0:
+        return "at its floor (0 with a zero-width interval): it cannot get worse"
+    return None
+
+
+def write_baseline(run_dir: Path, path: Path, tolerances: dict) -> dict:
+    """Store the run's metrics as the baseline; those that cannot regress (``cannot_regress``) are listed under
+    ``not_gated`` with the reason instead of being checks that always pass. Returns ``not_gated``."""
+    cells, not_gated = current_metrics(run_dir), {}
+    for key, cell in cells.items():
+        for name in list(cell["metrics"]):
+            why = cannot_regress(name, cell["metrics"][name])
+            if why:
+                not_gated.setdefault(key, {})[name] = why
+                del cell["metrics"][name]
+    atomic_write_json(path, {"source": str(run_dir), "tolerances": tolerances, "cells": cells,
+                             "not_gated": not_gated})
+    return not_gated
 
 
 def allowance(name: str, base_value: float, tolerances: dict, abs_tol: float, rel_tol: float) -> float:
@@ -72,7 +97,8 @@ def allowance(name: str, base_value: float, tolerances: dict, abs_tol: float, re
 
 def compare(baseline: dict, cells: dict, abs_tol: float, rel_tol: float, tolerances: dict, ci_aware: bool,
             allow_missing: bool) -> list[dict]:
-    """One row per (cell, metric) in the baseline: verdict pass / REGRESSED / MISSING / missing-allowed."""
+    """One row per (cell, metric) in the baseline: verdict pass / REGRESSED / MISSING / missing-allowed / FAILED
+    (the run has the cell, and it failed or was skipped)."""
     rows = []
     for key, base_cell in baseline["cells"].items():
         cur_cell = cells.get(key)
@@ -80,6 +106,11 @@ def compare(baseline: dict, cells: dict, abs_tol: float, rel_tol: float, toleran
             row = {"cell": key, "metric": name, "baseline": base.get("value"), "current": None, "delta": None,
                    "allowed": None, "verdict": "pass"}
             cur = (cur_cell or {}).get("metrics", {}).get(name)
+            if cur_cell is not None and cur_cell.get("status") != "ok":
+                # The run has the cell and it did not finish: --allow-missing is for cells a run does not have.
+                row["verdict"] = "FAILED"
+                rows.append(row)
+                continue
             if cur is None or cur.get("value") is None:
                 if base.get("value") is None:
                     rows.append(row)  # nothing to compare on either side (e.g. a metric with no examples)

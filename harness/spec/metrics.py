@@ -44,6 +44,11 @@ for _name, _what in zip(ROUGE_TYPES, ("unigram", "bigram", "longest common subse
     register_metric(_name, True, "mean", f"ROUGE F1 ({_what}), rouge-score with Porter stemming")
 
 
+# The reference answer's perplexity after the eval prompt (guanaco, qa): it moves with every change to what the
+# model sees or has learned, even where the generated text scores the same, which is why the CI gate leans on it.
+register_metric("ref_perplexity", False, "perplexity",
+                "perplexity of the reference answers under the model, token-weighted over the eval split")
+
 # A tuning cell's validation loss (harness/cell/job.py validate): per row, its completion's mean token negative
 # log-likelihood; averaged over rows.
 register_metric("loss", False, "mean", "validation loss: the mean over rows of each completion's mean token NLL")

@@ -92,6 +92,7 @@ def test_fever_closed_mode_and_guanaco_llama2_template(tmp_path, tiny_model_dir)
     m = json.loads((tmp_path / "x" / "fever" / "lora" / "metrics.json").read_text())
     assert set(m["quality"]) == {"label_accuracy", "macro_f1"}
     assert m["extra"]["confusion"]["header"][0] == "gold \\ predicted"
+    assert "confusion" in (tmp_path / "x" / "report.html").read_text()  # and the report renders it
     pred = json.loads((tmp_path / "x" / "guanaco" / "base" / "predictions.jsonl").read_text().splitlines()[0])
     assert pred["prompt"].startswith("<s>[INST] ") and pred["prompt"].endswith(" [/INST]")
     cfg = json.loads((tmp_path / "x" / "fever" / "lora" / "config.json").read_text())

@@ -14,16 +14,17 @@ from tests.conftest import ROOT, run_cli
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("reports_and_gate")]  # its module fixture runs once
 
 CI_CONFIG = ROOT / "tests" / "baselines" / "ci-matrix.yaml"
-CI_BASELINE = ROOT / "tests" / "baselines" / "ci-tiny.json"
+CI_BASELINE = ROOT / "tests" / "baselines" / "ci-gate.json"
+CI_METHODS = ("base", "fewshot", "rag", "lora", "qlora4", "dora")
 
 
 @pytest.fixture(scope="module")
-def ci_run(tmp_path_factory, tiny_model_dir):
+def ci_run(tmp_path_factory, smollm2_dir):
     """The small deterministic matrix that CI gates against the committed baseline."""
     out = tmp_path_factory.mktemp("ci")
     done = run_cli("--config", str(CI_CONFIG), "--out", str(out))
     assert done.returncode == 0, done.stderr[-3000:]
-    return out / "ci-tiny"
+    return out / "ci-gate"
 
 
 def test_gate_passes_on_the_committed_baseline(ci_run):
@@ -34,14 +35,14 @@ def test_gate_passes_on_the_committed_baseline(ci_run):
 
 def test_gate_fails_on_a_doctored_baseline(ci_run, tmp_path):
     baseline = json.loads(CI_BASELINE.read_text())
-    cell = baseline["cells"]["guanaco/full"]["metrics"]
+    cell = baseline["cells"]["qa/lora"]["metrics"]
     cell["ref_perplexity"]["value"] *= 0.5  # pretend the baseline was much better (lower perplexity)
     doctored = tmp_path / "doctored.json"
     doctored.write_text(json.dumps(baseline))
     done = run_cli("gate", str(ci_run), "--baseline", str(doctored))
     assert done.returncode == 1
-    assert "REGRESSED" in done.stderr and "guanaco/full ref_perplexity: regressed" in done.stderr
-    baseline["cells"]["fever/extra"] = {"status": "ok", "metrics": {"label_accuracy": {"value": 0.5}}}
+    assert "REGRESSED" in done.stderr and "qa/lora ref_perplexity: regressed" in done.stderr
+    baseline["cells"]["qa/extra"] = {"status": "ok", "metrics": {"f1": {"value": 0.5}}}
     doctored.write_text(json.dumps(baseline))
     assert "MISSING" in run_cli("gate", str(ci_run), "--baseline", str(doctored)).stderr
     missing_ok = run_cli("gate", str(ci_run), "--baseline", str(doctored), "--allow-missing",
@@ -72,16 +73,16 @@ def test_report_is_rebuilt_from_records_alone_without_a_model(ci_run, tmp_path):
     assert done.stdout.strip() == "False False"  # no model library was even imported
     rebuilt, original = (run / "report.md").read_text(), (ci_run / "report.md").read_text()
     # The same report: only the title (the folder's name) differs; the command comes from run.json.
-    assert rebuilt.replace("# Results: copy", "") == original.replace("# Results: ci-tiny", "")
+    assert rebuilt.replace("# Results: copy", "") == original.replace("# Results: ci-gate", "")
     assert "python run_matrix.py --config" in rebuilt
     rows = list(csv.DictReader((run / "summary.csv").open()))
-    assert {(r["task"], r["method"]) for r in rows} == {(t, m) for t in ("cnn", "guanaco", "fever")
-                                                        for m in ("base", "lora", "full")}
-    assert "lora" in done.stderr and "rougeL" in done.stderr  # the terminal table
+    assert {(r["task"], r["method"]) for r in rows} == {("qa", m) for m in CI_METHODS}
+    assert "qa  (95% bootstrap CI below each value)" in done.stderr  # the terminal table, a row per method
+    assert all(f"│ {m} " in done.stderr for m in CI_METHODS)
     page = (run / "report.html").read_text()
-    # per task: quality against memory, quality against cost, loss curves
-    assert page.count("<img") == 12 and page.count("data:image/png;base64,") == 12
-    assert "Paired comparisons" in page and "confusion" in page
+    # per task: quality against memory, quality against cost, loss curves, tokens/s per method
+    assert page.count("<img") == 4 and page.count("data:image/png;base64,") == 4
+    assert "Paired comparisons" in page
 
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -110,8 +111,8 @@ def test_report_html_renders_in_chromium(ci_run, tmp_path):
     found = re.search(r'<div id="render-check">images=(\d+) rendered=(\d+) tables=(\d+)</div>', dom.stdout)
     assert found, dom.stdout[-500:] + dom.stderr[-500:]
     images, rendered, tables = map(int, found.groups())
-    assert images == rendered == 12  # per task: quality against memory, against cost, and loss curves
-    assert tables >= 4  # one per task plus the paired comparisons (plus fever's confusion tables)
+    assert images == rendered == 4  # quality against memory, against cost, loss curves, tokens/s
+    assert tables >= 2  # the task's table and the paired comparisons
     shot = tmp_path / "report.png"
     subprocess.run([chromium, *CHROMIUM_FLAGS, *profile, "--window-size=1280,2400", f"--screenshot={shot}",
                     (ci_run / "report.html").as_uri()], capture_output=True, timeout=120)

@@ -1,5 +1,7 @@
 """The gate's comparison logic on hand-made baselines: direction from the registry, tolerances, CIs."""
 
+import json
+
 import pytest
 
 from harness.core.errors import ConfigError
@@ -61,3 +63,49 @@ def test_parse_tol():
         parse_tol(["rougeL=0.02"])
     with pytest.raises(ConfigError, match="unknown metric 'bleu'"):
         parse_tol(["bleu=abs:1"])
+
+
+def test_values_that_cannot_regress_are_listed_apart_not_gated():
+    from harness.report.gate import cannot_regress
+
+    assert cannot_regress("rougeL", {"value": 0.0, "ci_low": 0.0, "ci_high": 0.0}).startswith("at its floor")
+    assert cannot_regress("f1", {"value": None}).startswith("no value")
+    # Each of these can still get worse, so each stays a check:
+    assert cannot_regress("rougeL", {"value": 0.0, "ci_low": 0.0, "ci_high": 0.1}) is None  # a wider interval
+    assert cannot_regress("rougeL", {"value": 1.0, "ci_low": 1.0, "ci_high": 1.0}) is None  # a ceiling can drop
+    assert cannot_regress("ref_perplexity", {"value": 0.0, "ci_low": 0.0, "ci_high": 0.0}) is None  # lower is better
+
+
+def test_a_written_baseline_moves_values_at_their_floor_under_not_gated(tmp_path, monkeypatch):
+    from harness.report import gate
+
+    run = {"cnn/base": cell(rougeL=(0.0, 0.0, 0.0), rouge1=(0.2, 0.1, 0.3)), "qa/rag": cell(recall_at_k=(1.0, 1, 1))}
+    monkeypatch.setattr(gate, "current_metrics", lambda run_dir: run)
+    not_gated = gate.write_baseline(tmp_path, tmp_path / "b.json", {})
+    stored = json.loads((tmp_path / "b.json").read_text())
+    assert not_gated == stored["not_gated"] == {"cnn/base": {"rougeL": gate.cannot_regress(
+        "rougeL", {"value": 0.0, "ci_low": 0.0, "ci_high": 0.0})}}
+    assert set(stored["cells"]["cnn/base"]["metrics"]) == {"rouge1"}
+    assert set(stored["cells"]["qa/rag"]["metrics"]) == {"recall_at_k"}
+
+
+def test_a_cell_the_run_has_but_that_failed_fails_even_with_allow_missing():
+    failed = {"cnn/lora": {"status": "failed", "metrics": {}}}
+    for allow in (False, True):
+        got = verdicts(failed, allow_missing=allow)
+        assert got[("cnn/lora", "rougeL")] == "FAILED"
+        # the cell the run does not have at all is what --allow-missing lets through
+        assert got[("guanaco/lora", "ref_perplexity")] == ("missing (allowed)" if allow else "MISSING")
+
+
+def test_the_committed_baselines_gate_values_that_can_move():
+    """At most 10% of the values the repository's own gate checks sit at 0 or 1 with a zero-width interval
+    (such a value can only stay put or, at 1, fall), and every baseline gates something."""
+    from pathlib import Path
+
+    files = sorted((Path(__file__).resolve().parents[1] / "baselines").glob("*.json"))
+    assert files
+    values = [m for f in files for c in json.loads(f.read_text())["cells"].values() for m in c["metrics"].values()]
+    assert len(values) >= 10
+    pinned = [m for m in values if m["value"] in (0, 1) and m["value"] == m["ci_low"] == m["ci_high"]]
+    assert len(pinned) <= 0.10 * len(values), (len(pinned), len(values))
