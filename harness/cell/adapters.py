@@ -29,6 +29,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from harness.core.console import console
+from harness.spec.cell import dropout_note
+
 
 def check_installed(spec, cfg) -> str | None:
     """Why the installed peft cannot make ``spec``'s adapter, or None: the LoraConfig its fields make, LoRA+'s
@@ -59,6 +62,29 @@ def lora_config(spec, cfg, dropout: float):
                       use_rslora=spec.use_rslora,
                       # peft's own default start, and LoftQ's, which loftq_start makes after peft's default
                       init_lora_weights=True if init in ("default", "loftq") else init)
+
+
+def dropout(spec, cfg, model, notes: dict) -> float:
+    """The LoRA dropout the cell's adapter trains with, said on the terminal as training starts and in ``notes``
+    (train.json) where it is not the run's --lora-dropout: the 0 PiSSA and OLoRA are registered with, while
+    --lora-dropout is not given (harness/spec/cell.py ``dropout_note``), or 0 on experts peft adapts without one."""
+    own = dropout_note(spec)
+    if own is not None:
+        notes["lora_dropout"] = own
+        console.print(f"[yellow]lora dropout {own}[/]", soft_wrap=True)
+    if cfg.lora_dropout and spec.lora_target_modules == "all-linear" and fused_experts(model):
+        # transformers 5 keeps a mixture of experts' weights as 3-D parameters, which peft's all-linear adapts
+        # through lora.ParamWrapper, and ParamWrapper refuses any dropout (peft/tuners/lora/layer.py).
+        notes["lora_dropout"] = (f"0 instead of {cfg.lora_dropout}: the model's experts are fused 3-D weights, "
+                                 "which peft adapts with ParamWrapper, and ParamWrapper has no dropout")
+        console.print(f"[yellow]lora dropout {notes['lora_dropout']}[/]", soft_wrap=True)
+        return 0.0
+    return cfg.lora_dropout
+
+
+def fused_experts(model) -> bool:
+    """The model keeps weights as 3-D parameters (a mixture of experts' fused expert weights in transformers 5)."""
+    return any(p.dim() == 3 for p in model.parameters())
 
 
 def loftq_start(model, location: str) -> dict:

@@ -167,15 +167,8 @@ def train(model, tok, spec, pairs: list[dict], cfg, device: str, merge: bool = T
             model = prepare_model_for_kbit_training(
                 model, use_gradient_checkpointing=cfg.gradient_checkpointing,
                 **{adapters.checkpointing_kwargs_name(prepare_model_for_kbit_training): {"use_reentrant": False}})
-        dropout = cfg.lora_dropout
-        if dropout and spec.lora_target_modules == "all-linear" and fused_experts(model):
-            # transformers 5 keeps a mixture of experts' weights as 3-D parameters, which peft's all-linear adapts
-            # through lora.ParamWrapper, and ParamWrapper refuses any dropout (peft/tuners/lora/layer.py).
-            dropout = 0.0
-            notes["lora_dropout"] = (f"0 instead of {cfg.lora_dropout}: the model's experts are fused 3-D weights, "
-                                     "which peft adapts with ParamWrapper, and ParamWrapper has no dropout")
-            console.print(f"[yellow]lora dropout {notes['lora_dropout']}[/]", soft_wrap=True)
-        peft_config = adapters.lora_config(spec, cfg, dropout)
+        # PiSSA's and OLoRA's own 0, or none on fused experts: said on the terminal and in train.json
+        peft_config = adapters.lora_config(spec, cfg, adapters.dropout(spec, cfg, model, notes))
 
     lr = cfg.lr if cfg.lr is not None else spec.lr
     early, evaluation, validation = None, {}, None
@@ -289,11 +282,6 @@ def start_adapter(trainer, spec, location: str | None, initial_dir: str | None =
         out["optimizer"] = {"kind": "LoRA+ (peft create_loraplus_optimizer, torch AdamW)",
                             "loraplus_lr_ratio": spec.loraplus_ratio}
     return out
-
-
-def fused_experts(model) -> bool:
-    """The model keeps weights as 3-D parameters (a mixture of experts' fused expert weights in transformers 5)."""
-    return any(p.dim() == 3 for p in model.parameters())
 
 
 def _planned_steps(rows: int, cfg) -> int:

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.core.files import atomic_write_json, read_json, sha256_json
-from harness.spec.config import RunConfig
-from harness.spec.methods import MethodSpec, folder_name, save_kind
+from harness.spec.config import FIELDS, RunConfig
+from harness.spec.methods import METHODS, MethodSpec, folder_name, save_kind
 
 CONFIG = "config.json"
 # Method fields added after cell hashes were first made: hashed only when set, so that a cell of a method that does
@@ -41,6 +41,23 @@ def cell_config(cfg: RunConfig, method: MethodSpec) -> RunConfig:
         # LLaMA-Factory's loftq_init defaults alpha to the rank; another alpha would scale the start with it.
         cfg = dataclasses.replace(cfg, lora_alpha=cfg.lora_r)
     return cfg
+
+
+def dropout_note(method: MethodSpec) -> str | None:
+    """Why a cell of ``method`` trains with the dropout its method is registered with (PiSSA's and OLoRA's 0) rather
+    than the run's: resolve_method left it in place, so --lora-dropout was not given, and the method's text does not
+    write one. For the cell's config.json and train.json and its first training line; None for any other cell."""
+    base, *pairs = method.name.split(":")
+    registered = METHODS[base]().lora_dropout if base in METHODS else None
+    if method.lora_dropout is None or method.lora_dropout != registered or any(
+            p.partition("=")[0].strip() == "lora_dropout" for p in pairs):
+        return None
+    # The measurement behind PiSSA's and OLoRA's 0 is in harness/spec/methods.py, above their registration.
+    why = ("its start puts part of the weights in the adapter, and dropout on it perturbs the model from the first "
+           "step" if method.mutates_base else "harness/spec/methods.py says why")
+    return (f"{method.lora_dropout:g}: {base}'s default, as --lora-dropout was not given ({why}), where the other LoRA "
+            f"methods use --lora-dropout's {FIELDS['lora_dropout'].default:g}; --lora-dropout P or "
+            f"{base}:lora_dropout=P sets it")
 
 
 def method_dict(method: MethodSpec) -> dict:
@@ -153,8 +170,12 @@ class CellSpec:
         return f"{self.task} x {self.method.name}{point}" + (f" seed {self.seed}" if len(seeds) > 1 else "")
 
     def to_json(self) -> dict:
+        """The hashed settings and the provenance: the run's config, the tuning, and ``notes`` on a setting the cell
+        takes from its method rather than the run (not hashed: the hyperparameters hold the value itself)."""
+        note = dropout_note(self.method)
         return {**self._hashed(), "config_hash": self.config_hash, "run": self.run.to_dict(),
-                **({"tuning": self.tuning} if self.tuning else {})}
+                **({"tuning": self.tuning} if self.tuning else {}),
+                **({"notes": {"lora_dropout": note}} if note else {})}
 
     @classmethod
     def from_json(cls, d: dict) -> CellSpec:

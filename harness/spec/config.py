@@ -86,7 +86,9 @@ class RunConfig:
                           type=int, group=TRAIN)
     lora_r: int = _f(16, "LoRA rank", type=int, group=TRAIN)
     lora_alpha: int = _f(32, "LoRA alpha (scale = alpha / r)", type=int, group=TRAIN)
-    lora_dropout: float = _f(0.05, "LoRA dropout", type=float, group=TRAIN)
+    lora_dropout: float = _f(0.05, "LoRA dropout of every LoRA method; pissa and olora train at 0 unless it is given "
+                                   "(as a flag or in --config); NAME:lora_dropout=P sets one method's", type=float,
+                             group=TRAIN)
     gradient_checkpointing: bool = _f(False, "recompute activations to save memory (slower)", cli="bool",
                                       group=TRAIN)
     trl_changes: bool = _f(True, "apply the harness's changes to trl's training path where their conditions hold "
@@ -194,6 +196,10 @@ class RunConfig:
     # Each tuned method's search space, {method name: harness.spec.search.Search}, from --tune and the ranges and
     # grids written in --methods; not a flag.
     searches: dict = field(default_factory=dict, init=False, repr=False, compare=False, metadata={"cli": None})
+    # The settings given in the YAML file or as flags (harness/spec/resolve.py), since a default cannot be told from
+    # the same value given: a dropout a method is registered with (PiSSA's 0) stands only while --lora-dropout is not
+    # given. Not a flag, not in to_dict(); dataclasses.replace (harness/spec/cell.py cell_config) keeps it.
+    given: frozenset = field(default=frozenset(), repr=False, compare=False, metadata={"cli": None})
 
     def __post_init__(self):
         for name in ("train_limit", "eval_limit", "max_new_tokens"):
@@ -218,7 +224,8 @@ class RunConfig:
         if not self.methods:
             raise ConfigError("--methods is empty; name at least one method")
         split = [split_search(text) for text in self.methods]
-        specs = tuple(resolve_method(text) for text, _ in split)
+        given_dropout = self.lora_dropout if "lora_dropout" in self.given else None
+        specs = tuple(resolve_method(text, given_dropout) for text, _ in split)
         for items, what in ((self.tasks, "task"), ([s.name for s in specs], "method")):
             dup = sorted({x for x in items if list(items).count(x) > 1})
             if dup:
@@ -350,7 +357,7 @@ def _flag(name: str) -> str:
     return name.replace("_", "-")
 
 
-FLAGS = tuple(f for f in dataclasses.fields(RunConfig) if f.init)  # the settings, each a flag and a YAML key
+FLAGS = tuple(f for f in dataclasses.fields(RunConfig) if f.metadata["cli"])  # the settings: flags and YAML keys
 FIELDS = {f.name: f for f in FLAGS}
 
 # Settings that change how or where cells run, or what is logged or decided afterwards, but not a cell's

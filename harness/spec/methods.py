@@ -210,7 +210,7 @@ METHODS.add("rslora", partial(lora, name="rslora", use_rslora=True))
 # Both starts put the weight's principal (PiSSA) or orthonormal (OLoRA) part in the adapter, so dropout on the
 # adapter's input perturbs the model's own function from the first step (SmolLM2 on 8 cnn rows: the first step's
 # loss 1.746 for LoRA and for PiSSA without dropout, 2.29 for PiSSA at 0.05, 2.39 on peft's own dropout): no
-# dropout, as peft's PiSSA example and LoraConfig's default (0.0) use. lora_dropout=0.05 on the method brings it back.
+# dropout, as peft's PiSSA example and LoraConfig's default use, unless --lora-dropout is given (resolve_method).
 METHODS.add("pissa", partial(lora, name="pissa", init_lora_weights="pissa_niter_4", lora_dropout=0.0))
 METHODS.add("olora", partial(lora, name="olora", init_lora_weights="olora", lora_dropout=0.0))
 METHODS.add("loftq", partial(lora, name="loftq", bits=4, init_lora_weights="loftq"))
@@ -220,8 +220,8 @@ METHODS.add("lora+", partial(lora, name="lora+", loraplus_ratio=16.0))
 SPEC_FIELDS = {f.name for f in dataclasses.fields(MethodSpec)} - {"name"}
 
 
-def resolve_method(text: str) -> MethodSpec:
-    """``NAME`` or ``NAME:key=value[:key=value]`` -> a checked MethodSpec."""
+def resolve_method(text: str, lora_dropout: float | None = None) -> MethodSpec:
+    """``NAME`` or ``NAME:key=value[:key=value]`` -> a checked MethodSpec; ``lora_dropout``: a given --lora-dropout."""
     base_name, *pairs = text.split(":")
     factory = METHODS.lookup(base_name.strip())
     overrides = {}
@@ -239,9 +239,11 @@ def resolve_method(text: str) -> MethodSpec:
         overrides["load_in_4bit"], overrides["load_in_8bit"] = bits == 4, bits == 8
     name = text if pairs else base_name.strip()
     try:
-        return factory(name=name, **overrides)
+        spec = factory(name=name, **overrides)
     except TypeError as e:  # a wrongly typed override, e.g. lr=abc
         raise ConfigError(f"method {text!r}: {e}") from None
+    # A given --lora-dropout beats one a method is registered with (PiSSA's 0), as --lr does; one the text writes wins.
+    return spec if lora_dropout is None or "lora_dropout" in overrides else dataclasses.replace(spec, lora_dropout=None)
 
 
 def split_search(text: str) -> tuple[str, dict]:

@@ -112,7 +112,7 @@ def resolve(cli: dict, config_file: str | None = None) -> RunConfig:
             values[key] = {**values[key], **value}  # a flag for one task keeps the file's other tasks
         else:
             values[key] = coerce(key, value, "the command line")
-    return RunConfig(**values)
+    return RunConfig(**values, given=frozenset(values))
 
 
 def _method_entry(entry, origin: str) -> str:

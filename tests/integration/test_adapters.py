@@ -68,6 +68,11 @@ def test_a_start_that_rewrites_the_base_saves_an_adapter_for_the_original_base(r
     config = json.loads((cell / "adapter" / "adapter_config.json").read_text())
     run_r = read_json(cell / "config.json")["hyperparameters"]["lora_r"]
     assert config["r"] == 2 * run_r and config["init_lora_weights"] is True
+    # no --lora-dropout given: it trained at its own 0, and its records and the report say so
+    note = read_json(cell / "train.json")["lora_dropout"]
+    assert config["lora_dropout"] == 0.0 and note.startswith(f"0: {method}'s default, as --lora-dropout was not given")
+    assert read_json(cell / "config.json")["notes"]["lora_dropout"] == note
+    assert f"Training path of cnn x {method}: LoRA dropout {note}." in (run / "report.md").read_text()
     base = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), dtype=torch.float32)
     ids = torch.tensor([[5, 17, 99, 4, 250, 1000]])
     with torch.inference_mode():

@@ -7,14 +7,16 @@ from types import SimpleNamespace
 import peft
 import pytest
 
-from harness.cell import adapters, job
+from harness.cell import adapters, job, training
 from harness.cell.distributed import DistributedError, multi_process_issue, train_distributed
+from harness.cli import parse_run_args
 from harness.core.errors import ConfigError
 from harness.execute import preflight
 from harness.records.store import CellStore
 from harness.spec.cell import CellSpec
 from harness.spec.config import RunConfig
 from harness.spec.methods import METHODS, MethodSpec, lora, resolve_method
+from harness.spec.resolve import resolve
 from harness.spec.task import get_task
 
 
@@ -231,3 +233,62 @@ def test_a_pissa_cell_leaves_no_initial_adapter_when_it_stops_before_saving(monk
         job.execute(cell, task, store, data, str(tokenizer_dir), "cpu")
         assert store.read_json("status.json")["status"] == "pruned"
     assert len(kept) == 1 and not Path(kept[0]).exists()
+
+
+def _dropouts(cfg) -> dict:
+    """{method: (the dropout its cell trains with, as config.json holds it, and the note it keeps there)}."""
+    out = {}
+    for method in cfg.specs:
+        cell = CellSpec.create(cfg, get_task("cnn"), method).to_json()
+        assert cell["run"]["lora_dropout"] == cell["hyperparameters"]["lora_dropout"], method.name
+        out[method.name] = (cell["hyperparameters"]["lora_dropout"], cell.get("notes", {}).get("lora_dropout"))
+    return out
+
+
+def test_a_given_lora_dropout_wins_for_pissa_and_olora_as_lr_does_and_a_method_s_own_beats_it(tmp_path):
+    """The run's --lora-dropout, given as a flag or in the YAML file, replaces PiSSA's and OLoRA's registered 0, even
+    at the default's own value; a dropout written on the method still wins over it."""
+    methods = "lora,pissa,olora,olora:lora_dropout=0.2"
+    for given in ("0.1", "0.05"):
+        got = _dropouts(parse_run_args(["--methods", methods, "--lora-dropout", given]))
+        assert got == {"lora": (float(given), None), "pissa": (float(given), None), "olora": (float(given), None),
+                       "olora:lora_dropout=0.2": (0.2, None)}, given
+    yaml = tmp_path / "run.yaml"
+    yaml.write_text("lora_dropout: 0.1\nmethods: [pissa, {name: pissa, lr: 0.002}]\n")
+    assert _dropouts(resolve({}, str(yaml))) == {"pissa": (0.1, None), "pissa:lr=0.002": (0.1, None)}
+
+
+def test_without_the_flag_pissa_and_olora_keep_0_and_their_cells_say_why():
+    got = _dropouts(parse_run_args(["--methods", "lora,pissa,olora:lr=0.002,pissa:lora_dropout=0"]))
+    assert got["lora"] == (0.05, None) and got["pissa:lora_dropout=0"] == (0, None)  # the user's own choices
+    for name, base in (("pissa", "pissa"), ("olora:lr=0.002", "olora")):
+        dropout, why = got[name]
+        assert dropout == 0.0, name
+        assert why.startswith(f"0: {base}'s default, as --lora-dropout was not given (its start puts part"), why
+        assert "the other LoRA methods use --lora-dropout's 0.05" in why and f"{base}:lora_dropout=P sets it" in why
+
+
+def test_a_pissa_cell_names_its_dropout_as_training_starts_and_hands_peft_the_same(monkeypatch, capsys):
+    """training.train builds the adapter with the dropout adapters.dropout says: PiSSA's 0 named on the terminal
+    (and in train.json's notes) when --lora-dropout was not given; the user's, silently, when it was."""
+    import torch
+
+    class Built(Exception):  # stops train() where the adapter's LoraConfig is made, before any trainer
+        pass
+
+    def built(spec, cfg, dropout):
+        raise Built(dropout)
+
+    monkeypatch.setattr(training.adapters, "lora_config", built)
+    for flags, dropout, line in (([], 0.0, True), (["--lora-dropout", "0.1"], 0.1, False)):
+        cfg = parse_run_args(["--methods", "pissa", *flags])
+        cell = CellSpec.create(cfg, get_task("cnn"), cfg.specs[0])
+        with pytest.raises(Built) as got:
+            training.train(torch.nn.Linear(2, 2), None, cell.method, [], cell.run, "cpu")
+        assert got.value.args == (dropout,), flags
+        err = capsys.readouterr().err.replace("\n", " ")
+        assert ("lora dropout 0: pissa's default, as --lora-dropout was not given" in err) is line, (flags, err)
+        notes = {}
+        assert adapters.dropout(cell.method, cell.run, torch.nn.Linear(2, 2), notes) == dropout
+        assert notes == ({"lora_dropout": cell.to_json()["notes"]["lora_dropout"]} if line else {})
+        capsys.readouterr()  # its own line, said again
