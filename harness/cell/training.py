@@ -110,7 +110,9 @@ def _early_stopping(patience: int, record: dict):
 def _pruning(prune: dict, validation: dict):
     """Stop a search's trial whose validation loss, at one of its evaluations, is worse than the median of the
     earlier complete trials' losses at the same step: Optuna's MedianPruner, in an in-memory study that holds those
-    trials (``prune["earlier"]``: {step: loss} each), so that the cell needs no storage of the search's own."""
+    trials (``prune["earlier"]``: {step: loss} each), so that the cell needs no storage of the search's own. A design
+    trial (``prune["design"]``: the method's own settings, a range's end) is never stopped, so that an edge gets a
+    value (harness/execute/search.py); its losses are still evaluated, for the trials after it."""
     import optuna
     from transformers import TrainerCallback
 
@@ -122,6 +124,8 @@ def _pruning(prune: dict, validation: dict):
         study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.COMPLETE,
                                                   value=values[max(values)], intermediate_values=values))
     trial = study.ask()
+    if prune.get("design"):
+        validation["not_pruned"] = "a design trial of the search: it runs to the end"
 
     class Prune(TrainerCallback):
         def on_evaluate(self, args, state, control, metrics=None, **kw):
@@ -129,7 +133,7 @@ def _pruning(prune: dict, validation: dict):
             if loss is None:
                 return
             trial.report(float(loss), state.global_step)
-            if trial.should_prune():
+            if not prune.get("design") and trial.should_prune():
                 at = [v[state.global_step] for v in earlier if state.global_step in v]
                 validation["pruned"] = {"step": state.global_step, "loss": float(loss),
                                         "median": float(statistics.median(at)) if at else None, "of": len(at)}

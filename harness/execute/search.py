@@ -14,7 +14,9 @@ storage; study ``TASK/METHOD``), driven through its ask-and-tell interface:
 * **Pruning.** Each trial's cell evaluates its validation loss four times an epoch and stops when it is worse than
   the median of the earlier complete trials at the same step (Optuna's MedianPruner, run in the cell against the
   earlier trials' losses, which its config carries, so it works on any executor); it is recorded as pruned and
-  takes no part in the choice.
+  takes no part in the choice. The design trials are never pruned: they run to the end, so that an edge always gets
+  a value, and later trials are compared with them as with any complete trial (the rule is part of the study's
+  identity, harness/execute/study.py ``PRUNING``).
 * **Edges.** After each batch, a setting whose best trial sits at the edge of its range is widened one step that
   way (harness/spec/search.py ``Dim.extend``) while trials remain. When the budget ends, the terminal and the report
   say where the chosen trial still sits at the edge of its range as widened, and where a range was widened past it
@@ -36,7 +38,7 @@ from pathlib import Path
 
 from harness.core.console import console
 from harness.core.files import atomic_write_json
-from harness.execute.study import STUDY_FILE, importance, same_search, say_edges, signature, storage
+from harness.execute.study import PRUNE_STARTUP, STUDY_FILE, importance, same_search, say_edges, signature, storage
 from harness.plan.matrix import left_out, trial_cells, trials
 from harness.records.tuning import edge_findings, search_path, trial_outcome
 from harness.spec.metrics import get_metric
@@ -47,7 +49,6 @@ from harness.spec.task import get_task
 # trials before its model means anything (Optuna's default is 10 random ones); with budgets of about 6, these three
 # stand in for them. The harness's choice for budgets this small, not a published rule.
 DESIGN = ("own", "low", "high")
-PRUNE_STARTUP = 2  # earlier complete trials a pruner needs before it compares (Optuna's MedianPruner default: 5)
 
 
 def run_searches(cfg, run_cells) -> dict:
@@ -200,7 +201,11 @@ class MethodSearch:
                     if t.intermediate_values and t.number < trial.number]
         return {"study": self.name, "number": trial.number, "params": self._settings(trial.params),
                 "drawn": dict(trial.params), "prune": {"earlier": [_steps(t.intermediate_values) for t in complete],
-                                                       "startup": PRUNE_STARTUP}}
+                                                       "startup": PRUNE_STARTUP, "design": self._is_design(trial)}}
+
+    def _is_design(self, trial) -> bool:
+        """One of the design's trials (DESIGN; a grid has none): never pruned (harness/cell/training.py)."""
+        return not self.search.is_grid and trial.number < len(DESIGN)
 
     def _tell(self, trial, cells: list) -> None:
         import optuna
@@ -262,9 +267,11 @@ class MethodSearch:
                   "sampler": "grid (the points in the order written)" if self.search.is_grid else
                   f"TPE seeded by {self.cfg.seed} and the trial, after the method's own settings and both ends of "
                   "each range",
-                  "pruner": f"median of the earlier complete trials' validation loss, after {PRUNE_STARTUP} of them",
-                  "trials": [{"number": t.number, "state": t.state.name.lower(), "drawn": dict(t.params),
-                              "params": self._settings(t.params), "value": t.value,
+                  "pruner": f"median of the earlier complete trials' validation loss, after {PRUNE_STARTUP} of them"
+                  + ("" if self.search.is_grid else "; the design trials (the method's own settings and both ends of "
+                     "each range) are never pruned: they run to the end"),
+                  "trials": [{"number": t.number, "state": t.state.name.lower(), "design": self._is_design(t),
+                              "drawn": dict(t.params), "params": self._settings(t.params), "value": t.value,
                               "losses": _steps(t.intermediate_values)} for t in self.study.trials],
                   "chosen": best.number if best is not None else None,
                   "importance": importance(self.study, self.dims)}

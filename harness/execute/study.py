@@ -18,6 +18,12 @@ from harness.spec.search import Dim, in_order
 from harness.spec.task import get_task
 
 STUDY_FILE = "search.db"
+PRUNE_STARTUP = 2  # earlier complete trials a pruner needs before it compares (Optuna's MedianPruner default: 5)
+# How a study's trials are pruned, part of its identity: the median rule above, which never stops a design trial (the
+# method's own settings, every range's ends), so that an edge always gets a value. A study stored under the rule before
+# (design trials pruned like any; no "pruning" in its signature) is refused like one of another space, rather than
+# going on under two rules.
+PRUNING = {"rule": "median of the earlier complete trials", "startup": PRUNE_STARTUP, "design_trials": "never pruned"}
 
 
 def storage(run_dir) -> str:
@@ -32,14 +38,17 @@ def check_optuna() -> None:
 
 
 def signature(cfg, task, method) -> dict:
-    """What a stored study must match for a rerun to resume it: the space as written, the seeds and the measure."""
+    """What a stored study must match for a rerun to resume it: the space as written, the seeds, the measure and, for
+    a search with design trials (any but a grid), the pruning rule: a grid's study is pruned as it always was."""
     by = "loss" if cfg.tune_by == "loss" else task.main_metric
-    return {"space": cfg.searches[method.name].to_dict(), "seed": cfg.seed, "seeds": list(cfg.seed_list), "by": by}
+    search = cfg.searches[method.name]
+    return {"space": search.to_dict(), "seed": cfg.seed, "seeds": list(cfg.seed_list), "by": by,
+            **({} if search.is_grid else {"pruning": PRUNING})}
 
 
 def check_studies(cfg) -> None:
-    """Before any cell runs: every study already in the run folder was made by this search (its space, seed and
-    measure), else one line on how to start a new one."""
+    """Before any cell runs: every study already in the run folder was made by this search (its space, seed, measure
+    and pruning rule), else one line on how to start a new one."""
     import optuna
 
     path = Path(cfg.run_dir) / STUDY_FILE
@@ -56,11 +65,19 @@ def check_studies(cfg) -> None:
 
 
 def same_search(path: Path, name: str, stored: dict, wanted: dict) -> None:
-    if sha256_json(stored) != sha256_json(wanted):
-        raise ConfigError(f"{path} holds a search of {name} over {space_words(stored)} with seed {stored['seed']} "
-                          f"by {stored['by']}, and this command searches {space_words(wanted)} with seed "
-                          f"{wanted['seed']} by {wanted['by']}; give it another --run-name (or leave --run-name out) "
-                          "to start a new search")
+    if sha256_json(stored) == sha256_json(wanted):
+        return
+    rest = [sha256_json({k: v for k, v in s.items() if k != "pruning"}) for s in (stored, wanted)]
+    if rest[0] == rest[1]:  # the same search, pruned by another rule
+        was = ("an earlier rule, which could prune its design trials (the method's own settings, each range's ends)"
+               if stored.get("pruning") is None else f"another rule ({stored['pruning']})")
+        raise ConfigError(f"{path} holds a search of {name} pruned by {was}, and this code never prunes a design "
+                          "trial; resuming it would mix the two rules: give it another --run-name to start a new "
+                          "search")
+    raise ConfigError(f"{path} holds a search of {name} over {space_words(stored)} with seed {stored['seed']} "
+                      f"by {stored['by']}, and this command searches {space_words(wanted)} with seed "
+                      f"{wanted['seed']} by {wanted['by']}; give it another --run-name (or leave --run-name out) "
+                      "to start a new search")
 
 
 def space_words(signature: dict) -> str:

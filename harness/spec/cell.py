@@ -76,8 +76,8 @@ class CellSpec:
     run: RunConfig  # the run's config, with this cell's seed
     # How the settings were found: {"role": "trial" (a tuning cell) or "chosen" (the test cell of a tuned method),
     # "study": "cnn/lora", "number": the trial, "params": {setting: value}, "by": the measure, and for a trial "prune":
-    # the earlier trials' validation losses its pruner compares with}. What changes results is in ``hyperparameters``
-    # (and the method); the rest is provenance.
+    # the earlier trials' validation losses its pruner compares with, and whether it is a design trial, which is never
+    # pruned}. What changes results is in ``hyperparameters`` (and the method); the rest is provenance.
     tuning: dict | None = None
 
     @classmethod
