@@ -76,12 +76,15 @@ def test_a_window_shorter_than_the_rows_is_applied_per_row(folders, tokenizer):
 
 
 def test_what_the_path_cannot_change_it_leaves_to_trl_and_says_why(folders, tokenizer):
-    gemma2 = checks.training(folders["gemma2"], "lora", tokenizer, rows_from=ROWS_FROM)["record"]["trl_changes"]["left_out"]
+    gemma2 = checks.training(folders["gemma2"], "lora", tokenizer, rows_from=ROWS_FROM)["record"]
+    gemma2 = gemma2["trl_changes"]["left_out"]
     assert "eager attention" in gemma2["padding_free"]
     assert "final_logit_softcapping" in gemma2["compact_lm_head"]
-    mixtral = checks.training(folders["mixtral"], "full", tokenizer, rows_from=ROWS_FROM)["record"]["trl_changes"]["left_out"]
+    mixtral = checks.training(folders["mixtral"], "full", tokenizer, rows_from=ROWS_FROM)["record"]
+    mixtral = mixtral["trl_changes"]["left_out"]
     assert "router loss" in mixtral["compact_lm_head"]
-    dora = checks.training(folders["llama"], "dora", tokenizer, lora_dropout=0.05, rows_from=ROWS_FROM)["record"]["trl_changes"]
+    dora = checks.training(folders["llama"], "dora", tokenizer, lora_dropout=0.05, rows_from=ROWS_FROM)["record"]
+    dora = dora["trl_changes"]
     assert "DoRA" in dora["left_out"]["fused_lora_dropout"]  # the fused dropout does not compute DoRA's path
 
 
@@ -100,7 +103,8 @@ def test_bidirectional_attention_steps_aside_and_says_so(folders, tokenizer, tmp
 def test_a_mixture_of_experts_adapter_trains_without_dropout_as_plain_trl_does_at_dropout_0(folders, tokenizer):
     """peft adapts Mixtral's fused expert weights with ParamWrapper, which refuses any dropout: asked for 0.05, the
     adapter trains at dropout 0, says so, and computes what plain peft + trl computes at dropout 0."""
-    got = checks.training(folders["mixtral"], "lora", tokenizer, lora_dropout=0.05, reference_dropout=0.0, rows_from=ROWS_FROM)
+    got = checks.training(folders["mixtral"], "lora", tokenizer, lora_dropout=0.05, reference_dropout=0.0,
+                          rows_from=ROWS_FROM)
     assert compare.passes(got), {k: v for k, v in got.items() if k != "record"}
     assert got["record"]["lora_dropout"].startswith("0 instead of 0.05")
     assert compare.applied_as_expected("mixtral", "lora", got["record"])
