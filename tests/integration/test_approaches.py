@@ -49,6 +49,7 @@ def test_the_records_hold_what_each_prompt_held_and_what_a_query_cost(run):
     assert rag["retrieve"]["k"] == 3 and rag["retrieve"]["source"] == "qa embedded"
     assert rag["prompt_tokens_mean"] > 2 * base["prompt_tokens_mean"] and rag["eval_s_per_example"] > 0
     preds = read_jsonl(run_dir / "qa" / "rag" / "predictions.jsonl")
+    assert len(preds) == 6  # --eval-limit 6
     assert all(len(p["passages"]) == 3 and p["scores"]["recall_at_k"] in (0.0, 1.0) for p in preds)
     assert read_json(run_dir / "qa" / "rag" / "data.json")["knowledge_base"]["documents"] == 120
     few = read_json(run_dir / "cnn" / "fewshot" / "metrics.json")["measurements"]["prompts"]
@@ -56,6 +57,7 @@ def test_the_records_hold_what_each_prompt_held_and_what_a_query_cost(run):
     assert few["prefix_cache"]["applied"] and few["prefix_cache"]["shared_tokens"] > 50
     # the trained method's training rows held passages: its eval prompts do, and it trained on the same builder
     trained = read_jsonl(run_dir / "fever" / "lora_retrieve=2" / "predictions.jsonl")
+    assert len(trained) == 6
     assert all("Evidence: [1] " in p["prompt"] and len(p["passages"]) == 2 for p in trained)
 
 
@@ -97,7 +99,7 @@ def test_prefix_reuse_changes_no_output_of_a_fewshot_cell(lively_model, tmp_path
         cell = tmp_path / name / "cnn" / "fewshot"
         outputs[name] = [p["output"] for p in read_jsonl(cell / "predictions.jsonl")]
         prompts[name] = read_json(cell / "metrics.json")["measurements"]["prompts"]
-    assert outputs["on"] == outputs["off"]
+    assert outputs["on"] == outputs["off"] and len(outputs["on"]) == 6  # --eval-limit 6
     assert all(outputs["on"]) and len(set(outputs["on"])) > 1  # text that depends on the prompt, not one token
     assert prompts["on"]["prefix_cache"]["applied"] and prompts["on"]["prefix_cache"]["shared_tokens"] > 50
     assert "prefix_cache" not in prompts["off"]
