@@ -17,7 +17,7 @@ from harness.conformance.checks import config
 from harness.core.files import read_json
 from harness.spec.methods import resolve_method
 
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("adapters")]  # its module fixture runs once
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("adapters")]  # its session fixture runs once
 
 SMALL = ["--model", "tiny-llama", "--tasks", "cnn", "--train-limit", "8", "--eval-limit", "2", "--max-new-tokens", "8",
          "--bootstrap", "50", "--executor", "inline"]
@@ -28,7 +28,7 @@ def folder(method: str) -> str:
     return method.replace("+", "_")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def run(tmp_path_factory, tiny_model_dir):
     out = tmp_path_factory.mktemp("adapters")
     assert main([*SMALL, "--methods", ",".join(("lora", *METHODS)), "--out", str(out), "--run-name", "a"]) == 0

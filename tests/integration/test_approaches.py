@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("approaches")]
 COMMON = ("--model", "tiny-llama", "--train-limit", "8", "--eval-limit", "6", "--epochs", "1")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("approaches")
     done = run_cli("--tasks", "cnn,qa,fever", "--fever-mode", "closed", "--methods",
@@ -73,7 +73,7 @@ def test_the_report_puts_every_method_on_quality_against_cost(run):
     assert "prompt_tokens" in csv and "eval_s_per_example" in csv
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def lively_model(tmp_path_factory, tiny_model_dir):
     """tiny-llama's shape and tokenizer with weights ten times larger. tiny-llama answers a chat prompt with its end
     token at once (tests/unit/test_generation.py), so its outputs would be empty whatever the prefix cache did;

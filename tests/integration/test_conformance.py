@@ -39,7 +39,7 @@ ROWS = [(f, m) for f in FAMILIES for m in checks.METHODS if (f, m) not in checks
         and (m in PLAIN or f in ADAPTER_FAMILIES)]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def folders(tmp_path_factory, tokenizer):
     root = tmp_path_factory.mktemp("families")
     return {family: build(family, tokenizer, root / family) for family in FAMILIES}

@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import ROOT, run_cli
 
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("executors")]  # its module fixture runs once
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("executors")]  # its session fixture runs once
 
 SMALL = ["--model", "tiny-llama", "--tasks", "cnn", "--train-limit", "8", "--eval-limit", "4",
          "--max-new-tokens", "8", "--bootstrap", "100", "--executor", "process"]
@@ -26,8 +26,9 @@ def status(run: Path, task: str, method: str) -> dict:
 def test_child_killed_mid_training_is_recorded_and_only_it_is_redone(tmp_path, tiny_model_dir):
     """SIGKILL the lora cell's own process while it trains: that cell fails as killed, and the base cell planned
     after it still runs."""
-    # Enough steps that training lasts a few seconds: the kill must land mid-training.
-    args = [sys.executable, str(ROOT / "run_matrix.py"), *SMALL, "--train-limit", "48", "--epochs", "3",
+    # Six steps: the kill lands as the first step's line is read, with five still to run (each takes a good part of
+    # a second here), so mid-training; and the redo below trains the same six again.
+    args = [sys.executable, str(ROOT / "run_matrix.py"), *SMALL, "--train-limit", "24", "--epochs", "1",
             "--methods", "lora,base", "--out", str(tmp_path), "--run-name", "k"]
     env = {**os.environ, "HARNESS_PROGRESS": "plain"}
     proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -52,7 +53,7 @@ def test_child_killed_mid_training_is_recorded_and_only_it_is_redone(tmp_path, t
     assert status(run, "cnn", "base")["status"] == "ok"
     assert "1 killed" in rest.strip().splitlines()[-1]
 
-    again = run_cli(*SMALL, "--train-limit", "48", "--epochs", "3", "--methods", "lora,base",
+    again = run_cli(*SMALL, "--train-limit", "24", "--epochs", "1", "--methods", "lora,base",
                     "--out", str(tmp_path), "--run-name", "k")
     assert again.returncode == 0, again.stderr[-2000:]
     assert again.stderr.count("already complete, skipped") == 1
@@ -60,7 +61,7 @@ def test_child_killed_mid_training_is_recorded_and_only_it_is_redone(tmp_path, t
     assert status(run, "cnn", "lora")["status"] == "ok"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def wide_model_dir(tiny_model_dir, tmp_path_factory) -> Path:
     """The tiny Llama with a 65,536-wide MLP: inference stays small, while training keeps the MLP's
     activations for the backward pass (about 1,200 tokens x 65,536 x 4 bytes = 0.3 GiB per tensor, several per

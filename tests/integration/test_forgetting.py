@@ -8,13 +8,13 @@ import pytest
 
 from tests.conftest import run_cli
 
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("forgetting")]  # its module fixture runs once
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("forgetting")]  # its session fixture runs once
 
 SMALL = ("--model", "tiny-llama", "--train-limit", "8", "--eval-limit", "4", "--max-new-tokens", "8",
          "--bootstrap", "100")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def cross_run(tmp_path_factory, tiny_model_dir):
     out = tmp_path_factory.mktemp("results")
     done = run_cli(*SMALL, "--tasks", "cnn,guanaco", "--methods", "base,lora", "--cross-eval",
@@ -122,7 +122,7 @@ metadata:
 """
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def lm_tasks(tmp_path_factory):
     folder = tmp_path_factory.mktemp("lm_tasks")
     data = folder / "questions.jsonl"

@@ -7,12 +7,12 @@ import pytest
 
 from tests.conftest import run_cli
 
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("matrix")]  # its module fixture runs once
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("matrix")]  # its session fixture runs once
 
 METHODS = ("base", "full", "lora", "qlora", "qlora4", "qlora8")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def matrix_run(tmp_path_factory, tiny_model_dir):
     out = tmp_path_factory.mktemp("results")
     done = run_cli("--model", "tiny-llama", "--tasks", "cnn", "--methods", ",".join(METHODS),

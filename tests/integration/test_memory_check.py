@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import ROOT
 
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("memory_check")]  # its module fixture runs once
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("memory_check")]  # its session fixture runs once
 
 
 def test_memory_check_measures_and_estimates_one_cell(tmp_path, tiny_model_dir):
@@ -40,7 +40,7 @@ def test_memory_check_measures_and_estimates_one_cell(tmp_path, tiny_model_dir):
     assert "within 15%" in done.stdout
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def small_families(tmp_path_factory, tokenizer):
     from harness.conformance.families import FAMILIES, build
 

@@ -14,7 +14,7 @@ import pytest
 from harness.cli import main
 from tests.conftest import ROOT, run_cli
 
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("reliability")]  # its module fixture runs once
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("reliability")]  # its session fixture runs once
 
 SMALL = ["--model", "tiny-llama", "--tasks", "cnn", "--train-limit", "8", "--eval-limit", "4",
          "--max-new-tokens", "8", "--bootstrap", "100"]
@@ -27,7 +27,7 @@ def quality(run: Path, task: str, method: str) -> str:
     return json.dumps(m["quality"], sort_keys=True)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def reference_run(tmp_path_factory, tiny_model_dir):
     """An uninterrupted run of base, lora and full, the yardstick for determinism and resume."""
     out = tmp_path_factory.mktemp("ref")

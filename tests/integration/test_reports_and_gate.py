@@ -11,14 +11,14 @@ import pytest
 
 from tests.conftest import ROOT, run_cli
 
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("reports_and_gate")]  # its module fixture runs once
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("reports_and_gate")]  # its session fixture runs once
 
 CI_CONFIG = ROOT / "tests" / "baselines" / "ci-matrix.yaml"
 CI_BASELINE = ROOT / "tests" / "baselines" / "ci-gate.json"
 CI_METHODS = ("base", "fewshot", "rag", "lora", "qlora4", "dora")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def ci_run(tmp_path_factory, smollm2_dir):
     """The small deterministic matrix that CI gates against the committed baseline."""
     out = tmp_path_factory.mktemp("ci")

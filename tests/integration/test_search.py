@@ -16,8 +16,10 @@ from tests.conftest import ROOT, run_cli
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("search")]
 
+# Eight new tokens: what these tests read is the search (trials, their losses, the choice), not the generated text,
+# and the random model runs every generation to its cap (cnn's own is 64).
 SMALL = ("--model", "tiny-llama", "--tasks", "cnn", "--train-limit", "16", "--eval-limit", "6", "--tune-by", "loss",
-         "--bootstrap", "50")
+         "--bootstrap", "50", "--max-new-tokens", "8")
 
 
 def search(run, method: str = "lora") -> dict:
@@ -37,7 +39,7 @@ def study(run) -> list[tuple]:
     return out
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def far(tmp_path_factory):
     """LoRA started at 1e-6, a hundred times below where it learns on this model, searched twice alike: the second
     time with a budget of 5, whose trials are the first 5 of the first search's 8 (the design's 3, then TPE's, each
@@ -79,7 +81,7 @@ def test_with_parallel_1_and_one_seed_two_runs_make_the_same_trials(far):
 
 def test_a_search_killed_mid_trial_resumes_with_each_trial_once(tmp_path):
     args = [sys.executable, str(ROOT / "run_matrix.py"), *SMALL, "--methods", "lora", "--tune", "lr,lora_r",
-            "--tune-trials", "5", "--train-limit", "32", "--epochs", "2", "--executor", "inline", "--out",
+            "--tune-trials", "5", "--train-limit", "16", "--epochs", "1", "--executor", "inline", "--out",
             str(tmp_path), "--run-name", "k"]
     env = {**os.environ, "HARNESS_PROGRESS": "plain"}
     proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
@@ -96,8 +98,8 @@ def test_a_search_killed_mid_trial_resumes_with_each_trial_once(tmp_path):
     assert not (run / "cnn" / "lora.trial2" / "status.json").exists()
     killed = study(run)
     assert [(n, s) for n, s, _ in killed] == [(0, "COMPLETE"), (1, "COMPLETE"), (2, "RUNNING")]
-    again = run_cli(*SMALL, "--methods", "lora", "--tune", "lr,lora_r", "--tune-trials", "5", "--train-limit", "32",
-                    "--epochs", "2", "--out", str(tmp_path), "--run-name", "k")
+    again = run_cli(*SMALL, "--methods", "lora", "--tune", "lr,lora_r", "--tune-trials", "5", "--train-limit", "16",
+                    "--epochs", "1", "--out", str(tmp_path), "--run-name", "k")
     assert again.returncode == 0, again.stderr[-3000:]
     for n in (0, 1):  # finished trials were not redone
         assert (run / "cnn" / f"lora.trial{n}" / "status.json").read_text() == before[n]

@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import run_cli
 
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("trackers")]  # its module fixture runs once
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("trackers")]  # its session fixture runs once
 
 pytest.importorskip("mlflow")
 OPTIONAL = [t for t in ("tensorboard", "wandb") if importlib.util.find_spec(t) is not None]
@@ -17,7 +17,7 @@ ARGS = ("--model", "tiny-llama", "--tasks", "cnn", "--methods", "base,lora", "--
         "4", "--max-new-tokens", "8", "--bootstrap", "100", "--report-to", ",".join(["mlflow", *OPTIONAL]))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def tracked(tmp_path_factory, tiny_model_dir):
     out = tmp_path_factory.mktemp("results")
     with pytest.MonkeyPatch.context() as mp:

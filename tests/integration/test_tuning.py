@@ -9,7 +9,7 @@ import pytest
 from harness.core.files import read_json, read_jsonl
 from tests.conftest import run_cli
 
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("tuning")]  # its module fixture runs once
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("tuning")]  # its session fixture runs once
 
 WORDS = "alpha beta gamma delta river stone cloud market city lamp green blue north south".split()
 GRID = "1e-3,1e-2,1e-1"
@@ -53,7 +53,7 @@ def curve(run, method: str) -> dict:
     return out
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def runs(tmp_path_factory):
     """The same tuned run twice, the second with other rows in its test file."""
     tmp = tmp_path_factory.mktemp("tuning")

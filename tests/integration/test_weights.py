@@ -12,7 +12,7 @@ import torch
 from harness.cli import main
 from tests.conftest import run_cli
 
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("weights")]  # its module fixture runs once
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("weights")]  # its session fixture runs once
 
 SMALL = ["--model", "tiny-llama", "--tasks", "cnn", "--train-limit", "4", "--eval-limit", "2",
          "--max-new-tokens", "8", "--bootstrap", "50"]
@@ -55,7 +55,7 @@ def no_op(train):
     return wrapped
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def run_a(tmp_path_factory, tiny_model_dir, tokenizer_dir):
     """lora and qlora with the default --save (adapters), and each model's logits as the cell evaluated it."""
     from harness.spec.task import get_task
