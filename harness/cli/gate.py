@@ -32,7 +32,8 @@ def cmd_gate(argv: list[str]) -> int:
     p.add_argument("--tol", action="append", metavar="METRIC=abs:X|rel:X", help="per-metric tolerance")
     p.add_argument("--ci-aware", action="store_true",
                    help="count a drop only when the baseline lies outside the current 95%% CI")
-    p.add_argument("--allow-missing", action="store_true", help="a cell or metric the run does not have does not fail (a cell it has that failed still does)")
+    p.add_argument("--allow-missing", action="store_true",
+                   help="a cell or metric the run does not have does not fail (a cell it has that failed still does)")
     args = p.parse_args(argv)
     run_dir = Path(args.results_dir)
     if not run_dir.is_dir():
