@@ -29,6 +29,25 @@ from harness.spec.task import load_tasks  # noqa: E402  (after the path and the 
 load_tasks()  # the task plugins, as every program of the harness loads them first
 
 
+def pytest_collection_modifyitems(config, items):
+    """Keep an ``xdist_group``'s tests on one worker, which is what ``--dist loadgroup`` promises. pytest-xdist 3.8
+    groups a test by appending ``@group`` to ``item._nodeid``, and pytest 9 no longer reads that attribute (a node's
+    id is ``item._id``, a ``NodeId``): the suffix never reached the scheduler, each group was spread over both
+    workers, and its expensive session fixture (the CI matrix, the search runs) ran once on each. Where the suffix
+    is already there (a pytest that still reads ``_nodeid``), this does nothing."""
+    if not getattr(config.option, "loadgroup", False):  # set on xdist workers under --dist loadgroup
+        return
+    try:
+        from _pytest.nodeid import NodeId
+    except ImportError:  # an older pytest: xdist's own suffix works there
+        return
+    for item in items:
+        names = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                        for m in item.iter_markers("xdist_group")})
+        if names and "@" not in item.nodeid:
+            item._id = NodeId.parse(f"{item.nodeid}@{'_'.join(names)}")
+
+
 @pytest.fixture(scope="session")
 def tokenizer_dir() -> Path:
     from harness.spec.models import smollm2_tokenizer_dir
