@@ -19,7 +19,7 @@ from pathlib import Path
 
 from harness.core.files import atomic_write_json, read_json, sha256_json
 from harness.spec.config import FIELDS, RunConfig
-from harness.spec.methods import METHODS, MethodSpec, folder_name, save_kind
+from harness.spec.methods import METHODS, MethodSpec, folder_name, save_kind, written_pairs
 
 CONFIG = "config.json"
 # Method fields added after cell hashes were first made: hashed only when set, so that a cell of a method that does
@@ -47,10 +47,10 @@ def dropout_note(method: MethodSpec) -> str | None:
     """Why a cell of ``method`` trains with the dropout its method is registered with (PiSSA's and OLoRA's 0) rather
     than the run's: resolve_method left it in place, so --lora-dropout was not given, and the method's text does not
     write one. For the cell's config.json and train.json and its first training line; None for any other cell."""
-    base, *pairs = method.name.split(":")
+    base = method.name.split(":")[0]
     registered = METHODS[base]().lora_dropout if base in METHODS else None
     if method.lora_dropout is None or method.lora_dropout != registered or any(
-            p.partition("=")[0].strip() == "lora_dropout" for p in pairs):
+            key == "lora_dropout" for key, _, _ in written_pairs(method.name)):
         return None
     # The measurement behind PiSSA's and OLoRA's 0 is in harness/spec/methods.py, above their registration.
     why = ("its start puts part of the weights in the adapter, and dropout on it perturbs the model from the first "

@@ -220,18 +220,22 @@ METHODS.add("lora+", partial(lora, name="lora+", loraplus_ratio=16.0))
 SPEC_FIELDS = {f.name for f in dataclasses.fields(MethodSpec)} - {"name"}
 
 
+def written_pairs(text: str) -> list[tuple[str, str, str]]:
+    """The (key, "=", value) pairs a method's text writes, unchecked: resolve_method checks them; cell.py reads them."""
+    _, *pairs = text.split(":")
+    return [(key.strip(), sep, raw.strip()) for key, sep, raw in (pair.partition("=") for pair in pairs)]
+
+
 def resolve_method(text: str, lora_dropout: float | None = None) -> MethodSpec:
     """``NAME`` or ``NAME:key=value[:key=value]`` -> a checked MethodSpec; ``lora_dropout``: a given --lora-dropout."""
     base_name, *pairs = text.split(":")
     factory = METHODS.lookup(base_name.strip())
     overrides = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        key = key.strip()
+    for pair, (key, sep, raw) in zip(pairs, written_pairs(text), strict=True):
         if not sep or key not in SPEC_FIELDS | {"bits"}:
             raise ConfigError(f"method {text!r}: {pair!r} is not key=value with a known key; "
                               f"keys: {', '.join(sorted(SPEC_FIELDS | {'bits'}))}")
-        overrides[key] = _scalar(raw.strip())
+        overrides[key] = _scalar(raw)
     if "bits" in overrides:
         bits = overrides.pop("bits")
         if bits not in (4, 8):
